@@ -1,0 +1,35 @@
+"""authsession: an aiohttp ClientSession that keeps OAuth credentials fresh.
+
+The public surface is re-exported here; every other module is private.
+"""
+
+from ._credentials import BaseCredentials, Credentials, StaticCredentials
+from ._errors import AuthSessionError, DeadlineExceededError, RefreshError, TransportError
+from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
+from ._middleware import AuthMiddleware
+from ._refresh import RefreshStats
+from ._session import AuthorizedSession
+from ._token import Token
+from ._transport import Request, Response
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthMiddleware",
+    "AuthSessionError",
+    "AuthorizedSession",
+    "BaseCredentials",
+    "ClientCredentials",
+    "Credentials",
+    "DeadlineExceededError",
+    "RefreshError",
+    "RefreshStats",
+    "RefreshTokenCredentials",
+    "Request",
+    "Response",
+    "StaticCredentials",
+    "Token",
+    "TokenResponse",
+    "TransportError",
+    "parse_token_response",
+]

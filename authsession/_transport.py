@@ -1,0 +1,210 @@
+"""The ``Request`` adapter: how credentials talk to token endpoints over aiohttp.
+
+It has the call shape of google-auth's transports, so any credentials,
+google-auth's included, can refresh through it. Only this module and the grants
+do network I/O for tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+import aiohttp
+from google.auth import transport as google_transport
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ._errors import TransportError
+
+__all__ = ["Request", "Response", "SyncRequestBridge", "safe_url"]
+
+DEFAULT_TIMEOUT = 180.0
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL without its query, fragment or user info, fit for a message or a log."""
+    try:
+        parsed = URL(url)
+        return str(parsed.with_query(None).with_fragment(None).with_user(None))
+    except (ValueError, TypeError):
+        return "<unparseable URL>"
+
+
+class Response(google_transport.Response):
+    """A fully read HTTP response: what a token endpoint answered."""
+
+    __slots__ = ("_data", "_headers", "_status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+        self._status = status
+        self._headers = headers
+        self._data = data
+
+    @property
+    def status(self) -> int:
+        """The HTTP status code."""
+        return self._status
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status code (the name google.auth.aio uses)."""
+        return self._status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The response headers (case-insensitive)."""
+        return self._headers
+
+    @property
+    def data(self) -> bytes:
+        """The whole response body."""
+        return self._data
+
+    async def content(self) -> bytes:
+        """The whole response body (google-auth's legacy async transports call this)."""
+        return self._data
+
+    async def read(self) -> bytes:
+        """The whole response body."""
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"<Response [{self._status}] {len(self._data)} bytes>"
+
+
+class Request:
+    """Sends one HTTP request and reads the whole answer; for token endpoints.
+
+    ``await creds.refresh(authsession.Request(session))`` refreshes any
+    credentials over aiohttp. Every aiohttp error and timeout becomes a
+    :class:`TransportError` with the cause chained.
+
+    Args:
+        session: The ClientSession to send through. When None, the adapter
+            opens one on first use and closes it in :meth:`close`.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        self._session = session
+        self._owns_session = session is None
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The session requests go through (None until first use when the adapter owns it)."""
+        return self._session
+
+    async def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | aiohttp.ClientTimeout | None = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> Response:
+        """Send ``method url`` and return the response once its body is read.
+
+        Raises:
+            TransportError: The request failed or timed out before a whole
+                response arrived.
+        """
+        session = self._session
+        if session is None or (self._owns_session and session.closed):
+            session = self._session = aiohttp.ClientSession()
+        if timeout is None:
+            client_timeout = aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT)
+        elif isinstance(timeout, aiohttp.ClientTimeout):
+            client_timeout = timeout
+        else:
+            client_timeout = aiohttp.ClientTimeout(total=timeout)
+        # A token request must never pass through client middlewares (an
+        # AuthMiddleware would recurse into itself) nor an AuthorizedSession's
+        # own injection: take aiohttp's plain request path.
+        send = aiohttp.ClientSession._request
+        try:
+            resp = await send(
+                session,
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=client_timeout,
+                middlewares=(),
+                **kwargs,
+            )
+            try:
+                data = await resp.read()
+            finally:
+                resp.release()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            what = "timed out" if isinstance(exc, asyncio.TimeoutError) else "failed"
+            detail = "" if isinstance(exc, asyncio.TimeoutError) else f": {type(exc).__name__}"
+            raise TransportError(f"{method} {safe_url(url)} {what}{detail}") from exc
+        return Response(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), data)
+
+    async def close(self) -> None:
+        """Close the session, if this adapter opened it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> Request:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<authsession.Request owns_session={self._owns_session}>"
+
+
+class SyncRequestBridge(google_transport.Request):
+    """A blocking google-auth transport that runs each request on an event loop.
+
+    Sync google-auth credentials refresh in a worker thread; their HTTP calls
+    come back to the loop through this bridge, so they share the session's
+    connection pool instead of needing ``requests``.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        self._request = request
+        self._loop = loop
+        self._timeout = timeout
+        self._pending: set[Future[Response]] = set()
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Response:
+        if self._timeout is not None:
+            timeout = self._timeout if timeout is None else min(timeout, self._timeout)
+        coro = self._request(url, method, body, headers, timeout or DEFAULT_TIMEOUT, **kwargs)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        self._pending.add(future)
+        try:
+            return future.result()
+        except Exception as exc:
+            if isinstance(exc, TransportError):
+                raise
+            # The loop side was cancelled (refresh abandoned or session closed).
+            raise TransportError(f"{method} {safe_url(url)} was abandoned") from exc
+        finally:
+            self._pending.discard(future)
+
+    def cancel(self) -> None:
+        """Abandon whatever request the worker thread is waiting on."""
+        for future in list(self._pending):
+            future.cancel()

@@ -1,0 +1,318 @@
+"""A fake OAuth2 provider and protected API on 127.0.0.1, for tests and demos.
+
+One aiohttp.web application serves a token endpoint (client credentials,
+refresh token with optional rotation, and the JWT-bearer grant google-auth's
+service accounts use) and an echo resource that checks bearer tokens. Knobs
+inject latency, failures and revocation; counters say what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import gzip
+import json
+import secrets
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aiohttp import web
+
+from .._grants import ClientCredentials, RefreshTokenCredentials
+
+__all__ = ["FakeOAuthServer", "IssuedToken", "TokenFailure"]
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+@dataclass
+class IssuedToken:
+    """A token the fake server issued, as the server sees it."""
+
+    value: str = field(repr=False)
+    client_id: str
+    grant_type: str
+    expires_at: float | None
+    revoked: bool = False
+
+
+@dataclass
+class TokenFailure:
+    """How the token endpoint fails its next request(s)."""
+
+    status: int = 503
+    body: bytes | None = None
+    error: str | None = None
+    content_type: str = "application/json"
+
+
+@dataclass
+class ApiRequest:
+    """One request that reached the protected resource."""
+
+    method: str
+    path: str
+    authorization: str | None = field(repr=False)
+    outcome: str
+
+
+class FakeOAuthServer:
+    """An OAuth2 provider and echo API for tests; an async context manager.
+
+    Args:
+        token_lifetime: ``expires_in`` of issued tokens (None: omitted).
+        token_latency: Seconds the token endpoint waits before answering.
+        client_id: The client the endpoint accepts.
+        client_secret: Its secret.
+        refresh_token: The refresh token the endpoint accepts initially.
+        rotate_refresh_tokens: Issue a new refresh token on each refresh grant
+            and invalidate the old one.
+        host: Where to listen (loopback).
+    """
+
+    def __init__(
+        self,
+        *,
+        token_lifetime: float | None = 3600,
+        token_latency: float = 0.0,
+        client_id: str = "test-client",
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        rotate_refresh_tokens: bool = False,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.token_lifetime = token_lifetime
+        self.token_latency = token_latency
+        self.client_id = client_id
+        self.client_secret = client_secret or secrets.token_urlsafe(16)
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.refresh_tokens: set[str] = {refresh_token or secrets.token_urlsafe(24)}
+        self.host = host
+        self.tokens: dict[str, IssuedToken] = {}
+        self.grants: Counter[str] = Counter()
+        self.token_requests = 0
+        self.api_outcomes: Counter[str] = Counter()
+        self.api_log: deque[ApiRequest] = deque(maxlen=10_000)
+        self.token_forms: deque[dict[str, str]] = deque(maxlen=1_000)
+        self._token_failures: deque[TokenFailure] = deque()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> FakeOAuthServer:
+        """Start listening on a free port."""
+        app = web.Application()
+        app.router.add_post("/token", self._token)
+        app.router.add_route("*", "/redirect", self._redirect)
+        app.router.add_route("*", "/api/{tail:.*}", self._api)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        """Stop listening and drop connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeOAuthServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- addresses and matching credentials ------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, with a trailing slash."""
+        if self.port is None:
+            raise RuntimeError("the server is not started")
+        return f"http://{self.host}:{self.port}/"
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint."""
+        return self.url + "token"
+
+    def api_url(self, path: str = "") -> str:
+        """A URL of the protected echo resource."""
+        return self.url + "api/" + path.lstrip("/")
+
+    def credentials(self, **kwargs: Any) -> ClientCredentials:
+        """Client credentials that this server accepts."""
+        return ClientCredentials(self.token_url, self.client_id, self.client_secret, **kwargs)
+
+    def refresh_credentials(self, **kwargs: Any) -> RefreshTokenCredentials:
+        """Refresh-token credentials that this server accepts."""
+        return RefreshTokenCredentials(
+            self.token_url,
+            self.client_id,
+            next(iter(self.refresh_tokens)),
+            client_secret=self.client_secret,
+            **kwargs,
+        )
+
+    # --- knobs and counters ----------------------------------------------------
+
+    @property
+    def grant_count(self) -> int:
+        """Tokens issued, all grant types together."""
+        return sum(self.grants.values())
+
+    def fail_next(self, count: int = 1, **failure: Any) -> None:
+        """Make the next ``count`` token requests fail (see :class:`TokenFailure`)."""
+        self._token_failures.extend(TokenFailure(**failure) for _ in range(count))
+
+    def revoke_all(self) -> int:
+        """Revoke every token issued so far; returns how many."""
+        live = [t for t in self.tokens.values() if not t.revoked]
+        for token in live:
+            token.revoked = True
+        return len(live)
+
+    @property
+    def expired_token_requests(self) -> int:
+        """Requests that reached the API with a token past its expiry."""
+        return self.api_outcomes["expired"]
+
+    @property
+    def unknown_token_requests(self) -> int:
+        """Requests that reached the API with a token never issued (or none)."""
+        return self.api_outcomes["unknown"] + self.api_outcomes["missing"]
+
+    # --- handlers --------------------------------------------------------------
+
+    def _client_id(self, request: web.Request, form: Mapping[str, str]) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            try:
+                pair = base64.b64decode(header[6:], validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            client_id, _, secret = pair.partition(":")
+            client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+        else:
+            client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        if client_id != self.client_id or not secrets.compare_digest(secret, self.client_secret):
+            return None
+        return client_id
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self.token_requests += 1
+        if self.token_latency:
+            await asyncio.sleep(self.token_latency)
+        form = dict(await request.post())
+        form_str = {k: v for k, v in form.items() if isinstance(v, str)}
+        self.token_forms.append(form_str)
+        if self._token_failures:
+            failure = self._token_failures.popleft()
+            if failure.body is not None:
+                return web.Response(status=failure.status, body=failure.body, content_type=failure.content_type)
+            return web.json_response({"error": failure.error or "temporarily_unavailable"}, status=failure.status)
+        grant_type = form_str.get("grant_type", "")
+        extra: dict[str, Any] = {}
+        if grant_type == JWT_BEARER:
+            if not _looks_like_jwt(form_str.get("assertion", "")):
+                return _oauth_error("invalid_grant", "assertion is not a JWT")
+            client_id = "service-account"
+        else:
+            client_id = self._client_id(request, form_str) or ""
+            if not client_id:
+                return _oauth_error("invalid_client", "client authentication failed", status=401)
+            if grant_type == "refresh_token":
+                presented = form_str.get("refresh_token", "")
+                if presented not in self.refresh_tokens:
+                    return _oauth_error("invalid_grant", "refresh token is not valid")
+                if self.rotate_refresh_tokens:
+                    self.refresh_tokens.discard(presented)
+                    rotated = secrets.token_urlsafe(24)
+                    self.refresh_tokens.add(rotated)
+                    extra["refresh_token"] = rotated
+            elif grant_type != "client_credentials":
+                return _oauth_error("unsupported_grant_type", f"grant_type {grant_type[:40]!r}")
+        value = secrets.token_urlsafe(32)
+        lifetime = self.token_lifetime
+        expires_at = None if lifetime is None else time.monotonic() + lifetime
+        self.tokens[value] = IssuedToken(value, client_id, grant_type, expires_at)
+        self.grants[grant_type] += 1
+        body: dict[str, Any] = {"access_token": value, "token_type": "Bearer", **extra}
+        if lifetime is not None:
+            body["expires_in"] = lifetime
+        if "scope" in form_str:
+            body["scope"] = form_str["scope"]
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    def _check_bearer(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization")
+        if header is None or not header.startswith("Bearer "):
+            return "missing"
+        token = self.tokens.get(header[7:])
+        if token is None:
+            return "unknown"
+        if token.revoked:
+            return "revoked"
+        if token.expires_at is not None and time.monotonic() >= token.expires_at:
+            return "expired"
+        return "ok"
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        outcome = self._check_bearer(request)
+        self.api_outcomes[outcome] += 1
+        self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), outcome))
+        if outcome != "ok":
+            return web.json_response(
+                {"error": "invalid_token", "reason": outcome},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        delay = float(request.query.get("delay", "0"))
+        if delay:
+            await asyncio.sleep(delay)
+        echo = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "body": body.decode("utf-8", "replace"),
+            "content_type": request.headers.get("Content-Type"),
+        }
+        status = int(request.query.get("status", "200"))
+        if "gzip" in request.query:
+            data = gzip.compress(json.dumps(echo).encode())
+            return web.Response(
+                body=data, status=status, content_type="application/json", headers={"Content-Encoding": "gzip"}
+            )
+        return web.json_response(echo, status=status)
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        target = request.query.get("to", "")
+        status = int(request.query.get("status", "302"))
+        self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), "redirect"))
+        return web.Response(status=status, headers={"Location": target})
+
+
+def _oauth_error(error: str, description: str, *, status: int = 400) -> web.Response:
+    return web.json_response({"error": error, "error_description": description}, status=status)
+
+
+def _looks_like_jwt(assertion: str) -> bool:
+    parts = assertion.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and "alg" in header
