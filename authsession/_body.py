@@ -37,8 +37,7 @@ def is_replayable(data: Any) -> bool:
         return all(isinstance(k, str) and _plain(v) for k, v in data.items())
     if isinstance(data, (list, tuple)):
         return all(
-            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and _plain(item[1])
-            for item in data
+            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and _plain(item[1]) for item in data
         )
     return False
 

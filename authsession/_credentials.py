@@ -103,9 +103,7 @@ class BaseCredentials:
         else:
             raise ValueError("no access token yet: refresh() first")
 
-    async def before_request(
-        self, request: Any, method: str, url: str, headers: MutableMapping[str, str]
-    ) -> None:
+    async def before_request(self, request: Any, method: str, url: str, headers: MutableMapping[str, str]) -> None:
         """Refresh if needed, then apply the token (google-auth's per-request hook)."""
         if not self.valid:
             await self.refresh(request)

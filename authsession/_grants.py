@@ -80,8 +80,7 @@ def parse_token_response(status: int, body: bytes, content_type: str | None = No
     if not isinstance(payload, dict):
         kind = "a body that is not JSON" if payload is None else "JSON that is not an object"
         raise RefreshError(
-            f"token endpoint answered {status} with {kind}"
-            f" ({content_type or 'no content type'}, {len(body)} bytes)",
+            f"token endpoint answered {status} with {kind} ({content_type or 'no content type'}, {len(body)} bytes)",
             status=status,
             retryable=transient,
         )
@@ -104,13 +103,15 @@ def parse_token_response(status: int, body: bytes, content_type: str | None = No
     try:
         access_token = validate_token_value(payload.get("access_token"))
     except ValueError as exc:
-        raise RefreshError(f"token endpoint answered {status} without a usable access_token: {exc}",
-                           status=status) from None
+        raise RefreshError(
+            f"token endpoint answered {status} without a usable access_token: {exc}", status=status
+        ) from None
     token_type = payload.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         shown = token_type if isinstance(token_type, str) and token_type.isprintable() else "?"
-        raise RefreshError(f"token endpoint issued a {shown[:40]!r} token; only Bearer tokens are supported",
-                           status=status)
+        raise RefreshError(
+            f"token endpoint issued a {shown[:40]!r} token; only Bearer tokens are supported", status=status
+        )
     expires_in = _parse_expires_in(payload.get("expires_in"), status)
     refresh_token = payload.get("refresh_token")
     if refresh_token is not None and not isinstance(refresh_token, str):
@@ -137,8 +138,7 @@ def _parse_expires_in(value: object, status: int) -> float | None:
     if math.isnan(seconds):
         raise RefreshError("token endpoint sent an expires_in that is not a number", status=status)
     if seconds <= 0:
-        raise RefreshError(f"token endpoint sent expires_in={seconds:g}: the token is already expired",
-                           status=status)
+        raise RefreshError(f"token endpoint sent expires_in={seconds:g}: the token is already expired", status=status)
     return min(seconds, MAX_EXPIRES_IN)
 
 

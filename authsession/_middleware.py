@@ -16,7 +16,7 @@ from http import HTTPStatus
 from typing import Any
 
 import aiohttp
-from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
 from yarl import URL
 
 from ._refresh import RefreshStats, TokenManager
@@ -54,8 +54,11 @@ class AuthMiddleware:
         refresh_timeout: float | None = None,
         auth_request: Request | None = None,
     ) -> None:
-        if isinstance(max_refresh_attempts, bool) or not isinstance(max_refresh_attempts, int) \
-                or max_refresh_attempts < 0:
+        if (
+            isinstance(max_refresh_attempts, bool)
+            or not isinstance(max_refresh_attempts, int)
+            or max_refresh_attempts < 0
+        ):
             raise ValueError(f"max_refresh_attempts must be an int >= 0, got {max_refresh_attempts!r}")
         self._refresh_status_codes = frozenset(int(code) for code in refresh_status_codes)
         self._max_refresh_attempts = max_refresh_attempts
@@ -114,7 +117,7 @@ class AuthMiddleware:
             response.status in self._refresh_status_codes
             and attempts < self._max_refresh_attempts
             and tokens.can_refresh
-            and not getattr(req.body, "consumed", True)
+            and _replayable(req.body)
         ):
             response.release()
             sent = await tokens.refresh_rejected(sent)
@@ -134,3 +137,11 @@ class AuthMiddleware:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _replayable(body: object) -> bool:
+    """Whether aiohttp can send this request body again (an empty body always can)."""
+    if body == b"":
+        return True
+    # aiohttp >= 3.12 payloads say whether a write used them up (streams, async iterables).
+    return getattr(body, "consumed", True) is False and isinstance(body, payload.BytesPayload)

@@ -162,11 +162,14 @@ def make_source(credentials: Any, clock: Clock) -> _Source:
     if isinstance(credentials, BaseCredentials):
         return _OwnSource(credentials, clock)
     if isinstance(credentials, str):
-        raise TypeError("credentials must be a credentials object, not a str: wrap a fixed token "
-                        "in authsession.StaticCredentials(token)")
+        raise TypeError(
+            "credentials must be a credentials object, not a str: wrap a fixed token "
+            "in authsession.StaticCredentials(token)"
+        )
     if not (callable(getattr(credentials, "refresh", None)) and callable(getattr(credentials, "apply", None))):
-        raise TypeError(f"credentials must have refresh() and apply() (google-auth's shape), "
-                        f"got {type(credentials).__name__}")
+        raise TypeError(
+            f"credentials must have refresh() and apply() (google-auth's shape), got {type(credentials).__name__}"
+        )
     if inspect.iscoroutinefunction(credentials.refresh):
         return _GoogleAsyncSource(credentials, clock)
     return _GoogleSyncSource(credentials, clock)
@@ -326,8 +329,9 @@ class TokenManager:
             if reason == "background":
                 now = self._clock()
                 self._background_not_before = now + min(30.0, max(0.1, (self._usable_until - now) / 4))
-                log.warning("authsession: background token refresh failed (%s); the current token is kept",
-                            type(exc).__name__)
+                log.warning(
+                    "authsession: background token refresh failed (%s); the current token is kept", type(exc).__name__
+                )
             else:
                 log.debug("authsession: token refresh (%s) failed: %s", reason, type(exc).__name__)
             raise

@@ -118,8 +118,11 @@ with warnings.catch_warnings():
         ) -> None:
             # ClientSession.__del__ reads _connector: set it before anything can raise.
             self._connector = None
-            if isinstance(max_refresh_attempts, bool) or not isinstance(max_refresh_attempts, int) \
-                    or max_refresh_attempts < 0:
+            if (
+                isinstance(max_refresh_attempts, bool)
+                or not isinstance(max_refresh_attempts, int)
+                or max_refresh_attempts < 0
+            ):
                 raise ValueError(f"max_refresh_attempts must be an int >= 0, got {max_refresh_attempts!r}")
             codes = frozenset(int(code) for code in refresh_status_codes)
             if auth_request is not None and not callable(auth_request):
@@ -156,8 +159,7 @@ with warnings.catch_warnings():
         def _token_transport(self) -> Request:
             if self._auth_request is not None:
                 return self._auth_request
-            if self._token_request is None or self._token_request.session is None \
-                    or self._token_request.session.closed:
+            if self._token_request is None or self._token_request.session is None or self._token_request.session.closed:
                 # Same connection pool, but none of this session's default
                 # headers or cookies: they are meant for the API, not the IdP.
                 plain = aiohttp.ClientSession(
@@ -236,6 +238,7 @@ with warnings.catch_warnings():
                 response.status in self._refresh_status_codes
                 and attempts < self._max_refresh_attempts
                 and tokens.can_refresh
+                and _carried(response, sent)
                 and (fresh_form is not None or is_replayable(kwargs.get("data")))
             ):
                 response.release()
@@ -256,8 +259,17 @@ with warnings.catch_warnings():
             await super().close()
 
         def __repr__(self) -> str:
-            return f"<authsession.AuthorizedSession credentials={type(self.credentials).__name__} " \
-                   f"closed={self.closed}>"
+            return f"<authsession.AuthorizedSession credentials={type(self.credentials).__name__} closed={self.closed}>"
+
+
+def _carried(response: ClientResponse, sent: Headers) -> bool:
+    """Whether the request that got ``response`` carried our credentials.
+
+    After a redirect to another origin it did not, and that origin's 401 is not
+    about our token: refreshing could not help.
+    """
+    ours = next((value for name, value in sent.items() if name.lower() == "authorization"), None)
+    return ours is None or response.request_info.headers.get(hdrs.AUTHORIZATION) == ours
 
 
 def _merge(user_headers: CIMultiDict[str], auth_headers: Headers) -> CIMultiDict[str]:
@@ -266,5 +278,3 @@ def _merge(user_headers: CIMultiDict[str], auth_headers: Headers) -> CIMultiDict
         if name not in merged:
             merged[name] = value
     return merged
-
-

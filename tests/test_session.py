@@ -63,12 +63,12 @@ async def test_request_method_both_ways(oauth_server: FakeOAuthServer) -> None:
 
 async def test_kwargs_reach_client_session(oauth_server: FakeOAuthServer) -> None:
     """base_url and default headers given to AuthorizedSession behave as in ClientSession."""
-    async with AuthorizedSession(
-        oauth_server.credentials(), base_url=oauth_server.url, headers={"X-Default": "1"}
-    ) as session:
-        async with session.get("api/rel") as resp:
-            assert (await resp.json())["path"] == "/api/rel"
-            assert resp.request_info.headers["X-Default"] == "1"
+    async with (
+        AuthorizedSession(oauth_server.credentials(), base_url=oauth_server.url, headers={"X-Default": "1"}) as session,
+        session.get("api/rel") as resp,
+    ):
+        assert (await resp.json())["path"] == "/api/rel"
+        assert resp.request_info.headers["X-Default"] == "1"
 
 
 async def test_caller_headers_are_not_mutated(oauth_server: FakeOAuthServer) -> None:
@@ -148,7 +148,8 @@ async def test_close_closes_everything(oauth_server: FakeOAuthServer) -> None:
     connector = session.connector
     await session.close()
     assert session.closed
-    assert connector is not None and connector.closed
+    assert connector is not None
+    assert connector.closed
 
 
 async def test_repr_and_errors_hide_secrets(oauth_server: FakeOAuthServer) -> None:

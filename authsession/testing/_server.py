@@ -111,13 +111,15 @@ class FakeOAuthServer:
         app.router.add_post("/token", self._token)
         app.router.add_route("*", "/redirect", self._redirect)
         app.router.add_route("*", "/api/{tail:.*}", self._api)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Handlers of clients that gave up are cancelled, and shutdown does not
+        # wait long for slow ones: a fake must never hold a test suite up.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=0.1
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def close(self) -> None:
@@ -289,12 +291,25 @@ class FakeOAuthServer:
             "content_type": request.headers.get("Content-Type"),
         }
         status = int(request.query.get("status", "200"))
+        if "chunks" in request.query:
+            return await self._stream(request, int(request.query["chunks"]), float(request.query.get("every", "0")))
         if "gzip" in request.query:
             data = gzip.compress(json.dumps(echo).encode())
             return web.Response(
                 body=data, status=status, content_type="application/json", headers={"Content-Encoding": "gzip"}
             )
         return web.json_response(echo, status=status)
+
+    async def _stream(self, request: web.Request, chunks: int, every: float) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        for _ in range(chunks):
+            if every:
+                await asyncio.sleep(every)
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def _redirect(self, request: web.Request) -> web.Response:
         target = request.query.get("to", "")

@@ -1,0 +1,171 @@
+"""Refresh behaviour through a real server: single flight, reactive refresh, short tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from authsession import AuthorizedSession, RefreshError, StaticCredentials
+from authsession.testing import FakeOAuthServer
+
+
+async def _get_status(session: AuthorizedSession, url: str) -> int:
+    async with session.get(url) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def test_500_concurrent_cold_requests_make_one_grant(oauth_server: FakeOAuthServer) -> None:
+    """500 requests started together on a cold session share one token grant."""
+    oauth_server.token_latency = 0.05
+    async with AuthorizedSession(oauth_server.credentials(), connector=None) as session:
+        statuses = await asyncio.gather(*(_get_status(session, oauth_server.api_url()) for _ in range(500)))
+        assert set(statuses) == {200}
+        assert session.refresh_stats.cold == 1
+    assert oauth_server.grant_count == 1
+
+
+async def test_revocation_with_300_concurrent_requests_makes_one_more_grant(oauth_server: FakeOAuthServer) -> None:
+    """After a server-side revocation, 300 concurrent requests all succeed with one new grant."""
+    async with AuthorizedSession(oauth_server.credentials()) as session:
+        assert await _get_status(session, oauth_server.api_url()) == 200
+        assert oauth_server.grant_count == 1
+        oauth_server.revoke_all()
+        statuses = await asyncio.gather(*(_get_status(session, oauth_server.api_url()) for _ in range(300)))
+        assert set(statuses) == {200}
+        assert session.refresh_stats.after_rejection == 1
+    assert oauth_server.grant_count == 2
+
+
+async def test_refresh_attempts_are_bounded_and_last_response_returned(oauth_server: FakeOAuthServer) -> None:
+    """A resource that always answers 401 costs max_refresh_attempts refreshes, then returns the 401."""
+    async with AuthorizedSession(oauth_server.credentials(), max_refresh_attempts=2) as session:
+        async with session.get(oauth_server.api_url("x?status=401")) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["path"] == "/api/x"
+    # one cold grant, then two refreshes
+    assert oauth_server.grant_count == 3
+    assert oauth_server.api_outcomes["ok"] == 3
+
+
+async def test_zero_refresh_attempts_returns_the_401(oauth_server: FakeOAuthServer) -> None:
+    """max_refresh_attempts=0 turns reactive refresh off."""
+    async with AuthorizedSession(oauth_server.credentials(), max_refresh_attempts=0) as session:
+        assert await _get_status(session, oauth_server.api_url()) == 200
+        oauth_server.revoke_all()
+        assert await _get_status(session, oauth_server.api_url()) == 401
+    assert oauth_server.grant_count == 1
+
+
+async def test_custom_refresh_status_codes(oauth_server: FakeOAuthServer) -> None:
+    """A status listed in refresh_status_codes triggers a refresh; 401 then does not."""
+    async with AuthorizedSession(oauth_server.credentials(), refresh_status_codes=[419]) as session:
+        async with session.get(oauth_server.api_url("x?status=419")) as resp:
+            assert resp.status == 419
+        assert oauth_server.grant_count == 3
+        oauth_server.revoke_all()
+        assert await _get_status(session, oauth_server.api_url()) == 401
+    assert oauth_server.grant_count == 3
+
+
+async def test_static_credentials_return_401_without_resending(oauth_server: FakeOAuthServer) -> None:
+    """A fixed token that is rejected is not re-sent: nothing could change."""
+    async with AuthorizedSession(StaticCredentials("not-issued")) as session:
+        assert await _get_status(session, oauth_server.api_url()) == 401
+    assert oauth_server.unknown_token_requests == 1
+
+
+async def test_stale_rejection_resends_without_another_refresh(oauth_server: FakeOAuthServer) -> None:
+    """A 401 for a token already replaced re-sends with the replacement and refreshes nothing."""
+    oauth_server.token_latency = 0.2
+    async with AuthorizedSession(oauth_server.credentials()) as session:
+        assert await _get_status(session, oauth_server.api_url()) == 200
+        oauth_server.revoke_all()
+        # The slow request was sent with the old token before the refresh; its 401
+        # arrives after the refresh that the fast request triggered has finished.
+        slow = asyncio.ensure_future(_get_status(session, oauth_server.api_url("s?delay=0")))
+        fast = asyncio.ensure_future(_get_status(session, oauth_server.api_url()))
+        assert await asyncio.gather(slow, fast) == [200, 200]
+    assert oauth_server.grant_count == 2
+
+
+async def test_cancelled_waiter_does_not_cancel_shared_refresh(oauth_server: FakeOAuthServer) -> None:
+    """Cancelling one request that waits for the token leaves the refresh running for the others."""
+    oauth_server.token_latency = 0.3
+    async with AuthorizedSession(oauth_server.credentials()) as session:
+        first = asyncio.ensure_future(_get_status(session, oauth_server.api_url()))
+        second = asyncio.ensure_future(_get_status(session, oauth_server.api_url()))
+        await asyncio.sleep(0.1)
+        first.cancel()
+        assert await second == 200
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    assert oauth_server.grant_count == 1
+
+
+async def test_refresh_failure_raises_refresh_error_and_recovers(oauth_server: FakeOAuthServer) -> None:
+    """An RFC 6749 error from the endpoint raises RefreshError; the next request refreshes again."""
+    oauth_server.fail_next(status=400, error="invalid_grant")
+    async with AuthorizedSession(oauth_server.credentials()) as session:
+        with pytest.raises(RefreshError) as info:
+            await session.get(oauth_server.api_url())
+        assert info.value.error == "invalid_grant"
+        assert info.value.status == 400
+        assert await _get_status(session, oauth_server.api_url()) == 200
+
+
+async def test_refresh_timeout_bounds_the_token_request(oauth_server: FakeOAuthServer) -> None:
+    """A token endpoint slower than refresh_timeout fails the request quickly with a TransportError."""
+    from authsession import TransportError
+
+    oauth_server.token_latency = 5
+    async with AuthorizedSession(oauth_server.credentials(), refresh_timeout=0.3) as session:
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="refresh_timeout"):
+            await session.get(oauth_server.api_url())
+        assert time.monotonic() - started < 2
+
+
+async def test_stale_token_is_sent_while_refreshing_in_background() -> None:
+    """Inside the refresh window, requests keep the current token and do not wait for the new one."""
+    async with FakeOAuthServer(token_lifetime=2, token_latency=0.5) as server:
+        async with AuthorizedSession(server.credentials()) as session:
+            assert await _get_status(session, server.api_url()) == 200
+            await asyncio.sleep(1.1)  # past half the lifetime: stale, still valid
+            started = time.monotonic()
+            assert await _get_status(session, server.api_url()) == 200
+            assert time.monotonic() - started < 0.4  # did not wait for the 0.5 s token request
+            await asyncio.sleep(0.7)
+            assert session.refresh_stats.background == 1
+            assert session.refresh_stats.waits == 1  # only the cold start waited
+    assert server.grant_count == 2
+
+
+@pytest.mark.slow
+async def test_short_lived_tokens_never_reach_the_server_expired() -> None:
+    """3-second tokens used by 20 workers for 8 s: no expired token sent, a handful of grants."""
+    async with FakeOAuthServer(token_lifetime=3) as server, AuthorizedSession(server.credentials()) as session:
+        deadline = time.monotonic() + 8
+        failures = 0
+
+        async def worker() -> int:
+            nonlocal failures
+            sent = 0
+            while time.monotonic() < deadline:
+                if await _get_status(session, server.api_url()) != 200:
+                    failures += 1
+                sent += 1
+                await asyncio.sleep(0.01)
+            return sent
+
+        counts = await asyncio.gather(*(worker() for _ in range(20)))
+        stats = session.refresh_stats
+    assert failures == 0
+    assert sum(counts) > 1000
+    assert server.expired_token_requests == 0
+    assert server.api_outcomes.keys() == {"ok"}
+    assert 4 <= server.grant_count <= 8  # about one per 1.5 s of use
+    assert stats.cold == 1
+    assert stats.waits == 20  # the workers' first requests, at the cold start; none after
