@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from authsession.testing import FakeOAuthServer
 
@@ -20,3 +21,9 @@ async def other_server() -> AsyncIterator[FakeOAuthServer]:
     """A second origin (another port), to check what crosses origins."""
     async with FakeOAuthServer() as server:
         yield server
+
+
+# Shared, noisy machines: the first draw of a text strategy builds Hypothesis's
+# Unicode tables (seconds), and any example may be descheduled. Neither is a bug.
+settings.register_profile("authsession", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("authsession")

@@ -53,7 +53,7 @@ async def test_deadline_bounds_reading_the_body(oauth_server: FakeOAuthServer) -
         started = time.monotonic()
         async with session.get(oauth_server.api_url("s?chunks=20&every=0.1"), max_allowed_time=0.8) as resp:
             assert resp.status == 200
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):  # aiohttp's own (TimeoutError on 3.11+)
                 await resp.read()
         assert time.monotonic() - started < 1.5
 
@@ -71,6 +71,6 @@ async def test_deadline_not_reached_returns_normally(oauth_server: FakeOAuthServ
 async def test_inner_timeout_is_not_reported_as_deadline(oauth_server: FakeOAuthServer) -> None:
     """A per-request timeout shorter than the deadline raises aiohttp's timeout, not DeadlineExceededError."""
     async with AuthorizedSession(oauth_server.credentials()) as session:
-        with pytest.raises(TimeoutError) as info:
+        with pytest.raises(asyncio.TimeoutError) as info:
             await session.get(oauth_server.api_url("x?delay=2"), timeout=0.2, max_allowed_time=5)
     assert not isinstance(info.value, DeadlineExceededError)

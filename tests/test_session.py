@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import warnings
@@ -108,9 +109,10 @@ async def test_default_timeout_is_180_seconds(oauth_server: FakeOAuthServer) -> 
 async def test_per_request_timeout_number_and_client_timeout(oauth_server: FakeOAuthServer) -> None:
     """timeout= per request takes a number or a ClientTimeout and bounds a slow response."""
     async with AuthorizedSession(oauth_server.credentials()) as session:
-        with pytest.raises(TimeoutError):
+        # aiohttp's timeout error: asyncio.TimeoutError (the built-in TimeoutError on 3.11+)
+        with pytest.raises(asyncio.TimeoutError):
             await session.get(oauth_server.api_url("slow?delay=2"), timeout=0.3)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await session.get(oauth_server.api_url("slow?delay=2"), timeout=aiohttp.ClientTimeout(total=0.3))
 
 
