@@ -104,3 +104,13 @@ async def test_file_body_is_not_resent(oauth_server: FakeOAuthServer, tmp_path) 
         with path.open("rb") as handle:
             async with session.post(oauth_server.api_url("file"), data=handle) as resp:
                 assert resp.status == 401
+
+
+async def test_redirect_to_another_host_same_port_carries_no_token(oauth_server: FakeOAuthServer) -> None:
+    """127.0.0.1 -> localhost on the same port is another origin: no token follows."""
+    target = oauth_server.api_url("landed").replace("127.0.0.1", "localhost")
+    async with AuthorizedSession(oauth_server.credentials()) as session:
+        async with session.get(f"{oauth_server.url}redirect?to={target}") as resp:
+            assert resp.status == 401
+    assert oauth_server.api_log[-1].path == "/api/landed"
+    assert oauth_server.api_log[-1].authorization is None
