@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .._grants import ClientCredentials, RefreshTokenCredentials
 
-__all__ = ["FakeOAuthServer", "IssuedToken", "TokenFailure"]
+__all__ = ["ApiFailure", "FakeOAuthServer", "IssuedToken", "TokenFailure"]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
@@ -49,6 +49,15 @@ class TokenFailure:
     body: bytes | None = None
     error: str | None = None
     content_type: str = "application/json"
+
+
+@dataclass
+class ApiFailure:
+    """How the protected resource answers its next request(s) instead of echoing."""
+
+    status: int = 503
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
 
 
 @dataclass
@@ -100,6 +109,7 @@ class FakeOAuthServer:
         self.api_log: deque[ApiRequest] = deque(maxlen=10_000)
         self.token_forms: deque[dict[str, str]] = deque(maxlen=1_000)
         self._token_failures: deque[TokenFailure] = deque()
+        self._api_failures: deque[ApiFailure] = deque()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -176,6 +186,10 @@ class FakeOAuthServer:
     def fail_next(self, count: int = 1, **failure: Any) -> None:
         """Make the next ``count`` token requests fail (see :class:`TokenFailure`)."""
         self._token_failures.extend(TokenFailure(**failure) for _ in range(count))
+
+    def fail_api_next(self, count: int = 1, **failure: Any) -> None:
+        """Make the next ``count`` authorized API requests fail (see :class:`ApiFailure`)."""
+        self._api_failures.extend(ApiFailure(**failure) for _ in range(count))
 
     def revoke_all(self) -> int:
         """Revoke every token issued so far; returns how many."""
@@ -280,6 +294,10 @@ class FakeOAuthServer:
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
+        if self._api_failures:
+            failure = self._api_failures.popleft()
+            self.api_outcomes[f"failed {failure.status}"] += 1
+            return web.Response(status=failure.status, headers=failure.headers, body=failure.body)
         delay = float(request.query.get("delay", "0"))
         if delay:
             await asyncio.sleep(delay)
