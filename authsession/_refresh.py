@@ -247,6 +247,10 @@ class TokenManager:
             return self._headers
         return None
 
+    def is_fresh(self, headers: Headers) -> bool:
+        """Whether ``headers`` are the current ones and their token needs no refresh yet."""
+        return headers is self._headers and self._clock() < self._fresh_until
+
     async def headers(self) -> Headers:
         """The headers to send, waiting for a refresh if there is no usable token."""
         headers = self.headers_now()

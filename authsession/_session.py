@@ -26,6 +26,7 @@ from ._errors import DeadlineExceededError
 from ._events import Event, EventHook, emit
 from ._failures import raise_for_status
 from ._ratelimit import RateLimiter
+from ._reauth import reauthorize
 from ._refresh import Headers, RefreshStats, TokenManager
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._transport import Request, safe_url
@@ -295,19 +296,17 @@ with warnings.catch_warnings():
             if sent is None:
                 sent = await tokens.headers()
             response = await send_with(sent if merged is None else _merge(merged, sent))
-            attempts = 0
-            while (
-                response.status in self._refresh_status_codes
-                and attempts < self._max_refresh_attempts
-                and tokens.can_refresh
-                and _carried(response, sent)
-                and replayable()
-            ):
-                response.release()
-                sent = await tokens.refresh_rejected(sent)
-                attempts += 1
-                response = await send_with(sent if merged is None else _merge(merged, sent))
-            return response
+            if response.status not in self._refresh_status_codes:
+                return response
+            return await reauthorize(
+                response,
+                sent,
+                lambda headers: send_with(headers if merged is None else _merge(merged, headers)),
+                tokens=tokens,
+                statuses=self._refresh_status_codes,
+                max_attempts=self._max_refresh_attempts,
+                replayable=replayable,
+            )
 
         async def _with_retries(
             self,
@@ -366,16 +365,6 @@ async def _check_status(response: ClientResponse, rule: RaiseForStatus) -> None:
         await rule(response)
     else:
         await raise_for_status(response)
-
-
-def _carried(response: ClientResponse, sent: Headers) -> bool:
-    """Whether the request that got ``response`` carried our credentials.
-
-    After a redirect to another origin it did not, and that origin's 401 is not
-    about our token: refreshing could not help.
-    """
-    ours = next((value for name, value in sent.items() if name.lower() == "authorization"), None)
-    return ours is None or response.request_info.headers.get(hdrs.AUTHORIZATION) == ours
 
 
 def _merge(user_headers: CIMultiDict[str], auth_headers: Headers) -> CIMultiDict[str]:
