@@ -53,6 +53,11 @@ class RefreshStats:
         return self.cold + self.background + self.after_rejection
 
 
+def _wall_utcnow() -> _dt.datetime:
+    """The wall clock as google-auth reads it (naive UTC), to turn its ``expiry`` into time left."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
 def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     checked = {}
     for name, value in headers.items():
@@ -128,7 +133,7 @@ class _GoogleSource(_Source):
         expiry = getattr(self.credentials, "expiry", None)
         if expiry is None:
             return Token(value, self._started, None)
-        wall_now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+        wall_now = _wall_utcnow()
         if expiry.tzinfo is not None:
             expiry = expiry.astimezone(_dt.timezone.utc).replace(tzinfo=None)
         remaining = (expiry - wall_now).total_seconds()
