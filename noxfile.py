@@ -72,3 +72,11 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
     session.install("-e", ".[test]", "mypy", "types-cachetools")
     session.run("mypy", "--strict", "authsession")
+
+
+@nox.session(python="3.11")
+def soak(session: nox.Session) -> None:
+    """The soak scenario for a minute (nox -s soak -- 300 for five)."""
+    seconds = session.posargs[0] if session.posargs else "60"
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/test_soak.py", env={"AUTHSESSION_SOAK_SECONDS": seconds})

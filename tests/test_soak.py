@@ -1,0 +1,79 @@
+"""Soak: sustained load with short tokens, spurious 401s, flaky token endpoint and resource.
+
+The default run soaks for 5 s; ``nox -s soak`` (or AUTHSESSION_SOAK_SECONDS=60) for longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from authsession import AuthorizedSession, Event
+from authsession.testing import FakeOAuthServer
+
+SECONDS = float(os.environ.get("AUTHSESSION_SOAK_SECONDS", "5"))
+CONCURRENCY = 200
+LIFETIME = 2.0
+
+
+def _rss_bytes() -> int | None:
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+@pytest.mark.slow
+async def test_soak() -> None:
+    """200 workers, 2 s tokens, 1% spurious 401s, 5% token failures, 2% 503s: no failed request,
+    grants on schedule, no memory growth after warm-up."""
+    events: list[Event] = []
+    failures: list[str] = []
+    done = 0
+    async with FakeOAuthServer(
+        token_lifetime=LIFETIME, api_401_rate=0.01, token_failure_rate=0.05, api_failure_rate=0.02, seed=7
+    ) as server:
+        async with AuthorizedSession(server.credentials(), on_event=events.append) as session:
+            started = time.monotonic()
+            stop = started + SECONDS
+            warm_rss: int | None = None
+
+            async def worker() -> None:
+                nonlocal done
+                while time.monotonic() < stop:
+                    try:
+                        async with session.get(server.api_url("soak"), max_allowed_time=10) as resp:
+                            await resp.read()
+                            if resp.status != 200:
+                                failures.append(str(resp.status))
+                    except Exception as exc:  # noqa: BLE001 - every failure is counted, none may happen
+                        failures.append(type(exc).__name__)
+                    done += 1
+
+            async def sample_rss() -> None:
+                nonlocal warm_rss
+                await asyncio.sleep(min(SECONDS * 0.3, 15))
+                warm_rss = _rss_bytes()
+
+            sampler = asyncio.ensure_future(sample_rss())
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            await sampler
+            elapsed = time.monotonic() - started
+            end_rss = _rss_bytes()
+    assert failures == [], f"{len(failures)} failed of {done}: {sorted(set(failures))}"
+    # One grant per refresh interval (half the lifetime, plus the fetch itself), and the cold one.
+    expected = elapsed / (LIFETIME / 2) + 1
+    assert abs(server.grant_count - expected) <= 0.2 * expected, (server.grant_count, expected)
+    assert server.expired_token_requests == 0
+    assert server.api_outcomes["rejected"] > 0  # the spurious 401s happened...
+    assert server.token_failures > 0  # ...and so did the token endpoint failures
+    if warm_rss is not None and end_rss is not None:
+        assert end_rss - warm_rss < 10 * 2**20, (warm_rss, end_rss)
+    assert any(e.kind == "retry" for e in events)
