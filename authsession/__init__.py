@@ -3,6 +3,7 @@
 The public surface is re-exported here; every other module is private.
 """
 
+from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache, token_cache_key
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._errors import AuthSessionError, DeadlineExceededError, RefreshError, TransportError
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
@@ -19,9 +20,14 @@ __all__ = [
     "AuthSessionError",
     "AuthorizedSession",
     "BaseCredentials",
+    "CachedToken",
     "ClientCredentials",
     "Credentials",
     "DeadlineExceededError",
+    "FileTokenCache",
+    "Lease",
+    "MemoryTokenCache",
+    "RedisTokenCache",
     "RefreshError",
     "RefreshStats",
     "RefreshTokenCredentials",
@@ -29,7 +35,9 @@ __all__ = [
     "Response",
     "StaticCredentials",
     "Token",
+    "TokenCache",
     "TokenResponse",
     "TransportError",
     "parse_token_response",
+    "token_cache_key",
 ]

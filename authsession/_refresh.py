@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._cache import TokenCache, fetch_through, token_cache_key
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._deadline import timeout_after
 from ._errors import AuthSessionError, RefreshError, TransportError
@@ -44,6 +45,8 @@ class RefreshStats:
     failures: int = 0
     #: Requests that had to wait for a token (no usable one when they started).
     waits: int = 0
+    #: Refreshes served by the shared token cache (another session's token, no grant).
+    from_cache: int = 0
 
     @property
     def refreshes(self) -> int:
@@ -84,6 +87,11 @@ class _Source:
     async def refresh(self, request: Request, timeout: float | None) -> None:
         raise NotImplementedError
 
+    def adopt(self, token: Token) -> None:
+        """Make ``token`` (from a shared cache) the credentials' own."""
+        self.credentials.token = token.value
+        self.credentials.expiry = token.expiry
+
     async def fetch(self, request: Request, timeout: float | None) -> tuple[Token, dict[str, str]]:
         await self.refresh(request, timeout)
         token = self.existing()
@@ -105,6 +113,9 @@ class _OwnSource(_Source):
 
     async def refresh(self, request: Request, timeout: float | None) -> None:
         await self.credentials.refresh(request)
+
+    def adopt(self, token: Token) -> None:
+        self.credentials.adopt(token)
 
 
 class _GoogleSource(_Source):
@@ -183,6 +194,8 @@ class TokenManager:
         transport: Returns the Request that token requests go through.
         refresh_timeout: Bound on each refresh, in seconds (None: unbounded
             here; the Request's own timeout still applies).
+        token_cache: Where to share tokens with other sessions (None: nowhere).
+            Consulted only when a refresh is due, never on the hot path.
         clock: Monotonic clock, injectable for tests.
     """
 
@@ -192,6 +205,7 @@ class TokenManager:
         *,
         transport: Callable[[], Request],
         refresh_timeout: float | None = None,
+        token_cache: TokenCache | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if refresh_timeout is not None and not (isinstance(refresh_timeout, (int, float)) and refresh_timeout > 0):
@@ -211,6 +225,9 @@ class TokenManager:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.stats = RefreshStats()
+        self._cache = token_cache
+        self._cache_key = None if token_cache is None else token_cache_key(credentials)
+        self._rejected: str | None = None
 
     @property
     def can_refresh(self) -> bool:
@@ -265,8 +282,10 @@ class TokenManager:
         if self._headers is not rejected and self._headers is not None and self._clock() < self._usable_until:
             return self._headers
         if self._headers is rejected:
-            # Nobody should be sent this token again while its replacement is fetched.
+            # Nobody should be sent this token again while its replacement is fetched,
+            # nor take it back from a shared cache.
             self._fresh_until = self._usable_until = -math.inf
+            self._rejected = None if self._token is None else self._token.value
         generation = self._generation
         while True:
             await self._join("after_rejection")
@@ -310,7 +329,7 @@ class TokenManager:
             log.debug("authsession: refreshing token (%s) for %s", reason, type(self.credentials).__name__)
             try:
                 async with timeout_after(self._refresh_timeout):
-                    token, headers = await self._source.fetch(self._transport(), self._refresh_timeout)
+                    token, headers = await self._fetch(reason)
             except TimeoutError as exc:
                 raise TransportError(
                     f"token refresh did not finish within refresh_timeout={self._refresh_timeout:g}s"
@@ -337,6 +356,32 @@ class TokenManager:
             raise
         finally:
             self._task = None
+
+    async def _fetch(self, reason: str) -> tuple[Token, dict[str, str]]:
+        """A new token: from the shared cache if it holds one good enough, else from the issuer."""
+        if self._cache is None or self._cache_key is None:
+            return await self._source.fetch(self._transport(), self._refresh_timeout)
+        rejected = self._rejected
+
+        def accept(token: Token) -> bool:
+            if token.value == rejected:
+                return False
+            now = self._clock()
+            # A background refresh is for a token about to go stale: the cache must do better.
+            return token.is_fresh(now) if reason == "background" else token.is_usable(now)
+
+        token, headers = await fetch_through(
+            self._cache,
+            self._cache_key,
+            lambda: self._source.fetch(self._transport(), self._refresh_timeout),
+            accept,
+            clock=self._clock,
+        )
+        if headers is None:
+            self._source.adopt(token)
+            headers = await _apply(self.credentials)
+            self.stats.from_cache += 1
+        return token, headers
 
     async def close(self) -> None:
         """Cancel a refresh in flight and refuse new ones."""

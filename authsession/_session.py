@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ._body import form_factory, is_replayable
+from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
 from ._deadline import Deadline, deadline_scope
 from ._errors import DeadlineExceededError
 from ._refresh import Headers, RefreshStats, TokenManager
@@ -86,6 +87,9 @@ with warnings.catch_warnings():
             auth_request: The :class:`Request` for token requests; by default
                 they share this session's connection pool.
             auto_decompress: None decompresses as aiohttp does; False keeps raw bytes.
+            token_cache: Where tokens are shared with other sessions: by default
+                the process-wide :class:`MemoryTokenCache`; a :class:`RedisTokenCache`
+                for a fleet; None to share with nobody. The session does not close it.
             **kwargs: Passed to ``aiohttp.ClientSession`` unchanged, except that
                 ``timeout`` defaults to ``ClientTimeout(total=180)`` and may be
                 a number of seconds.
@@ -114,6 +118,7 @@ with warnings.catch_warnings():
             refresh_timeout: float | None = None,
             auth_request: Request | None = None,
             auto_decompress: bool | None = None,
+            token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
             **kwargs: Any,
         ) -> None:
             # ClientSession.__del__ reads _connector: set it before anything can raise.
@@ -127,7 +132,9 @@ with warnings.catch_warnings():
             codes = frozenset(int(code) for code in refresh_status_codes)
             if auth_request is not None and not callable(auth_request):
                 raise TypeError("auth_request must be an authsession.Request")
-            tokens = TokenManager(credentials, transport=self._token_transport, refresh_timeout=refresh_timeout)
+            tokens = TokenManager(
+                credentials, transport=self._token_transport, refresh_timeout=refresh_timeout, token_cache=token_cache
+            )
             timeout = kwargs.get("timeout")
             if timeout is None:
                 kwargs["timeout"] = DEFAULT_TIMEOUT

@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from authsession._cache import DEFAULT_TOKEN_CACHE
 from authsession.testing import FakeOAuthServer
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_token_cache() -> None:
+    """Each test starts with an empty process-wide token cache: equal credentials in two tests share nothing."""
+    DEFAULT_TOKEN_CACHE.clear()
 
 
 @pytest.fixture
