@@ -28,6 +28,9 @@ from typing import Any
 
 __all__ = ["FleetWorker", "RedisServer", "free_port"]
 
+# Workers import the same authsession as their parent, installed or not.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -141,7 +144,8 @@ class FleetWorker:
 
     async def start(self) -> FleetWorker:
         """Start the process and wait until it is ready to send."""
-        env = dict(os.environ, PYTHONWARNINGS="error")
+        path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, PYTHONWARNINGS="error", PYTHONPATH=path)
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
