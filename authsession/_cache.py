@@ -39,12 +39,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from urllib.parse import urlsplit
 
 import cachetools
 
+from ._credentials import validate_token_value
 from ._deadline import timeout_after
 from ._token import Token
-from ._transport import safe_url
 
 if sys.platform != "win32":
     import fcntl
@@ -152,8 +153,10 @@ class CachedToken:
                 raise ValueError("not a cached token of a known format")
             value, token_type = raw["access_token"], raw["token_type"]
             obtained_at, expires_at, scopes = float(raw["obtained_at"]), raw["expires_at"], raw["scopes"]
-            if not (isinstance(value, str) and value and isinstance(token_type, str)):
-                raise ValueError("cached token without a usable value")
+            # Whoever can write to the store must not be able to inject headers.
+            validate_token_value(value)
+            if not isinstance(token_type, str) or token_type.lower() != "bearer":
+                raise ValueError("cached token of a type other than Bearer")
             return cls(
                 value,
                 obtained_at,
@@ -705,6 +708,19 @@ def _alive(entry: Mapping[str, Any], now: float) -> bool:
 
 # --- a fleet -----------------------------------------------------------------------
 
+
+def _describe(url: str) -> str:
+    """Where a Redis URL points, without its password or query (fit for a log)."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            return f"unix:{parts.path}"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+    except ValueError:
+        return "<unparseable URL>"
+
+
 # Deletes the lease only if it still holds our fence: an expired lease taken
 # over by another process must not be released by its former holder.
 _RELEASE_SCRIPT = """
@@ -770,7 +786,7 @@ class RedisTokenCache:
                 retry=Retry(NoBackoff(), 0),
             )
             self._owns_client = True
-            where = safe_url(url_or_client)
+            where = _describe(url_or_client)
         else:
             self._client = url_or_client
             self._owns_client = False

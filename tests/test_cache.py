@@ -61,6 +61,22 @@ def test_cached_token_round_trips_through_json() -> None:
         assert CachedToken.from_json(token.to_json()) == token
 
 
+def test_cached_tokens_that_would_inject_headers_are_refused() -> None:
+    """A store that hands back a token with CR/LF or an odd token type gives a miss, not a header."""
+    good = CachedToken("abc", 1.0, 2.0).to_json()
+    for bad in (good.replace(b'"abc"', b'"a\\r\\nX-Evil: 1"'), good.replace(b'"Bearer"', b'"Bearer\\r\\nX: 1"')):
+        with pytest.raises(ValueError, match="token"):
+            CachedToken.from_json(bad)
+
+
+def test_redis_locations_are_logged_without_passwords() -> None:
+    """What a warning says about a Redis URL keeps host, port and db, and drops user, password and query."""
+    from authsession._cache import _describe
+
+    assert _describe("redis://user:pw@cache.internal:6380/2?password=x") == "redis://cache.internal:6380/2"
+    assert _describe("unix:///run/redis.sock?password=x") == "unix:/run/redis.sock"
+
+
 @given(st.binary(max_size=200))
 def test_malformed_cache_entries_raise_value_error(data: bytes) -> None:
     """Whatever bytes a store returns, parsing raises ValueError or gives a token, never another error."""
