@@ -8,7 +8,7 @@ from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._errors import AuthSessionError, DeadlineExceededError, RefreshError, TransportError
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
 from ._middleware import AuthMiddleware
-from ._refresh import RefreshStats
+from ._refresh import RefreshStats, get_token
 from ._session import AuthorizedSession
 from ._token import Token
 from ._transport import Request, Response
@@ -38,6 +38,7 @@ __all__ = [
     "TokenCache",
     "TokenResponse",
     "TransportError",
+    "get_token",
     "parse_token_response",
     "token_cache_key",
 ]

@@ -26,7 +26,7 @@ from ._errors import AuthSessionError, RefreshError, TransportError
 from ._token import Token
 from ._transport import Request, SyncRequestBridge
 
-__all__ = ["RefreshStats", "TokenManager"]
+__all__ = ["RefreshStats", "TokenManager", "get_token"]
 
 log = logging.getLogger("authsession")
 
@@ -361,10 +361,9 @@ class TokenManager:
         """A new token: from the shared cache if it holds one good enough, else from the issuer."""
         if self._cache is None or self._cache_key is None:
             return await self._source.fetch(self._transport(), self._refresh_timeout)
-        rejected = self._rejected
 
         def accept(token: Token) -> bool:
-            if token.value == rejected:
+            if token.value == self._rejected:
                 return False
             now = self._clock()
             # A background refresh is for a token about to go stale: the cache must do better.
@@ -392,6 +391,31 @@ class TokenManager:
             # wait() neither raises the abandoned refresh's outcome nor swallows our own cancellation.
             await asyncio.wait([task])
         self._task = None
+
+
+async def get_token(credentials: Any, request: Request, *, token_cache: TokenCache | None) -> Token:
+    """A usable token for ``credentials`` without a session: theirs, a cached one, or one fetched and cached.
+
+    For scripts and command lines: with a :class:`FileTokenCache`, a second run
+    reuses the first run's token.
+
+    Args:
+        credentials: authsession or google-auth credentials.
+        request: The :class:`Request` token requests go through.
+        token_cache: Where to look for a token and publish a new one (None: nowhere).
+
+    Raises:
+        RefreshError: The issuer refused.
+        TransportError: The issuer could not be reached.
+    """
+    manager = TokenManager(credentials, transport=lambda: request, token_cache=token_cache)
+    try:
+        await manager.headers()
+    finally:
+        await manager.close()
+    token = manager.token
+    assert token is not None
+    return token
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from authsession import AuthorizedSession, CachedToken, FileTokenCache
+from authsession import AuthorizedSession, CachedToken, FileTokenCache, Request, get_token
 from authsession.testing import FakeOAuthServer
 from authsession.testing._fleet import FleetWorker
 
@@ -58,6 +58,18 @@ async def test_a_second_run_reuses_the_token(oauth_server: FakeOAuthServer, tmp_
             assert await _status(session, oauth_server.api_url()) == 200
     assert oauth_server.grant_count == 1
     assert session.refresh_stats.from_cache == 1
+
+
+async def test_get_token_without_a_session_reuses_the_file(oauth_server: FakeOAuthServer, tmp_path: Path) -> None:
+    """get_token, as a command line would call it twice, makes one grant and returns the same token."""
+    tokens = []
+    for _ in range(2):
+        async with Request() as request:
+            cache = FileTokenCache(tmp_path / "tokens.json")
+            tokens.append(await get_token(oauth_server.credentials(), request, token_cache=cache))
+    assert tokens[0].value == tokens[1].value
+    assert tokens[1].is_usable(time.monotonic())
+    assert oauth_server.grant_count == 1
 
 
 async def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
