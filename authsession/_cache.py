@@ -827,6 +827,8 @@ class RedisTokenCache:
     async def get(self, key: str) -> CachedToken | None:
         """The token stored under ``key``, or None (also when Redis is down)."""
         data: Any = await self._call(None, self._client.get, self._token_key(key))
+        if isinstance(data, str):  # a client made with decode_responses=True
+            data = data.encode()
         return self._codec.decode(data) if isinstance(data, bytes) else None
 
     async def set(self, key: str, token: CachedToken, ttl: float) -> None:

@@ -133,13 +133,23 @@ async def test_redis_lease_is_exclusive_fenced_and_expires(redis_url: str) -> No
         assert await cache.acquire("k") is None
 
 
-async def test_a_client_passed_in_stays_open(redis_url: str, raw: redis.asyncio.Redis) -> None:
-    """A redis client given to the cache is used as it is and not closed with the cache."""
-    async with RedisTokenCache(raw, prefix="mine:") as cache:
-        assert cache.client is raw
-        now = time.time()
-        await cache.set("k", CachedToken("v", now, now + 60), 30)
-    assert await raw.exists("mine:token:k") == 1
+@pytest.mark.parametrize("decode_responses", [False, True])
+async def test_a_client_passed_in_is_used_and_stays_open(redis_url: str, decode_responses: bool) -> None:
+    """A redis client given to the cache (decoding responses or not) is used as it is, and not closed with it."""
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=decode_responses)
+    try:
+        async with RedisTokenCache(client, prefix="mine:", encryption_key=Fernet.generate_key()) as cache:
+            assert cache.client is client
+            now = time.time()
+            await cache.set("k", CachedToken("v", now, now + 60), 30)
+            assert await cache.get("k") == CachedToken("v", now, now + 60)
+            lease = await cache.acquire("k")
+            assert lease is not None
+            await cache.release(lease)
+            assert await client.exists("mine:lease:k") == 0
+        assert await client.exists("mine:token:k") == 1
+    finally:
+        await client.aclose()
 
 
 async def test_unreachable_redis_degrades_with_one_warning_and_recovers(
