@@ -5,10 +5,30 @@ The public surface is re-exported here; every other module is private.
 
 from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache, token_cache_key
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
-from ._errors import AuthSessionError, DeadlineExceededError, RefreshError, TransportError
+from ._defaults import create_client_session, create_tcp_connector
+from ._errors import (
+    AccessDenied,
+    AuthenticationRequired,
+    AuthSessionError,
+    BackendError,
+    BackendNotAvailable,
+    BackendTimeout,
+    Conflict,
+    DeadlineExceededError,
+    HTTPStatusError,
+    NetworkError,
+    NotFound,
+    RefreshError,
+    TooManyRequests,
+    TransportError,
+    UnknownBackendResponse,
+)
+from ._events import Event
+from ._failures import handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
 from ._middleware import AuthMiddleware
 from ._refresh import RefreshStats, get_token
+from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
 from ._token import Token
 from ._transport import Request, Response
@@ -16,29 +36,48 @@ from ._transport import Request, Response
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
     "AuthMiddleware",
     "AuthSessionError",
+    "AuthenticationRequired",
     "AuthorizedSession",
+    "BackendError",
+    "BackendNotAvailable",
+    "BackendTimeout",
     "BaseCredentials",
     "CachedToken",
     "ClientCredentials",
+    "Conflict",
     "Credentials",
     "DeadlineExceededError",
+    "Event",
     "FileTokenCache",
+    "HTTPStatusError",
     "Lease",
     "MemoryTokenCache",
+    "NetworkError",
+    "NotFound",
     "RedisTokenCache",
     "RefreshError",
     "RefreshStats",
     "RefreshTokenCredentials",
     "Request",
     "Response",
+    "RetryPolicy",
     "StaticCredentials",
     "Token",
     "TokenCache",
     "TokenResponse",
+    "TooManyRequests",
     "TransportError",
+    "UnknownBackendResponse",
+    "compute_backoff",
+    "create_client_session",
+    "create_tcp_connector",
     "get_token",
+    "handle_exceptions",
+    "parse_retry_after",
     "parse_token_response",
+    "raise_for_status",
     "token_cache_key",
 ]

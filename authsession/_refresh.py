@@ -23,6 +23,8 @@ from ._cache import TokenCache, fetch_through, token_cache_key
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._deadline import timeout_after
 from ._errors import AuthSessionError, RefreshError, TransportError
+from ._events import Event, EventHook, emit
+from ._retry import RetryPolicy
 from ._token import Token
 from ._transport import Request, SyncRequestBridge
 
@@ -52,6 +54,11 @@ class RefreshStats:
     def refreshes(self) -> int:
         """All successful refreshes."""
         return self.cold + self.background + self.after_rejection
+
+
+def _wall_utcnow() -> _dt.datetime:
+    """The wall clock as google-auth reads it (naive UTC), to turn its ``expiry`` into time left."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
 
 
 def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -137,7 +144,7 @@ class _GoogleSource(_Source):
         expiry = getattr(self.credentials, "expiry", None)
         if expiry is None:
             return Token(value, self._started, None)
-        wall_now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+        wall_now = _wall_utcnow()
         if expiry.tzinfo is not None:
             expiry = expiry.astimezone(_dt.timezone.utc).replace(tzinfo=None)
         remaining = (expiry - wall_now).total_seconds()
@@ -192,8 +199,12 @@ class TokenManager:
     Args:
         credentials: authsession or google-auth credentials.
         transport: Returns the Request that token requests go through.
-        refresh_timeout: Bound on each refresh, in seconds (None: unbounded
-            here; the Request's own timeout still applies).
+        refresh_timeout: Bound on each refresh, retries included, in seconds
+            (None: unbounded here; the Request's own timeout still applies).
+        retry: Its ``attempts`` and backoff also bound token requests, which
+            are retried on transport errors and transient endpoint answers
+            (5xx, 429), never on an RFC 6749 error such as ``invalid_grant``.
+        on_event: Called with an Event for each refresh and token retry.
         token_cache: Where to share tokens with other sessions (None: nowhere).
             Consulted only when a refresh is due, never on the hot path.
         clock: Monotonic clock, injectable for tests.
@@ -205,6 +216,8 @@ class TokenManager:
         *,
         transport: Callable[[], Request],
         refresh_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        on_event: EventHook | None = None,
         token_cache: TokenCache | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -214,6 +227,8 @@ class TokenManager:
         self._source = make_source(credentials, clock)
         self._transport = transport
         self._refresh_timeout = refresh_timeout
+        self._retry = retry
+        self._on_event = on_event
         self._clock = clock
         self._headers: dict[str, str] | None = None
         self._token: Token | None = None
@@ -253,6 +268,10 @@ class TokenManager:
                 self._start("background")
             return self._headers
         return None
+
+    def is_fresh(self, headers: Headers) -> bool:
+        """Whether ``headers`` are the current ones and their token needs no refresh yet."""
+        return headers is self._headers and self._clock() < self._fresh_until
 
     async def headers(self) -> Headers:
         """The headers to send, waiting for a refresh if there is no usable token."""
@@ -329,13 +348,14 @@ class TokenManager:
             log.debug("authsession: refreshing token (%s) for %s", reason, type(self.credentials).__name__)
             try:
                 async with timeout_after(self._refresh_timeout):
-                    token, headers = await self._fetch(reason)
+                    token, headers, attempt = await self._fetch(reason)
             except TimeoutError as exc:
                 raise TransportError(
                     f"token refresh did not finish within refresh_timeout={self._refresh_timeout:g}s"
                 ) from exc
             self._install(token, headers)
             setattr(self.stats, reason, getattr(self.stats, reason) + 1)
+            emit(self._on_event, Event("refresh", reason, attempt))
             lifetime = token.lifetime
             log.debug(
                 "authsession: token refreshed (%s) in %.3fs, lifetime %s",
@@ -357,10 +377,13 @@ class TokenManager:
         finally:
             self._task = None
 
-    async def _fetch(self, reason: str) -> tuple[Token, dict[str, str]]:
-        """A new token: from the shared cache if it holds one good enough, else from the issuer."""
+    async def _fetch(self, reason: str) -> tuple[Token, dict[str, str], int]:
+        """A new token: from the shared cache if it holds one good enough, else from the issuer.
+
+        Returns the token, its headers, and the token request attempt that got it (0: from the cache).
+        """
         if self._cache is None or self._cache_key is None:
-            return await self._source.fetch(self._transport(), self._refresh_timeout)
+            return await self._fetch_with_retries(reason)
 
         def accept(token: Token) -> bool:
             if token.value == self._rejected:
@@ -369,18 +392,33 @@ class TokenManager:
             # A background refresh is for a token about to go stale: the cache must do better.
             return token.is_fresh(now) if reason == "background" else token.is_usable(now)
 
-        token, headers = await fetch_through(
-            self._cache,
-            self._cache_key,
-            lambda: self._source.fetch(self._transport(), self._refresh_timeout),
-            accept,
-            clock=self._clock,
-        )
-        if headers is None:
-            self._source.adopt(token)
-            headers = await _apply(self.credentials)
-            self.stats.from_cache += 1
-        return token, headers
+        async def fetch() -> tuple[Token, tuple[dict[str, str], int]]:
+            token, headers, attempt = await self._fetch_with_retries(reason)
+            return token, (headers, attempt)
+
+        token, fetched = await fetch_through(self._cache, self._cache_key, fetch, accept, clock=self._clock)
+        if fetched is not None:
+            return token, *fetched
+        self._source.adopt(token)
+        self.stats.from_cache += 1
+        return token, await _apply(self.credentials), 0
+
+    async def _fetch_with_retries(self, reason: str) -> tuple[Token, dict[str, str], int]:
+        policy = self._retry
+        attempts = policy.attempts if policy is not None and policy.attempts > 1 else 1
+        number = 1
+        while True:
+            try:
+                token, headers = await self._source.fetch(self._transport(), self._refresh_timeout)
+                return token, headers, number
+            except (TransportError, RefreshError) as exc:
+                transient = isinstance(exc, TransportError) or exc.retryable
+                if not transient or number >= attempts or policy is None:
+                    raise
+                delay = policy.backoff(number)
+                number += 1
+                emit(self._on_event, Event("retry", f"token {type(exc).__name__}", number, delay))
+                await asyncio.sleep(delay)
 
     async def close(self) -> None:
         """Cancel a refresh in flight and refuse new ones."""
