@@ -3,6 +3,7 @@
 The public surface is re-exported here; every other module is private.
 """
 
+from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache, token_cache_key
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._defaults import create_client_session, create_tcp_connector
 from ._errors import (
@@ -26,7 +27,7 @@ from ._events import Event
 from ._failures import handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
 from ._middleware import AuthMiddleware
-from ._refresh import RefreshStats
+from ._refresh import RefreshStats, get_token
 from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
 from ._token import Token
@@ -44,14 +45,19 @@ __all__ = [
     "BackendNotAvailable",
     "BackendTimeout",
     "BaseCredentials",
+    "CachedToken",
     "ClientCredentials",
     "Conflict",
     "Credentials",
     "DeadlineExceededError",
     "Event",
+    "FileTokenCache",
     "HTTPStatusError",
+    "Lease",
+    "MemoryTokenCache",
     "NetworkError",
     "NotFound",
+    "RedisTokenCache",
     "RefreshError",
     "RefreshStats",
     "RefreshTokenCredentials",
@@ -60,6 +66,7 @@ __all__ = [
     "RetryPolicy",
     "StaticCredentials",
     "Token",
+    "TokenCache",
     "TokenResponse",
     "TooManyRequests",
     "TransportError",
@@ -67,8 +74,10 @@ __all__ = [
     "compute_backoff",
     "create_client_session",
     "create_tcp_connector",
+    "get_token",
     "handle_exceptions",
     "parse_retry_after",
     "parse_token_response",
     "raise_for_status",
+    "token_cache_key",
 ]

@@ -94,6 +94,18 @@ class BaseCredentials:
         """Fetch a new token through ``request`` (an :class:`authsession.Request`) and keep it."""
         self._token = await self.fetch_token(request)
 
+    def adopt(self, token: Token) -> None:
+        """Use a token obtained elsewhere (another session, through a token cache) as the current one."""
+        self._token = token
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """What identifies this credential's tokens, for a shared token cache; None: never share.
+
+        Secrets appear only as digests. Equal identities share tokens, so
+        everything that changes which token the issuer grants must be in it.
+        """
+        return None
+
     def apply(self, headers: MutableMapping[str, str], token: str | None = None) -> None:
         """Write the Authorization header for the current (or given) token into ``headers``."""
         if token is not None:

@@ -20,7 +20,8 @@ class Event:
         reason: Why: for a refresh ``cold``, ``background`` or ``after_rejection``;
             for a retry the status (``"503"``) or the exception's class name.
         attempt: For a retry, the attempt about to be made (2 for the first retry);
-            for a refresh, the token request attempt (1 unless the endpoint failed).
+            for a refresh, the token request attempt (1 unless the endpoint failed;
+            0 when a shared token cache supplied the token).
         delay: Seconds slept before the retry (0 for a refresh).
         method: The request's method (None for a token refresh).
         url: The request's URL without query (None for a token refresh).

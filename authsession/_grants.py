@@ -21,6 +21,7 @@ from urllib.parse import quote_plus, urlencode
 
 from yarl import URL
 
+from ._cache import digest
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._errors import RefreshError
 from ._token import Token
@@ -244,6 +245,18 @@ class _OAuth2Credentials(BaseCredentials):
         )
         return parsed, token
 
+    def cache_identity(self) -> dict[str, Any] | None:
+        """Token endpoint, client, scopes and extra parameters; the secret as a digest."""
+        return {
+            "kind": f"authsession.{type(self).__name__}",
+            "token_uri": self.token_uri,
+            "client_id": self.client_id,
+            # Part of the key so that a wrong secret never reads a token the right one got.
+            "client_secret": None if self._client_secret is None else digest(self._client_secret),
+            "scopes": None if self.scopes is None else sorted(self.scopes),
+            "extra_params": {name: digest(value) for name, value in sorted(self.extra_params.items())},
+        }
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} client_id={self.client_id!r} token_uri={safe_url(self.token_uri)!r}>"
 
@@ -289,6 +302,13 @@ class ClientCredentials(_OAuth2Credentials):
             clock=clock,
         )
         self.audience = audience
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """The client's identity and the audience asked for."""
+        identity = super().cache_identity()
+        assert identity is not None
+        identity["audience"] = self.audience
+        return identity
 
     async def fetch_token(self, request: Any) -> Token:
         """Ask the token endpoint for a new token."""
@@ -348,6 +368,8 @@ class RefreshTokenCredentials(_OAuth2Credentials):
             clock=clock,
         )
         self._refresh_token = refresh_token
+        # The grant this credential stands for: its first refresh token, whatever rotation does later.
+        self._subject = digest(refresh_token)
         self._on_refresh = on_refresh
         self._lock: asyncio.Lock | None = None
         self._grants = 0
@@ -356,6 +378,13 @@ class RefreshTokenCredentials(_OAuth2Credentials):
     def refresh_token(self) -> str:
         """The refresh token in use (the latest, after rotation)."""
         return self._refresh_token
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """The client's identity and (as a digest) the refresh token it started with."""
+        identity = super().cache_identity()
+        assert identity is not None
+        identity["subject"] = self._subject
+        return identity
 
     async def fetch_token(self, request: Any) -> Token:
         """Trade the refresh token for a new access token, keeping a rotated refresh token."""

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
 from yarl import URL
 
+from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
 from ._reauth import reauthorize
 from ._refresh import Headers, RefreshStats, TokenManager
 from ._transport import Request
@@ -44,6 +45,8 @@ class AuthMiddleware:
         refresh_timeout: Bound on each token refresh, in seconds.
         auth_request: The :class:`Request` for token requests; by default a
             plain session sharing the calling session's connection pool.
+        token_cache: Where tokens are shared with other sessions (see
+            ``AuthorizedSession``); None to share with nobody.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class AuthMiddleware:
         max_refresh_attempts: int = 2,
         refresh_timeout: float | None = None,
         auth_request: Request | None = None,
+        token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
     ) -> None:
         if (
             isinstance(max_refresh_attempts, bool)
@@ -66,7 +70,9 @@ class AuthMiddleware:
         self._auth_request = auth_request
         self._token_request: Request | None = None
         self._connector: aiohttp.BaseConnector | None = None
-        self._tokens = TokenManager(credentials, transport=self._token_transport, refresh_timeout=refresh_timeout)
+        self._tokens = TokenManager(
+            credentials, transport=self._token_transport, refresh_timeout=refresh_timeout, token_cache=token_cache
+        )
 
     @property
     def refresh_stats(self) -> RefreshStats:

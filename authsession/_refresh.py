@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._cache import TokenCache, fetch_through, token_cache_key
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._deadline import timeout_after
 from ._errors import AuthSessionError, RefreshError, TransportError
@@ -27,7 +28,7 @@ from ._retry import RetryPolicy
 from ._token import Token
 from ._transport import Request, SyncRequestBridge
 
-__all__ = ["RefreshStats", "TokenManager"]
+__all__ = ["RefreshStats", "TokenManager", "get_token"]
 
 log = logging.getLogger("authsession")
 
@@ -46,6 +47,8 @@ class RefreshStats:
     failures: int = 0
     #: Requests that had to wait for a token (no usable one when they started).
     waits: int = 0
+    #: Refreshes served by the shared token cache (another session's token, no grant).
+    from_cache: int = 0
 
     @property
     def refreshes(self) -> int:
@@ -91,6 +94,11 @@ class _Source:
     async def refresh(self, request: Request, timeout: float | None) -> None:
         raise NotImplementedError
 
+    def adopt(self, token: Token) -> None:
+        """Make ``token`` (from a shared cache) the credentials' own."""
+        self.credentials.token = token.value
+        self.credentials.expiry = token.expiry
+
     async def fetch(self, request: Request, timeout: float | None) -> tuple[Token, dict[str, str]]:
         await self.refresh(request, timeout)
         token = self.existing()
@@ -112,6 +120,9 @@ class _OwnSource(_Source):
 
     async def refresh(self, request: Request, timeout: float | None) -> None:
         await self.credentials.refresh(request)
+
+    def adopt(self, token: Token) -> None:
+        self.credentials.adopt(token)
 
 
 class _GoogleSource(_Source):
@@ -194,6 +205,8 @@ class TokenManager:
             are retried on transport errors and transient endpoint answers
             (5xx, 429), never on an RFC 6749 error such as ``invalid_grant``.
         on_event: Called with an Event for each refresh and token retry.
+        token_cache: Where to share tokens with other sessions (None: nowhere).
+            Consulted only when a refresh is due, never on the hot path.
         clock: Monotonic clock, injectable for tests.
     """
 
@@ -205,6 +218,7 @@ class TokenManager:
         refresh_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         on_event: EventHook | None = None,
+        token_cache: TokenCache | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if refresh_timeout is not None and not (isinstance(refresh_timeout, (int, float)) and refresh_timeout > 0):
@@ -226,6 +240,9 @@ class TokenManager:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.stats = RefreshStats()
+        self._cache = token_cache
+        self._cache_key = None if token_cache is None else token_cache_key(credentials)
+        self._rejected: str | None = None
 
     @property
     def can_refresh(self) -> bool:
@@ -284,8 +301,10 @@ class TokenManager:
         if self._headers is not rejected and self._headers is not None and self._clock() < self._usable_until:
             return self._headers
         if self._headers is rejected:
-            # Nobody should be sent this token again while its replacement is fetched.
+            # Nobody should be sent this token again while its replacement is fetched,
+            # nor take it back from a shared cache.
             self._fresh_until = self._usable_until = -math.inf
+            self._rejected = None if self._token is None else self._token.value
         generation = self._generation
         while True:
             await self._join("after_rejection")
@@ -329,7 +348,7 @@ class TokenManager:
             log.debug("authsession: refreshing token (%s) for %s", reason, type(self.credentials).__name__)
             try:
                 async with timeout_after(self._refresh_timeout):
-                    token, headers, attempt = await self._fetch_with_retries(reason)
+                    token, headers, attempt = await self._fetch(reason)
             except TimeoutError as exc:
                 raise TransportError(
                     f"token refresh did not finish within refresh_timeout={self._refresh_timeout:g}s"
@@ -358,6 +377,32 @@ class TokenManager:
         finally:
             self._task = None
 
+    async def _fetch(self, reason: str) -> tuple[Token, dict[str, str], int]:
+        """A new token: from the shared cache if it holds one good enough, else from the issuer.
+
+        Returns the token, its headers, and the token request attempt that got it (0: from the cache).
+        """
+        if self._cache is None or self._cache_key is None:
+            return await self._fetch_with_retries(reason)
+
+        def accept(token: Token) -> bool:
+            if token.value == self._rejected:
+                return False
+            now = self._clock()
+            # A background refresh is for a token about to go stale: the cache must do better.
+            return token.is_fresh(now) if reason == "background" else token.is_usable(now)
+
+        async def fetch() -> tuple[Token, tuple[dict[str, str], int]]:
+            token, headers, attempt = await self._fetch_with_retries(reason)
+            return token, (headers, attempt)
+
+        token, fetched = await fetch_through(self._cache, self._cache_key, fetch, accept, clock=self._clock)
+        if fetched is not None:
+            return token, *fetched
+        self._source.adopt(token)
+        self.stats.from_cache += 1
+        return token, await _apply(self.credentials), 0
+
     async def _fetch_with_retries(self, reason: str) -> tuple[Token, dict[str, str], int]:
         policy = self._retry
         attempts = policy.attempts if policy is not None and policy.attempts > 1 else 1
@@ -384,6 +429,31 @@ class TokenManager:
             # wait() neither raises the abandoned refresh's outcome nor swallows our own cancellation.
             await asyncio.wait([task])
         self._task = None
+
+
+async def get_token(credentials: Any, request: Request, *, token_cache: TokenCache | None) -> Token:
+    """A usable token for ``credentials`` without a session: theirs, a cached one, or one fetched and cached.
+
+    For scripts and command lines: with a :class:`FileTokenCache`, a second run
+    reuses the first run's token.
+
+    Args:
+        credentials: authsession or google-auth credentials.
+        request: The :class:`Request` token requests go through.
+        token_cache: Where to look for a token and publish a new one (None: nowhere).
+
+    Raises:
+        RefreshError: The issuer refused.
+        TransportError: The issuer could not be reached.
+    """
+    manager = TokenManager(credentials, transport=lambda: request, token_cache=token_cache)
+    try:
+        await manager.headers()
+    finally:
+        await manager.close()
+    token = manager.token
+    assert token is not None
+    return token
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ._body import form_factory, is_replayable
+from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
 from ._deadline import Deadline, deadline_scope
 from ._errors import DeadlineExceededError
 from ._events import Event, EventHook, emit
@@ -91,6 +92,9 @@ with warnings.catch_warnings():
                 attempts for idempotent methods.
             rate_limit: At most this many requests start per second (None: no limit).
             on_event: Called with an :class:`Event` for every refresh and retry.
+            token_cache: Where tokens are shared with other sessions: by default
+                the process-wide :class:`MemoryTokenCache`; a :class:`RedisTokenCache`
+                for a fleet; None to share with nobody. The session does not close it.
             **kwargs: Passed to ``aiohttp.ClientSession`` unchanged, except that
                 ``timeout`` defaults to ``ClientTimeout(total=180)`` and may be
                 a number of seconds, and ``raise_for_status=True`` raises
@@ -128,6 +132,7 @@ with warnings.catch_warnings():
             retry: RetryPolicy | None = DEFAULT_RETRY,
             rate_limit: float | None = None,
             on_event: EventHook | None = None,
+            token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
             **kwargs: Any,
         ) -> None:
             # ClientSession.__del__ reads _connector: set it before anything can raise.
@@ -152,6 +157,7 @@ with warnings.catch_warnings():
                 refresh_timeout=refresh_timeout,
                 retry=retry,
                 on_event=on_event,
+                token_cache=token_cache,
             )
             timeout = kwargs.get("timeout")
             if timeout is None:

@@ -1,14 +1,26 @@
-"""Shared fixtures: a fake OAuth2 provider and API on 127.0.0.1 (authsession.testing)."""
+"""Shared fixtures: a fake OAuth2 provider and API on 127.0.0.1 (authsession.testing), and Redis."""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from authsession._cache import DEFAULT_TOKEN_CACHE
 from authsession.testing import FakeOAuthServer
+from authsession.testing._fleet import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_token_cache() -> None:
+    """Each test starts with an empty process-wide token cache: equal credentials in two tests share nothing."""
+    DEFAULT_TOKEN_CACHE.clear()
 
 
 @pytest.fixture
@@ -22,6 +34,62 @@ async def other_server() -> AsyncIterator[FakeOAuthServer]:
     """A second origin (another port), to check what crosses origins."""
     async with FakeOAuthServer() as server:
         yield server
+
+
+def _apt_install_redis() -> str:
+    """Install redis-server with apt-get (root only); the reason it failed, or ""."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return "redis-server is not installed, and apt-get cannot install it here (needs root and apt-get)"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "redis-server"]
+    for step in ([install], [["apt-get", "update", "-q"], install]):
+        for command in step:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+        if shutil.which("redis-server"):
+            return ""
+    return f"redis-server could not be installed with apt-get: {done.stderr.strip()[-300:]}"
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    """The redis-server binary, installed with apt-get if missing and possible; else the test is skipped."""
+    if shutil.which("redis-server") is None:
+        reason = _apt_install_redis()
+        if reason:
+            pytest.skip(reason)
+    found = shutil.which("redis-server")
+    assert found is not None
+    return found
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_binary: str) -> Iterator[RedisServer]:
+    """One redis-server on a free loopback port for the whole run."""
+    server = RedisServer(redis_binary)
+    try:
+        server.start()
+    except RuntimeError:  # the free port was taken meanwhile: once more on another
+        server.close()
+        server = RedisServer(redis_binary).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared redis-server's URL, emptied for this test."""
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as sock:
+        sock.sendall(b"FLUSHALL\r\n")
+        assert sock.recv(16).startswith(b"+OK")
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis(redis_binary: str) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may stop and start again."""
+    server = RedisServer(redis_binary).start()
+    yield server
+    server.close()
 
 
 # Shared, noisy machines: the first draw of a text strategy builds Hypothesis's

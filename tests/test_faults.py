@@ -114,7 +114,8 @@ async def test_token_endpoint_closing_mid_body(oauth_server: FakeOAuthServer) ->
     async with AuthorizedSession(oauth_server.credentials(), retry=FAST) as session:
         assert await _status(session, oauth_server.api_url()) == 200
     oauth_server.fail_next(3, truncate=True)
-    async with AuthorizedSession(oauth_server.credentials(), retry=FAST) as session:
+    # token_cache=None: this session must ask the endpoint, not reuse the first session's token.
+    async with AuthorizedSession(oauth_server.credentials(), retry=FAST, token_cache=None) as session:
         with pytest.raises(TransportError):
             await session.get(oauth_server.api_url())
         assert await _status(session, oauth_server.api_url()) == 200
