@@ -1,4 +1,9 @@
-"""Shared fixtures: a fake OAuth2 provider and API on 127.0.0.1 (authsession.testing)."""
+"""Shared fixtures.
+
+``oauth_server`` (a fake OAuth2 provider and API on 127.0.0.1) comes from
+authsession's own pytest plugin, ``authsession.testing.plugin``, as it does for
+users; ``pytester`` runs throwaway test files the way a user's project would.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,7 @@ from hypothesis import HealthCheck, settings
 
 from authsession.testing import FakeOAuthServer
 
-
-@pytest.fixture
-async def oauth_server() -> AsyncIterator[FakeOAuthServer]:
-    async with FakeOAuthServer() as server:
-        yield server
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture
