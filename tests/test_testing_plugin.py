@@ -41,11 +41,25 @@ async def test_the_marker_configures_the_server(oauth_server, authorized_session
 """
 
 
+BAD_MARKER_TEST = """
+import pytest
+
+@pytest.mark.asyncio
+@pytest.mark.oauth_server(3600)
+async def test_positional_marker_argument(oauth_server):
+    pass
+"""
+
+
 def test_plugin_fixtures_work_in_strict_mode(pytester: pytest.Pytester) -> None:
-    """A user's test file needs no conftest: the fixtures come from the entry point, in strict mode."""
-    pytester.makepyfile(test_user=USER_TESTS)
+    """A user's test file needs no conftest: the fixtures come from the entry point, in strict mode.
+
+    A positional marker argument is a usage error that says what is wrong.
+    """
+    pytester.makepyfile(test_user=USER_TESTS, test_bad_marker=BAD_MARKER_TEST)
     result = pytester.runpytest_subprocess(*USER_OPTIONS, "-o", "asyncio_mode=strict")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(["*takes keyword arguments only*"])
 
 
 def test_plugin_fixtures_work_in_auto_mode(pytester: pytest.Pytester) -> None:
@@ -57,22 +71,5 @@ def test_plugin_fixtures_work_in_auto_mode(pytester: pytest.Pytester) -> None:
 
 def test_marker_is_registered_for_strict_markers(pytester: pytest.Pytester) -> None:
     """``--strict-markers`` accepts the plugin's marker, and ``--markers`` documents it."""
-    result = pytester.runpytest_subprocess("--markers")
+    result = pytester.runpytest("-o", "asyncio_default_fixture_loop_scope=function", "--markers")
     result.stdout.fnmatch_lines(["*@pytest.mark.oauth_server(**knobs)*FakeOAuthServer*"])
-
-
-def test_marker_rejects_positional_arguments(pytester: pytest.Pytester) -> None:
-    """A positional marker argument is a usage error that says what is wrong."""
-    pytester.makepyfile(
-        test_user="""
-import pytest
-
-@pytest.mark.asyncio
-@pytest.mark.oauth_server(3600)
-async def test_it(oauth_server):
-    pass
-"""
-    )
-    result = pytester.runpytest_subprocess(*USER_OPTIONS, "-o", "asyncio_mode=strict")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*keyword arguments only*"])
