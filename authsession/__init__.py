@@ -4,10 +4,30 @@ The public surface is re-exported here; every other module is private.
 """
 
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
-from ._errors import AuthSessionError, DeadlineExceededError, RefreshError, TransportError
+from ._defaults import create_client_session, create_tcp_connector
+from ._errors import (
+    AccessDenied,
+    AuthenticationRequired,
+    AuthSessionError,
+    BackendError,
+    BackendNotAvailable,
+    BackendTimeout,
+    Conflict,
+    DeadlineExceededError,
+    HTTPStatusError,
+    NetworkError,
+    NotFound,
+    RefreshError,
+    TooManyRequests,
+    TransportError,
+    UnknownBackendResponse,
+)
+from ._events import Event
+from ._failures import handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
 from ._middleware import AuthMiddleware
 from ._refresh import RefreshStats
+from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
 from ._token import Token
 from ._transport import Request, Response
@@ -15,21 +35,40 @@ from ._transport import Request, Response
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
     "AuthMiddleware",
     "AuthSessionError",
+    "AuthenticationRequired",
     "AuthorizedSession",
+    "BackendError",
+    "BackendNotAvailable",
+    "BackendTimeout",
     "BaseCredentials",
     "ClientCredentials",
+    "Conflict",
     "Credentials",
     "DeadlineExceededError",
+    "Event",
+    "HTTPStatusError",
+    "NetworkError",
+    "NotFound",
     "RefreshError",
     "RefreshStats",
     "RefreshTokenCredentials",
     "Request",
     "Response",
+    "RetryPolicy",
     "StaticCredentials",
     "Token",
     "TokenResponse",
+    "TooManyRequests",
     "TransportError",
+    "UnknownBackendResponse",
+    "compute_backoff",
+    "create_client_session",
+    "create_tcp_connector",
+    "handle_exceptions",
+    "parse_retry_after",
     "parse_token_response",
+    "raise_for_status",
 ]

@@ -1,29 +1,58 @@
 """The exceptions authsession raises.
 
 Every error is an :class:`AuthSessionError`; where a caller already catches a
-built-in or google-auth exception for the same failure, that one is mixed in
-too, so existing ``except`` clauses keep working::
+built-in, aiohttp or google-auth exception for the same failure, that one is
+mixed in too, so existing ``except`` clauses keep working::
 
     AuthSessionError
-    ├── TransportError          (+ google.auth.exceptions.TransportError)
-    ├── RefreshError            (+ google.auth.exceptions.RefreshError)
-    └── DeadlineExceededError   (+ TimeoutError, asyncio.TimeoutError)
+    ├── TransportError              (+ google.auth.exceptions.TransportError)
+    │   ├── NetworkError            (+ ConnectionError)   connection refused, reset, truncated body
+    │   └── BackendTimeout          (+ TimeoutError)      connect or read timeout
+    ├── RefreshError                (+ google.auth.exceptions.RefreshError)
+    ├── DeadlineExceededError       (+ TimeoutError)      max_allowed_time passed
+    ├── UnknownBackendResponse      (+ ValueError)        a body that is not what its content type says
+    └── HTTPStatusError             (+ aiohttp.ClientResponseError)   any status >= 400
+        ├── AuthenticationRequired  401
+        ├── AccessDenied            403
+        ├── NotFound                404
+        ├── Conflict                409
+        ├── TooManyRequests         429, with .retry_after
+        └── BackendError            5xx
+            └── BackendNotAvailable 503, or the server disconnected without answering
 
-No message ever contains a token, a client secret or a refresh token.
+No message, repr or attribute ever holds a token, a client secret or a refresh
+token: URLs lose their credential-like query values, request headers lose
+Authorization and Cookie.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Mapping
 
+import aiohttp
 from google.auth import exceptions as google_exceptions
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 __all__ = [
+    "AccessDenied",
     "AuthSessionError",
+    "AuthenticationRequired",
+    "BackendError",
+    "BackendNotAvailable",
+    "BackendTimeout",
+    "Conflict",
     "DeadlineExceededError",
+    "HTTPStatusError",
+    "NetworkError",
+    "NotFound",
     "RefreshError",
+    "TooManyRequests",
     "TransportError",
+    "UnknownBackendResponse",
+    "redact_url",
 ]
 
 
@@ -82,3 +111,177 @@ else:  # pragma: no cover - exercised on Python 3.10 by nox
 
     class DeadlineExceededError(AuthSessionError, asyncio.TimeoutError, TimeoutError):
         """A call did not finish within its ``max_allowed_time``; what was in flight was cancelled."""
+
+
+class NetworkError(TransportError, ConnectionError):
+    """The connection failed: refused, reset, closed mid-body, unreachable."""
+
+
+if sys.version_info >= (3, 11):
+
+    class BackendTimeout(TransportError, TimeoutError):
+        """The server did not connect or answer in time."""
+
+else:  # pragma: no cover - exercised on Python 3.10 by nox
+
+    class BackendTimeout(TransportError, asyncio.TimeoutError, TimeoutError):
+        """The server did not connect or answer in time."""
+
+
+class UnknownBackendResponse(AuthSessionError, ValueError):
+    """A response body that is not what its content type says (or not what was expected)."""
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+_SENSITIVE_PARAMS = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "auth",
+        "authorization",
+        "client_secret",
+        "code",
+        "id_token",
+        "key",
+        "password",
+        "passwd",
+        "refresh_token",
+        "secret",
+        "session",
+        "sig",
+        "signature",
+        "token",
+        "x-amz-credential",
+        "x-amz-signature",
+        "x-goog-credential",
+        "x-goog-signature",
+    }
+)
+_SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+
+
+def redact_url(url: str | URL | None) -> str:
+    """``url`` without user info, fragment, or the values of credential-like query parameters."""
+    if url is None:
+        return ""
+    try:
+        parsed = URL(url).with_user(None).with_fragment(None)
+    except (TypeError, ValueError):
+        return "<unparseable URL>"
+    if not parsed.query:
+        return str(parsed)
+    redacted = [(k, "REDACTED" if k.lower() in _SENSITIVE_PARAMS else v) for k, v in parsed.query.items()]
+    return str(parsed.with_query(redacted))
+
+
+def _safe_request_info(info: aiohttp.RequestInfo | None) -> aiohttp.RequestInfo | None:
+    if info is None:
+        return None
+    headers = CIMultiDictProxy(
+        CIMultiDict((k, v) for k, v in info.headers.items() if k.lower() not in _SENSITIVE_HEADERS)
+    )
+    url = URL(redact_url(info.url))
+    return aiohttp.RequestInfo(url, info.method, headers, URL(redact_url(info.real_url)))
+
+
+class HTTPStatusError(AuthSessionError, aiohttp.ClientResponseError):
+    """A response with a status >= 400.
+
+    Also an ``aiohttp.ClientResponseError``, so ``except ClientResponseError`` keeps working.
+
+    Attributes:
+        status: The HTTP status (0 when the server disconnected without answering).
+        method: The request method.
+        url: The final URL, credential-like query values redacted.
+        headers: The response headers.
+        body: Up to the first 2 KiB of the response body.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        method: str,
+        url: str | URL | None,
+        reason: str = "",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        request_info: aiohttp.RequestInfo | None = None,
+        history: tuple[aiohttp.ClientResponse, ...] = (),
+    ) -> None:
+        headers_proxy = CIMultiDictProxy(CIMultiDict(headers or {}))
+        aiohttp.ClientResponseError.__init__(
+            self,
+            _safe_request_info(request_info),  # type: ignore[arg-type]
+            history,
+            status=status,
+            message=reason,
+            headers=headers_proxy,
+        )
+        self.method = method
+        self.url = redact_url(url)
+        self.body = body
+        self.args = (self._message(),)
+
+    def _message(self) -> str:
+        reason = f" {self.message}" if self.message else ""
+        return f"{self.method} {self.url} -> {self.status}{reason}"
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._message()!r})"
+
+
+class AuthenticationRequired(HTTPStatusError):
+    """401: the credentials were missing, expired or revoked, and a refresh did not help."""
+
+
+class AccessDenied(HTTPStatusError):
+    """403: authenticated, but not allowed."""
+
+
+class NotFound(HTTPStatusError):
+    """404."""
+
+
+class Conflict(HTTPStatusError):
+    """409."""
+
+
+class TooManyRequests(HTTPStatusError):
+    """429: rate limited; ``retry_after`` is the wait the server asked for, in seconds, if it said."""
+
+    retry_after: float | None = None
+
+
+class BackendError(HTTPStatusError):
+    """5xx: the server failed."""
+
+
+class BackendNotAvailable(BackendError):
+    """503, or the server closed the connection without answering."""
+
+
+def error_class_for(status: int) -> type[HTTPStatusError]:
+    """The class of :class:`HTTPStatusError` that stands for ``status``."""
+    if status == 503:
+        return BackendNotAvailable
+    if status >= 500:
+        return BackendError
+    return _BY_STATUS.get(status, HTTPStatusError)
+
+
+_BY_STATUS: dict[int, type[HTTPStatusError]] = {
+    401: AuthenticationRequired,
+    403: AccessDenied,
+    404: NotFound,
+    409: Conflict,
+    429: TooManyRequests,
+}

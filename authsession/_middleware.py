@@ -19,7 +19,8 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
 from yarl import URL
 
-from ._refresh import RefreshStats, TokenManager
+from ._reauth import reauthorize
+from ._refresh import Headers, RefreshStats, TokenManager
 from ._transport import Request
 
 __all__ = ["AuthMiddleware"]
@@ -112,19 +113,22 @@ class AuthMiddleware:
         sent = tokens.headers_now() or await tokens.headers()
         req.headers.update(sent)
         response = await handler(req)
-        attempts = 0
-        while (
-            response.status in self._refresh_status_codes
-            and attempts < self._max_refresh_attempts
-            and tokens.can_refresh
-            and _replayable(req.body)
-        ):
-            response.release()
-            sent = await tokens.refresh_rejected(sent)
-            attempts += 1
-            req.headers.update(sent)
-            response = await handler(req)
-        return response
+        if response.status not in self._refresh_status_codes:
+            return response
+
+        async def resend(headers: Headers) -> ClientResponse:
+            req.headers.update(headers)
+            return await handler(req)
+
+        return await reauthorize(
+            response,
+            sent,
+            resend,
+            tokens=tokens,
+            statuses=self._refresh_status_codes,
+            max_attempts=self._max_refresh_attempts,
+            replayable=lambda: _replayable(req.body),
+        )
 
     async def close(self) -> None:
         """Stop any refresh in flight and close what the middleware opened."""

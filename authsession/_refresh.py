@@ -22,6 +22,8 @@ from typing import Any
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._deadline import timeout_after
 from ._errors import AuthSessionError, RefreshError, TransportError
+from ._events import Event, EventHook, emit
+from ._retry import RetryPolicy
 from ._token import Token
 from ._transport import Request, SyncRequestBridge
 
@@ -49,6 +51,11 @@ class RefreshStats:
     def refreshes(self) -> int:
         """All successful refreshes."""
         return self.cold + self.background + self.after_rejection
+
+
+def _wall_utcnow() -> _dt.datetime:
+    """The wall clock as google-auth reads it (naive UTC), to turn its ``expiry`` into time left."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
 
 
 def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -126,7 +133,7 @@ class _GoogleSource(_Source):
         expiry = getattr(self.credentials, "expiry", None)
         if expiry is None:
             return Token(value, self._started, None)
-        wall_now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+        wall_now = _wall_utcnow()
         if expiry.tzinfo is not None:
             expiry = expiry.astimezone(_dt.timezone.utc).replace(tzinfo=None)
         remaining = (expiry - wall_now).total_seconds()
@@ -181,8 +188,12 @@ class TokenManager:
     Args:
         credentials: authsession or google-auth credentials.
         transport: Returns the Request that token requests go through.
-        refresh_timeout: Bound on each refresh, in seconds (None: unbounded
-            here; the Request's own timeout still applies).
+        refresh_timeout: Bound on each refresh, retries included, in seconds
+            (None: unbounded here; the Request's own timeout still applies).
+        retry: Its ``attempts`` and backoff also bound token requests, which
+            are retried on transport errors and transient endpoint answers
+            (5xx, 429), never on an RFC 6749 error such as ``invalid_grant``.
+        on_event: Called with an Event for each refresh and token retry.
         clock: Monotonic clock, injectable for tests.
     """
 
@@ -192,6 +203,8 @@ class TokenManager:
         *,
         transport: Callable[[], Request],
         refresh_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        on_event: EventHook | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if refresh_timeout is not None and not (isinstance(refresh_timeout, (int, float)) and refresh_timeout > 0):
@@ -200,6 +213,8 @@ class TokenManager:
         self._source = make_source(credentials, clock)
         self._transport = transport
         self._refresh_timeout = refresh_timeout
+        self._retry = retry
+        self._on_event = on_event
         self._clock = clock
         self._headers: dict[str, str] | None = None
         self._token: Token | None = None
@@ -236,6 +251,10 @@ class TokenManager:
                 self._start("background")
             return self._headers
         return None
+
+    def is_fresh(self, headers: Headers) -> bool:
+        """Whether ``headers`` are the current ones and their token needs no refresh yet."""
+        return headers is self._headers and self._clock() < self._fresh_until
 
     async def headers(self) -> Headers:
         """The headers to send, waiting for a refresh if there is no usable token."""
@@ -310,13 +329,14 @@ class TokenManager:
             log.debug("authsession: refreshing token (%s) for %s", reason, type(self.credentials).__name__)
             try:
                 async with timeout_after(self._refresh_timeout):
-                    token, headers = await self._source.fetch(self._transport(), self._refresh_timeout)
+                    token, headers, attempt = await self._fetch_with_retries(reason)
             except TimeoutError as exc:
                 raise TransportError(
                     f"token refresh did not finish within refresh_timeout={self._refresh_timeout:g}s"
                 ) from exc
             self._install(token, headers)
             setattr(self.stats, reason, getattr(self.stats, reason) + 1)
+            emit(self._on_event, Event("refresh", reason, attempt))
             lifetime = token.lifetime
             log.debug(
                 "authsession: token refreshed (%s) in %.3fs, lifetime %s",
@@ -337,6 +357,23 @@ class TokenManager:
             raise
         finally:
             self._task = None
+
+    async def _fetch_with_retries(self, reason: str) -> tuple[Token, dict[str, str], int]:
+        policy = self._retry
+        attempts = policy.attempts if policy is not None and policy.attempts > 1 else 1
+        number = 1
+        while True:
+            try:
+                token, headers = await self._source.fetch(self._transport(), self._refresh_timeout)
+                return token, headers, number
+            except (TransportError, RefreshError) as exc:
+                transient = isinstance(exc, TransportError) or exc.retryable
+                if not transient or number >= attempts or policy is None:
+                    raise
+                delay = policy.backoff(number)
+                number += 1
+                emit(self._on_event, Event("retry", f"token {type(exc).__name__}", number, delay))
+                await asyncio.sleep(delay)
 
     async def close(self) -> None:
         """Cancel a refresh in flight and refuse new ones."""

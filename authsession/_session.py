@@ -23,7 +23,12 @@ from yarl import URL
 from ._body import form_factory, is_replayable
 from ._deadline import Deadline, deadline_scope
 from ._errors import DeadlineExceededError
+from ._events import Event, EventHook, emit
+from ._failures import raise_for_status
+from ._ratelimit import RateLimiter
+from ._reauth import reauthorize
 from ._refresh import Headers, RefreshStats, TokenManager
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._transport import Request, safe_url
 
 __all__ = ["AuthorizedSession", "DEFAULT_TIMEOUT"]
@@ -53,13 +58,7 @@ def _clamp_timeout(timeout: Any, remaining: float) -> ClientTimeout | Any:
     )
 
 
-async def _raise_for_status(response: ClientResponse, rule: RaiseForStatus) -> None:
-    if rule is None or rule is False:
-        return
-    if callable(rule):
-        await rule(response)
-    elif rule:
-        response.raise_for_status()
+_UNSET: Any = object()
 
 
 # aiohttp warns when ClientSession is subclassed; the warning is for subclasses
@@ -86,13 +85,20 @@ with warnings.catch_warnings():
             auth_request: The :class:`Request` for token requests; by default
                 they share this session's connection pool.
             auto_decompress: None decompresses as aiohttp does; False keeps raw bytes.
+            retry: The :class:`RetryPolicy` for requests (and, with its backoff,
+                for token requests); None turns retries off. By default 3
+                attempts for idempotent methods.
+            rate_limit: At most this many requests start per second (None: no limit).
+            on_event: Called with an :class:`Event` for every refresh and retry.
             **kwargs: Passed to ``aiohttp.ClientSession`` unchanged, except that
                 ``timeout`` defaults to ``ClientTimeout(total=180)`` and may be
-                a number of seconds.
+                a number of seconds, and ``raise_for_status=True`` raises
+                authsession's :class:`HTTPStatusError` tree.
 
         Every request method also takes ``max_allowed_time=`` (seconds): a
-        deadline over the whole call, refreshes and re-sends included, raising
-        :class:`DeadlineExceededError` (a ``TimeoutError``).
+        deadline over the whole call, refreshes, retries and re-sends included,
+        raising :class:`DeadlineExceededError` (a ``TimeoutError``); and
+        ``retry=`` (a RetryPolicy or None) for that request alone.
         """
 
         ATTRS = aiohttp.ClientSession.ATTRS | frozenset(
@@ -103,6 +109,9 @@ with warnings.catch_warnings():
                 "_auth_request",
                 "_token_request",
                 "_status_rule",
+                "_retry",
+                "_rate_limiter",
+                "_on_event",
             }
         )
 
@@ -114,6 +123,10 @@ with warnings.catch_warnings():
             refresh_timeout: float | None = None,
             auth_request: Request | None = None,
             auto_decompress: bool | None = None,
+            *,
+            retry: RetryPolicy | None = DEFAULT_RETRY,
+            rate_limit: float | None = None,
+            on_event: EventHook | None = None,
             **kwargs: Any,
         ) -> None:
             # ClientSession.__del__ reads _connector: set it before anything can raise.
@@ -127,7 +140,18 @@ with warnings.catch_warnings():
             codes = frozenset(int(code) for code in refresh_status_codes)
             if auth_request is not None and not callable(auth_request):
                 raise TypeError("auth_request must be an authsession.Request")
-            tokens = TokenManager(credentials, transport=self._token_transport, refresh_timeout=refresh_timeout)
+            if retry is not None and not isinstance(retry, RetryPolicy):
+                raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
+            if on_event is not None and not callable(on_event):
+                raise TypeError("on_event must be callable")
+            limiter = None if rate_limit is None else RateLimiter(rate_limit)
+            tokens = TokenManager(
+                credentials,
+                transport=self._token_transport,
+                refresh_timeout=refresh_timeout,
+                retry=retry,
+                on_event=on_event,
+            )
             timeout = kwargs.get("timeout")
             if timeout is None:
                 kwargs["timeout"] = DEFAULT_TIMEOUT
@@ -136,7 +160,7 @@ with warnings.catch_warnings():
                 kwargs["timeout"] = ClientTimeout(total=timeout)
             if auto_decompress is not None:
                 kwargs["auto_decompress"] = auto_decompress
-            # The status check runs after refreshes, not on the 401 that triggers one.
+            # The status check runs after refreshes and retries, not on the 401 or 503 that triggers one.
             status_rule = kwargs.pop("raise_for_status", False)
             super().__init__(**kwargs)
             self._tokens = tokens
@@ -145,6 +169,9 @@ with warnings.catch_warnings():
             self._auth_request = auth_request
             self._token_request: Request | None = None
             self._status_rule: RaiseForStatus = status_rule
+            self._retry = retry
+            self._rate_limiter = limiter
+            self._on_event = on_event
 
         @property
         def credentials(self) -> Any:
@@ -155,6 +182,11 @@ with warnings.catch_warnings():
         def refresh_stats(self) -> RefreshStats:
             """How many refreshes happened, why, and how many requests waited for one."""
             return self._tokens.stats
+
+        @property
+        def retry_policy(self) -> RetryPolicy | None:
+            """The session's default retry policy (None: no retries)."""
+            return self._retry
 
         def _token_transport(self) -> Request:
             if self._auth_request is not None:
@@ -177,15 +209,20 @@ with warnings.catch_warnings():
             str_or_url: str | URL,
             *,
             max_allowed_time: float | None = None,
+            retry: RetryPolicy | None = _UNSET,
             **kwargs: Any,
         ) -> ClientResponse:
+            if retry is _UNSET:
+                retry = self._retry
+            elif retry is not None and not isinstance(retry, RetryPolicy):
+                raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
             if max_allowed_time is None:
-                return await self._authorized(method, str_or_url, kwargs, None)
+                return await self._authorized(method, str_or_url, kwargs, None, retry)
             _check_positive("max_allowed_time", max_allowed_time)
             deadline = Deadline(max_allowed_time)
             try:
                 async with deadline_scope(deadline):
-                    return await self._authorized(method, str_or_url, kwargs, deadline)
+                    return await self._authorized(method, str_or_url, kwargs, deadline, retry)
             except asyncio.TimeoutError as exc:
                 if deadline.expired or deadline.remaining() <= 0:
                     raise DeadlineExceededError(
@@ -200,6 +237,7 @@ with warnings.catch_warnings():
             url: str | URL,
             kwargs: dict[str, Any],
             deadline: Deadline | None,
+            retry: RetryPolicy | None,
         ) -> ClientResponse:
             user_headers = kwargs.pop("headers", None)
             status_rule = kwargs.pop("raise_for_status", None)
@@ -212,44 +250,97 @@ with warnings.catch_warnings():
             send = super()._request
 
             async def send_with(headers: Any) -> ClientResponse:
+                if self._rate_limiter is not None:
+                    await self._rate_limiter.wait()
                 if deadline is not None:
                     kwargs["timeout"] = _clamp_timeout(kwargs.get("timeout", self.timeout), deadline.remaining())
                 return await send(method, url, headers=headers, raise_for_status=False, **kwargs)
+
+            def replayable() -> bool:
+                if fresh_form is not None:
+                    kwargs["data"] = fresh_form()
+                    return True
+                return is_replayable(kwargs.get("data"))
 
             caller_auth = kwargs.get("auth") is not None
             merged: CIMultiDict[str] | None = None
             if user_headers is not None:
                 merged = CIMultiDict(user_headers)
                 caller_auth = caller_auth or hdrs.AUTHORIZATION in merged
+
             if caller_auth:
                 # The caller authorizes this request themselves; leave it alone.
-                response = await send_with(user_headers)
-                await _raise_for_status(response, status_rule)
-                return response
+                async def attempt() -> ClientResponse:
+                    return await send_with(user_headers)
+            else:
 
+                async def attempt() -> ClientResponse:
+                    return await self._send_authorized(send_with, merged, replayable)
+
+            if retry is None or not retry.allows(method, merged):
+                response = await attempt()
+            else:
+                response = await self._with_retries(attempt, retry, method, url, deadline, replayable)
+            await _check_status(response, status_rule)
+            return response
+
+        async def _send_authorized(
+            self,
+            send_with: Callable[[Any], Awaitable[ClientResponse]],
+            merged: CIMultiDict[str] | None,
+            replayable: Callable[[], bool],
+        ) -> ClientResponse:
+            """Send with the current credentials; refresh and re-send on a refresh status."""
             tokens = self._tokens
             sent = tokens.headers_now()
             if sent is None:
                 sent = await tokens.headers()
             response = await send_with(sent if merged is None else _merge(merged, sent))
+            if response.status not in self._refresh_status_codes:
+                return response
+            return await reauthorize(
+                response,
+                sent,
+                lambda headers: send_with(headers if merged is None else _merge(merged, headers)),
+                tokens=tokens,
+                statuses=self._refresh_status_codes,
+                max_attempts=self._max_refresh_attempts,
+                replayable=replayable,
+            )
 
-            attempts = 0
-            while (
-                response.status in self._refresh_status_codes
-                and attempts < self._max_refresh_attempts
-                and tokens.can_refresh
-                and _carried(response, sent)
-                and (fresh_form is not None or is_replayable(kwargs.get("data")))
-            ):
-                response.release()
-                sent = await tokens.refresh_rejected(sent)
-                attempts += 1
-                if fresh_form is not None:
-                    kwargs["data"] = fresh_form()
-                response = await send_with(sent if merged is None else _merge(merged, sent))
-
-            await _raise_for_status(response, status_rule)
-            return response
+        async def _with_retries(
+            self,
+            attempt: Callable[[], Awaitable[ClientResponse]],
+            policy: RetryPolicy,
+            method: str,
+            url: str | URL,
+            deadline: Deadline | None,
+            replayable: Callable[[], bool],
+        ) -> ClientResponse:
+            """Run ``attempt`` until it succeeds, the policy says stop, or the deadline would pass."""
+            number = 1
+            while True:
+                try:
+                    response = await attempt()
+                except Exception as exc:
+                    if number >= policy.attempts:
+                        raise
+                    delay = policy.delay_for_exception(exc, number)
+                    if delay is None or not _fits(delay, deadline) or not replayable():
+                        raise
+                    reason = type(exc).__name__
+                else:
+                    if number >= policy.attempts:
+                        return response
+                    delay = policy.delay_for(response, number)
+                    if delay is None or not _fits(delay, deadline) or not replayable():
+                        return response
+                    # Release before sleeping: the connection goes back to the pool.
+                    response.release()
+                    reason = str(response.status)
+                number += 1
+                emit(self._on_event, Event("retry", reason, number, delay, method, safe_url(url)))
+                await asyncio.sleep(delay)
 
         async def close(self) -> None:
             """Close the session, its token refreshes, and everything it opened."""
@@ -262,14 +353,18 @@ with warnings.catch_warnings():
             return f"<authsession.AuthorizedSession credentials={type(self.credentials).__name__} closed={self.closed}>"
 
 
-def _carried(response: ClientResponse, sent: Headers) -> bool:
-    """Whether the request that got ``response`` carried our credentials.
+def _fits(delay: float, deadline: Deadline | None) -> bool:
+    """Whether sleeping ``delay`` still leaves time before the deadline (no deadline: always)."""
+    return deadline is None or delay < deadline.remaining()
 
-    After a redirect to another origin it did not, and that origin's 401 is not
-    about our token: refreshing could not help.
-    """
-    ours = next((value for name, value in sent.items() if name.lower() == "authorization"), None)
-    return ours is None or response.request_info.headers.get(hdrs.AUTHORIZATION) == ours
+
+async def _check_status(response: ClientResponse, rule: RaiseForStatus) -> None:
+    if rule is None or rule is False:
+        return
+    if callable(rule):
+        await rule(response)
+    else:
+        await raise_for_status(response)
 
 
 def _merge(user_headers: CIMultiDict[str], auth_headers: Headers) -> CIMultiDict[str]:

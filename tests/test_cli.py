@@ -165,7 +165,8 @@ async def test_console_script_is_installed() -> None:
 
 
 async def test_demo_json_runs_through_lifetimes_revocations_and_failures_with_no_errors() -> None:
-    """A short demo through several token lifetimes and revocations ends with 0 errors and 0 expired tokens sent."""
+    """A short demo through several token lifetimes, revocations and injected 503s ends with 0 errors,
+    0 expired tokens sent, every 503 retried and every 401 absorbed."""
     result = await _python_m(
         "demo", "--duration", "2.5", "--lifetime", "1", "--revoke-every", "1", "--concurrency", "8", "--json"
     )
@@ -173,10 +174,13 @@ async def test_demo_json_runs_through_lifetimes_revocations_and_failures_with_no
     report = json.loads(result.out)
     assert report["errors"] == 0, report["error_kinds"]
     assert report["requests"] > 100
+    assert report["fail_rate"] == 0.005
     assert report["expired_token_requests"] == 0
     assert report["revocations"] >= 2
-    assert report["refreshes_after_401"] >= 2
+    assert report["absorbed_401s"] >= 1
     assert report["refreshes_background"] >= 1
+    assert report["retries"] == report["injected_api_503"]
+    assert report["token_retries"] == report["injected_token_failures"]
     assert (
         report["token_grants"]
         == report["refreshes_cold"] + report["refreshes_background"] + report["refreshes_after_401"]
@@ -188,14 +192,14 @@ async def test_demo_prints_the_summary_table() -> None:
     """The bare demo (no terminal here, so no live view) prints the summary with 0 errors."""
     result = await _python_m("demo", "--duration", "1")
     assert result.status == 0, result.err
-    for label in ("requests", "throughput", "p50", "p99", "token grants", "refreshes", "retries", "waited"):
+    for label in ("requests", "throughput", "p50", "p99", "token grants", "refreshes", "retries", "waited", "401s"):
         assert label in result.out
     assert "0 (expected 0)" in result.out
 
 
 async def test_demo_exits_1_and_names_the_errors(run) -> None:  # type: ignore[no-untyped-def]
-    """When requests fail (here: most API calls 503 with no way around it), the demo says how and exits 1."""
-    result = await run("demo", "--duration", "0.5", "--fail-rate", "0.9", "--revoke-every", "0", "--json")
+    """When requests fail (here: most API calls 503, more than retries can absorb), the demo says how and exits 1."""
+    result = await run("demo", "--duration", "0.5", "--fail-rate", "0.95", "--revoke-every", "0", "--json")
     assert result.status == 1
     report = json.loads(result.out)
     assert report["errors"] > 0
@@ -477,11 +481,8 @@ async def test_request_status_400_or_more_exits_1_with_one_line(  # type: ignore
     result = await run("request", "GET", oauth_server.api_url("missing?status=404&key=s3cr3t"))
     assert result.status == 1
     assert json.loads(result.out)["path"] == "/api/missing"
-    assert result.err.count("\n") == 1
-    assert result.err.startswith("authsession: error: ")
-    assert "404" in result.err
-    assert oauth_server.api_url("missing") in result.err
-    assert "s3cr3t" not in result.err
+    url = oauth_server.api_url("missing?status=404&key=REDACTED")
+    assert result.err == f"authsession: error: NotFound: GET {url} -> 404 Not Found\n"
 
 
 async def test_request_max_time(run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -494,15 +495,27 @@ async def test_request_max_time(run, oauth_server: FakeOAuthServer, monkeypatch:
     assert result.err.count("\n") == 1
 
 
-async def test_request_connection_refused_is_one_line(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    """A token endpoint that is not there: exit 1, one line."""
-    monkeypatch.setenv("AUTHSESSION_TOKEN_URI", "http://127.0.0.1:9/token")
-    monkeypatch.setenv("AUTHSESSION_CLIENT_ID", "c")
-    monkeypatch.setenv("AUTHSESSION_CLIENT_SECRET", "s3cr3t")
+async def test_request_connection_refused_is_one_line(  # type: ignore[no-untyped-def]
+    run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API that is not there: exit 1, one line from authsession's error tree."""
+    for name, value in _env_for(oauth_server).items():
+        monkeypatch.setenv(name, value)
     result = await run("request", "GET", "http://127.0.0.1:9/api", "--retry", "0")
-    assert result.status in (1, 2)  # 2 only while --retry is not supported by this authsession
-    assert result.err.count("\n") == 1
-    assert "s3cr3t" not in result.err
+    assert result.status == 1
+    assert result.err == "authsession: error: cannot connect to 127.0.0.1:9 (ConnectionRefusedError)\n"
+
+
+async def test_request_retry_option(run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """--retry N retries up to N times; --retry 0 returns the first 503."""
+    for name, value in _env_for(oauth_server).items():
+        monkeypatch.setenv(name, value)
+    oauth_server.fail_api_next(1, status=503)
+    assert (await run("request", "GET", oauth_server.api_url(), "--retry", "0")).status == 1
+    oauth_server.fail_api_next(1, status=503)
+    result = await run("request", "GET", oauth_server.api_url(), "--retry", "1")
+    assert result.status == 0, result.err
+    assert oauth_server.api_outcomes["failed 503"] == 2
 
 
 @pytest.mark.parametrize(

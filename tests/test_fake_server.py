@@ -22,7 +22,8 @@ async def test_api_failure_rate_answers_503_to_valid_tokens(oauth_server: FakeOA
     """At rate 1 every request with a valid token gets a 503, counted as "unavailable"."""
     async with aiohttp.ClientSession() as plain, plain.get(oauth_server.api_url()) as resp:
         assert resp.status == 401  # no token: the token check comes first
-    async with AuthorizedSession(oauth_server.credentials()) as session, session.get(oauth_server.api_url()) as resp:
+    creds = oauth_server.credentials()
+    async with AuthorizedSession(creds, retry=None) as session, session.get(oauth_server.api_url()) as resp:
         assert resp.status == 503
     assert oauth_server.api_outcomes == {"missing": 1, "unavailable": 1}
 
@@ -40,7 +41,7 @@ async def test_token_failure_rate_fails_token_requests(oauth_server: FakeOAuthSe
 
 @pytest.mark.oauth_server(seed=3)
 async def test_api_401_rate_is_handled_by_a_refresh(oauth_server: FakeOAuthServer) -> None:
-    """A random 401 for a valid token makes the session refresh and re-send; the knob can change live."""
+    """A random 401 for a valid token is absorbed (re-sent, refreshed if need be); the knob can change live."""
     async with AuthorizedSession(oauth_server.credentials()) as session:
         oauth_server.api_401_rate = 0.3
         statuses = []
@@ -49,7 +50,6 @@ async def test_api_401_rate_is_handled_by_a_refresh(oauth_server: FakeOAuthServe
                 statuses.append(resp.status)
     assert statuses == [200] * 20
     assert oauth_server.api_outcomes["rejected"] > 0
-    assert oauth_server.grant_count == 1 + oauth_server.api_outcomes["rejected"]
 
 
 def test_seeded_failures_repeat() -> None:

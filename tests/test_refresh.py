@@ -45,9 +45,29 @@ async def test_refresh_attempts_are_bounded_and_last_response_returned(oauth_ser
         async with session.get(oauth_server.api_url("x?status=401")) as resp:
             assert resp.status == 401
             assert (await resp.json())["path"] == "/api/x"
-    # one cold grant, then two refreshes
+    # one cold grant, then two refreshes; the first token is tried twice (it was fresh)
     assert oauth_server.grant_count == 3
-    assert oauth_server.api_outcomes["ok"] == 3
+    assert oauth_server.api_outcomes["ok"] == 4
+
+
+async def test_lone_401_for_fresh_token_costs_no_grant(oauth_server: FakeOAuthServer) -> None:
+    """One spurious 401 for a just-issued token is re-sent with the same token and succeeds, no grant."""
+    async with AuthorizedSession(oauth_server.credentials()) as session:
+        assert await _get_status(session, oauth_server.api_url()) == 200
+        oauth_server.fail_api_next(status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        assert await _get_status(session, oauth_server.api_url()) == 200
+    assert oauth_server.grant_count == 1
+    assert oauth_server.api_outcomes["failed 401"] == 1
+
+
+async def test_insufficient_scope_is_returned_without_refresh(oauth_server: FakeOAuthServer) -> None:
+    """A 401 whose challenge says insufficient_scope comes back as is: a new token cannot help."""
+    challenge = 'Bearer realm="api", error="insufficient_scope", scope="admin"'
+    async with AuthorizedSession(oauth_server.credentials()) as session:
+        oauth_server.fail_api_next(status=401, headers={"WWW-Authenticate": challenge})
+        assert await _get_status(session, oauth_server.api_url()) == 401
+    assert oauth_server.grant_count == 1
+    assert len(oauth_server.api_log) == 1
 
 
 async def test_zero_refresh_attempts_returns_the_401(oauth_server: FakeOAuthServer) -> None:

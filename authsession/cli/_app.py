@@ -100,13 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong, from any exception (no secrets: see the module docstring)."""
-    from .._errors import AuthSessionError, RefreshError
+    from .._errors import AuthSessionError, HTTPStatusError, RefreshError
 
     text = " ".join(str(exc).split())
     if isinstance(exc, CommandError):
         return text
     if isinstance(exc, RefreshError):
         return f"could not get a token: {text}"
+    if isinstance(exc, HTTPStatusError):
+        return f"{type(exc).__name__}: {text}"  # NotFound: GET https://... -> 404 Not Found
     if isinstance(exc, AuthSessionError):
         return text
     name = _qualified_name(exc)

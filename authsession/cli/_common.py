@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 from typing import Any
 
-from .._session import AuthorizedSession
+from .._retry import RetryPolicy
 from ._config import CredentialFlags, parse_scopes
-from ._errors import UsageError
 
 __all__ = [
     "add_credential_options",
@@ -19,9 +17,7 @@ __all__ = [
     "positive_int",
     "positive_seconds",
     "probability",
-    "retry_policy_class",
     "session_options",
-    "supports_events",
 ]
 
 
@@ -117,18 +113,6 @@ def credential_flags(args: argparse.Namespace) -> CredentialFlags:
     )
 
 
-def supports_events() -> bool:
-    """Whether this AuthorizedSession reports refreshes and retries through ``on_event=``."""
-    return "on_event" in inspect.signature(AuthorizedSession.__init__).parameters
-
-
-def retry_policy_class() -> Any:
-    """``authsession.RetryPolicy``, or None in a version without retries."""
-    import authsession
-
-    return getattr(authsession, "RetryPolicy", None)
-
-
 def session_options(*, retries: int | None = None) -> dict[str, Any]:
     """Keyword arguments for every AuthorizedSession the command builds.
 
@@ -142,8 +126,5 @@ def session_options(*, retries: int | None = None) -> dict[str, Any]:
     """
     options: dict[str, Any] = {}
     if retries is not None:
-        policy = retry_policy_class()
-        if policy is None:
-            raise UsageError("--retry needs authsession.RetryPolicy, which this version of authsession lacks")
-        options["retry"] = policy(attempts=retries + 1) if retries else None
+        options["retry"] = RetryPolicy(attempts=retries + 1) if retries else None
     return options

@@ -11,23 +11,16 @@ import argparse
 import asyncio
 import json
 import math
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._events import Event
 from .._session import AuthorizedSession
 from ..testing import FakeOAuthServer
-from ._common import (
-    non_negative_seconds,
-    positive_int,
-    positive_seconds,
-    probability,
-    retry_policy_class,
-    supports_events,
-)
+from ._common import non_negative_seconds, positive_int, positive_seconds, probability
 from ._errors import UsageError
 
 __all__ = ["DemoOptions", "DemoReport", "Progress", "add_parser", "percentile", "run_demo"]
@@ -48,6 +41,10 @@ examples:
 
 #: Simulated token endpoint latency: enough to show that background refresh hides it.
 TOKEN_LATENCY = 0.1
+#: Default probability of an injected 503, per API request and per token request. With the
+#: default RetryPolicy (3 attempts) a request fails only if all three attempts draw a failure:
+#: 0.005**3, about one request in 8 million, so a run reports 0 errors.
+DEFAULT_FAIL_RATE = 0.005
 
 
 @dataclass(frozen=True)
@@ -57,18 +54,9 @@ class DemoOptions:
     duration: float = 10.0
     concurrency: int = 16
     lifetime: float = 2.0
-    revoke_every: float = 3.0
-    fail_rate: float | None = None  # None: the default for this version (see default_fail_rate)
+    revoke_every: float = 2.5
+    fail_rate: float = DEFAULT_FAIL_RATE
     seed: int | None = None
-
-
-def default_fail_rate() -> float:
-    """The default ``--fail-rate``: failures this authsession absorbs without an error.
-
-    With retries (``RetryPolicy``), injected failures are API 503s and token
-    endpoint 503s. Without, they are random 401s, which a refresh absorbs.
-    """
-    return 0.01 if retry_policy_class() is not None else 0.0005
 
 
 @dataclass
@@ -85,7 +73,7 @@ class Progress:
     after_rejection: int = 0
     revocations: int = 0
     injected: int = 0
-    retries: int | None = None
+    retries: int = 0
 
 
 @dataclass
@@ -107,20 +95,17 @@ class DemoReport:
     refreshes_background: int
     refreshes_after_401: int
     refresh_failures: int
-    retries: int | None
+    retries: int
+    token_retries: int
     revocations: int
     injected_api_503: int
-    injected_api_401: int
     injected_token_failures: int
     expired_token_requests: int
-    waited_cold: int
-    waited_after_401: int
+    #: Requests that found no usable token when they started (cold start, or a rejected token being replaced).
+    waited_on_refresh: int
+    #: 401s the API answered (revoked tokens); each was re-sent, with the same token once or a new one.
+    absorbed_401s: int
     error_kinds: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def waited(self) -> int:
-        """Requests that waited on a refresh: no usable token when they started, or a 401."""
-        return self.waited_cold + self.waited_after_401
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -170,8 +155,8 @@ def add_parser(subparsers: Any) -> None:
         "--fail-rate",
         metavar="P",
         type=probability,
-        default=None,
-        help=f"probability of an injected failure per API request and per token request ({default_fail_rate()})",
+        default=defaults.fail_rate,
+        help="probability of an injected 503 per API request and per token request (%(default)s)",
     )
     parser.add_argument("--seed", metavar="N", type=int, help="seed the injected failures, for a repeatable run")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON, without the live view")
@@ -192,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         report = asyncio.run(run_demo(options))
-        print(json.dumps({**asdict(report), "requests_that_waited": report.waited}, indent=2))
+        print(json.dumps(asdict(report), indent=2))
         return 0 if report.errors == 0 else 1
 
     try:
@@ -212,24 +197,23 @@ async def run_demo(options: DemoOptions, *, on_progress: Callable[[Progress], No
         options: Duration, concurrency, token lifetime, revocations, failures.
         on_progress: Called about four times a second with a :class:`Progress`.
     """
-    fail_rate = default_fail_rate() if options.fail_rate is None else options.fail_rate
-    retries_available = retry_policy_class() is not None
     server = FakeOAuthServer(
         token_lifetime=options.lifetime,
         token_latency=TOKEN_LATENCY,
-        token_failure_rate=fail_rate if retries_available else 0.0,
-        api_failure_rate=fail_rate if retries_available else 0.0,
-        api_401_rate=0.0 if retries_available else fail_rate,
+        token_failure_rate=options.fail_rate,
+        api_failure_rate=options.fail_rate,
         seed=options.seed,
     )
     events: Counter[str] = Counter()
-    session_kwargs: dict[str, Any] = {}
-    if supports_events():
-        session_kwargs["on_event"] = lambda event: events.update((str(event.kind),))
+
+    def count(event: Event) -> None:
+        # Token requests retried report reasons "token <error>"; requests re-sent report a status or error.
+        events["token retry" if event.reason.startswith("token") else event.kind] += 1
+
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     async with server:
-        session = AuthorizedSession(server.credentials(), base_url=server.api_url(), **session_kwargs)
+        session = AuthorizedSession(server.credentials(), base_url=server.api_url(), on_event=count)
         try:
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -265,8 +249,8 @@ async def run_demo(options: DemoOptions, *, on_progress: Callable[[Progress], No
                     background=stats.background,
                     after_rejection=stats.after_rejection,
                     revocations=server.revocations,
-                    injected=_injected(server),
-                    retries=events["retry"] if supports_events() else None,
+                    injected=server.api_outcomes["unavailable"] + server.token_failures,
+                    retries=events["retry"] + events["token retry"],
                 )
 
             async def reporter(callback: Callable[[Progress], None]) -> None:
@@ -298,13 +282,13 @@ async def run_demo(options: DemoOptions, *, on_progress: Callable[[Progress], No
             stats = session.refresh_stats
         finally:
             await session.close()
-    rejected = server.api_outcomes
+    outcomes = server.api_outcomes
     return DemoReport(
         duration=round(elapsed, 3),
         concurrency=options.concurrency,
         token_lifetime=options.lifetime,
         revoke_every=options.revoke_every,
-        fail_rate=fail_rate,
+        fail_rate=options.fail_rate,
         requests=len(latencies),
         errors=sum(errors.values()),
         throughput=round(len(latencies) / elapsed, 1),
@@ -315,35 +299,26 @@ async def run_demo(options: DemoOptions, *, on_progress: Callable[[Progress], No
         refreshes_background=stats.background,
         refreshes_after_401=stats.after_rejection,
         refresh_failures=stats.failures,
-        retries=events["retry"] if supports_events() else None,
+        retries=events["retry"],
+        token_retries=events["token retry"],
         revocations=server.revocations,
-        injected_api_503=rejected["unavailable"],
-        injected_api_401=rejected["rejected"],
+        injected_api_503=outcomes["unavailable"],
         injected_token_failures=server.token_failures,
         expired_token_requests=server.expired_token_requests,
-        waited_cold=stats.waits,
-        # Each 401 for our token made its request wait for a refresh (or for the one in flight).
-        waited_after_401=rejected["revoked"] + rejected["expired"] + rejected["rejected"],
+        waited_on_refresh=stats.waits,
+        absorbed_401s=outcomes["revoked"] + outcomes["expired"] + outcomes["rejected"],
         error_kinds=dict(errors.most_common(5)),
     )
 
 
-def _injected(server: FakeOAuthServer) -> int:
-    return server.api_outcomes["unavailable"] + server.api_outcomes["rejected"] + server.token_failures
-
-
-def describe_failures(report: DemoReport) -> str:
-    """What was injected, in words."""
-    if not report.fail_rate:
-        return "none"
-    if retry_policy_class() is not None:
-        return f"API 503s and token endpoint 503s, each at p={report.fail_rate:g}"
-    return f"random 401s at p={report.fail_rate:g} (this authsession has no retries, so no 503s)"
-
-
 def summary_rows(report: DemoReport) -> list[tuple[str, str]]:
     """The summary as (label, value) rows, for the table and for plain text."""
-    retries = "n/a (this authsession has no retries)" if report.retries is None else f"{report.retries:,}"
+    injected = (
+        f"{report.injected_api_503:,} API 503s, {report.injected_token_failures:,} token endpoint 503s "
+        f"(p={report.fail_rate:g})"
+        if report.fail_rate
+        else "none"
+    )
     return [
         ("requests", f"{report.requests:,} in {report.duration:.1f} s at concurrency {report.concurrency}"),
         ("throughput", f"{report.throughput:,.0f} requests/s"),
@@ -351,33 +326,17 @@ def summary_rows(report: DemoReport) -> list[tuple[str, str]]:
         ("token grants", f"{report.token_grants:,} (tokens live {report.token_lifetime:g} s)"),
         (
             "refreshes",
-            f"{report.refreshes_background:,} proactive (background), {report.refreshes_after_401:,} after a 401, "
+            f"{report.refreshes_background:,} proactive, {report.refreshes_after_401:,} after a 401, "
             f"{report.refreshes_cold:,} cold, {report.refresh_failures:,} failed",
         ),
         (
             "revocations",
             f"{report.revocations:,} (every token, every {report.revoke_every:g} s)" if report.revoke_every else "0",
         ),
-        ("injected failures", describe_failures(report)),
-        (
-            "  of which",
-            f"{report.injected_api_503:,} API 503, {report.injected_api_401:,} API 401, "
-            f"{report.injected_token_failures:,} token endpoint",
-        ),
-        ("retries", retries),
+        ("injected failures", injected),
+        ("retries", f"{report.retries:,} requests, {report.token_retries:,} token requests"),
         ("sent with an expired token", f"{report.expired_token_requests:,}"),
-        (
-            "waited on a refresh",
-            f"{report.waited:,} requests ({report.waited_cold:,} found no usable token, {report.waited_after_401:,} "
-            "got a 401)",
-        ),
+        ("waited on a refresh", f"{report.waited_on_refresh:,} requests (no usable token when they started)"),
+        ("401s absorbed", f"{report.absorbed_401s:,} (revoked tokens; each request re-sent)"),
         ("errors", f"{report.errors:,}"),
     ]
-
-
-def print_plain(report: DemoReport, file: Any = None) -> None:
-    """The summary as plain text."""
-    out = file or sys.stdout
-    width = max(len(label) for label, _ in summary_rows(report))
-    for label, value in summary_rows(report):
-        print(f"{label:<{width}}  {value}", file=out)

@@ -13,13 +13,14 @@ from typing import Any, BinaryIO
 from multidict import CIMultiDict
 from yarl import URL
 
+from .._failures import handle_exceptions, raise_for_status
 from .._session import AuthorizedSession
 from .._transport import safe_url
 from ._common import add_credential_options, credential_flags, non_negative_int, positive_seconds, session_options
 from ._config import resolve
-from ._errors import CommandError, UsageError
+from ._errors import UsageError
 
-__all__ = ["add_parser", "parse_header", "read_data", "status_message"]
+__all__ = ["add_parser", "check_url", "parse_header", "read_data"]
 
 DESCRIPTION = """\
 Send one request with the credentials found (see "credentials" below) and print
@@ -128,11 +129,6 @@ def check_url(text: str) -> URL:
     return url
 
 
-def status_message(method: str, url: URL | str, status: int, reason: str | None) -> str:
-    """The one line said about an answer >= 400."""
-    return f"{method} {safe_url(url)} answered {status} {reason or ''}".rstrip()
-
-
 def run(args: argparse.Namespace) -> int:
     """Send the request and print the answer."""
     method = args.method
@@ -180,17 +176,25 @@ async def _send(
 ) -> int:
     session = AuthorizedSession(credentials, **options)
     try:
-        async with session.request(method, url, headers=headers, data=data, max_allowed_time=max_time) as resp:
+        # aiohttp's own failures (connection refused, reset...) become authsession's error tree.
+        async with (
+            handle_exceptions(),
+            session.request(method, url, headers=headers, data=data, max_allowed_time=max_time) as resp,
+        ):
             if include:
                 version = f"HTTP/{resp.version.major}.{resp.version.minor}" if resp.version else "HTTP"
                 lines = [f"{version} {resp.status} {resp.reason or ''}".rstrip()]
                 lines += [f"{name}: {value}" for name, value in resp.headers.items()]
                 out.write(("\n".join(lines) + "\n\n").encode("utf-8", "replace"))
+            if resp.status >= 400:
+                # An error body is printed whole (it says what went wrong), then mapped onto
+                # authsession's error tree, whose message becomes the one line on stderr.
+                out.write(await resp.read())
+                out.flush()
+                await raise_for_status(resp)
             async for chunk in resp.content.iter_chunked(65536):
                 out.write(chunk)
             out.flush()
-            if resp.status >= 400:
-                raise CommandError(status_message(method, url, resp.status, resp.reason))
     finally:
         await session.close()
     return 0

@@ -51,8 +51,7 @@ def _live(progress: Progress) -> Panel:
     )
     detail = Text(
         f"grants {progress.grants}  refreshes: {progress.background} proactive, {progress.after_rejection} after 401  "
-        f"revocations {progress.revocations}  injected failures {progress.injected}"
-        + ("" if progress.retries is None else f"  retries {progress.retries}")
+        f"revocations {progress.revocations}  injected failures {progress.injected}  retries {progress.retries}"
     )
     return Panel(Group(bar, line, detail), title="authsession demo", border_style="cyan")
 

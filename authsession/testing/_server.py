@@ -8,8 +8,9 @@ random at a rate) and revocation; counters say what happened.
 
 API outcomes counted in ``api_outcomes``: ``ok``, ``missing``, ``unknown``,
 ``revoked``, ``expired`` (a 401 for the token), ``rejected`` (a random 401 for
-a valid token, ``api_401_rate``) and ``unavailable`` (a random 503,
-``api_failure_rate``).
+a valid token, ``api_401_rate``), ``unavailable`` (a random 503,
+``api_failure_rate``); a scripted :meth:`FakeOAuthServer.fail_api_next` failure
+counts as ``ok`` (the token was good) and as ``failed <status>``.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ import random
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote_plus
 
 from aiohttp import web
 
 from .._grants import ClientCredentials, RefreshTokenCredentials
 
-__all__ = ["FakeOAuthServer", "IssuedToken", "TokenFailure"]
+__all__ = ["ApiFailure", "FakeOAuthServer", "IssuedToken", "TokenFailure"]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
@@ -56,6 +58,21 @@ class TokenFailure:
     body: bytes | None = None
     error: str | None = None
     content_type: str = "application/json"
+    #: Send the headers and part of the body, then close the connection.
+    truncate: bool = False
+
+
+@dataclass
+class ApiFailure:
+    """How the protected resource answers its next request(s) instead of echoing."""
+
+    status: int = 503
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    #: Send the headers and part of the body, then close the connection.
+    truncate: bool = False
+    #: Close the connection without answering at all.
+    reset: bool = False
 
 
 @dataclass
@@ -87,6 +104,7 @@ class FakeOAuthServer:
             answered 401 anyway (as after a key rotation or clock skew).
         seed: Seed of the random failures, for a reproducible run.
         host: Where to listen (loopback).
+        port: The port (0: a free one). After ``close()``, ``start()`` listens on the same port again.
 
     The knobs are plain attributes: change them while the server runs.
     """
@@ -105,6 +123,7 @@ class FakeOAuthServer:
         api_401_rate: float = 0.0,
         seed: int | None = None,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         for name, rate in (
             ("token_failure_rate", token_failure_rate),
@@ -118,6 +137,7 @@ class FakeOAuthServer:
         self.client_secret = client_secret or secrets.token_urlsafe(16)
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.refresh_tokens: set[str] = {refresh_token or secrets.token_urlsafe(24)}
+        self.spent_refresh_tokens: set[str] = set()
         self.token_failure_rate = token_failure_rate
         self.api_failure_rate = api_failure_rate
         self.api_401_rate = api_401_rate
@@ -135,8 +155,27 @@ class FakeOAuthServer:
         self.api_log: deque[ApiRequest] = deque(maxlen=10_000)
         self.token_forms: deque[dict[str, str]] = deque(maxlen=1_000)
         self._token_failures: deque[TokenFailure] = deque()
+        self._api_failures: deque[ApiFailure] = deque()
         self._runner: web.AppRunner | None = None
-        self.port: int | None = None
+        self.port: int | None = port or None
+        if FakeOAuthServer._tracked is not None:
+            FakeOAuthServer._tracked.append(self)
+
+    _tracked: ClassVar[list[FakeOAuthServer] | None] = None
+
+    @classmethod
+    @contextmanager
+    def tracking(cls) -> Iterator[list[FakeOAuthServer]]:
+        """Collect every server created inside the block, e.g. to check that no secret of theirs leaked."""
+        previous, cls._tracked = cls._tracked, []
+        try:
+            yield cls._tracked
+        finally:
+            cls._tracked = previous
+
+    def secrets(self) -> set[str]:
+        """Every secret this server knows: the client secret, refresh tokens, issued access tokens."""
+        return {self.client_secret, *self.refresh_tokens, *self.spent_refresh_tokens, *self.tokens}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -152,7 +191,7 @@ class FakeOAuthServer:
             app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=0.1
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, self.port or 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -212,6 +251,10 @@ class FakeOAuthServer:
         """Make the next ``count`` token requests fail (see :class:`TokenFailure`)."""
         self._token_failures.extend(TokenFailure(**failure) for _ in range(count))
 
+    def fail_api_next(self, count: int = 1, **failure: Any) -> None:
+        """Make the next ``count`` authorized API requests fail (see :class:`ApiFailure`)."""
+        self._api_failures.extend(ApiFailure(**failure) for _ in range(count))
+
     def revoke_all(self) -> int:
         """Revoke every token issued so far; returns how many."""
         self.revocations += 1
@@ -247,7 +290,7 @@ class FakeOAuthServer:
             return None
         return client_id
 
-    async def _token(self, request: web.Request) -> web.Response:
+    async def _token(self, request: web.Request) -> web.StreamResponse:
         self.token_requests += 1
         if self.token_latency:
             await asyncio.sleep(self.token_latency)
@@ -257,6 +300,8 @@ class FakeOAuthServer:
         failure = self._next_token_failure()
         if failure is not None:
             self.token_failures += 1
+            if failure.truncate:
+                return await _truncated(request, failure.status, b'{"access_token": "')
             if failure.body is not None:
                 return web.Response(status=failure.status, body=failure.body, content_type=failure.content_type)
             return web.json_response({"error": failure.error or "temporarily_unavailable"}, status=failure.status)
@@ -276,6 +321,7 @@ class FakeOAuthServer:
                     return _oauth_error("invalid_grant", "refresh token is not valid")
                 if self.rotate_refresh_tokens:
                     self.refresh_tokens.discard(presented)
+                    self.spent_refresh_tokens.add(presented)
                     rotated = secrets.token_urlsafe(24)
                     self.refresh_tokens.add(rotated)
                     extra["refresh_token"] = rotated
@@ -330,6 +376,16 @@ class FakeOAuthServer:
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
+        if self._api_failures:
+            failure = self._api_failures.popleft()
+            self.api_outcomes[f"failed {failure.status}"] += 1
+            if failure.reset:
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response()
+            if failure.truncate:
+                return await _truncated(request, failure.status, failure.body or b'{"partial": ')
+            return web.Response(status=failure.status, headers=failure.headers, body=failure.body)
         delay = float(request.query.get("delay", "0"))
         if delay:
             await asyncio.sleep(delay)
@@ -371,6 +427,17 @@ class FakeOAuthServer:
 def _check_rate(name: str, rate: object) -> None:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ValueError(f"{name} must be a probability between 0 and 1, got {rate!r}")
+
+
+async def _truncated(request: web.Request, status: int, part: bytes) -> web.StreamResponse:
+    """Promise a longer body than is sent, then drop the connection."""
+    response = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+    response.content_length = len(part) + 1000
+    await response.prepare(request)
+    await response.write(part)
+    assert request.transport is not None
+    request.transport.close()
+    return response
 
 
 def _oauth_error(error: str, description: str, *, status: int = 400) -> web.Response:

@@ -1,0 +1,57 @@
+"""What a session reports as it works: refreshes and retries, for logs and counters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Event", "EventHook", "emit"]
+
+log = logging.getLogger("authsession")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One refresh or retry, as passed to ``on_event``.
+
+    Attributes:
+        kind: ``"refresh"`` or ``"retry"``.
+        reason: Why: for a refresh ``cold``, ``background`` or ``after_rejection``;
+            for a retry the status (``"503"``) or the exception's class name.
+        attempt: For a retry, the attempt about to be made (2 for the first retry);
+            for a refresh, the token request attempt (1 unless the endpoint failed).
+        delay: Seconds slept before the retry (0 for a refresh).
+        method: The request's method (None for a token refresh).
+        url: The request's URL without query (None for a token refresh).
+    """
+
+    kind: str
+    reason: str
+    attempt: int = 1
+    delay: float = 0.0
+    method: str | None = None
+    url: str | None = None
+
+
+EventHook = Callable[[Event], object]
+
+
+def emit(hook: EventHook | None, event: Event) -> None:
+    """Log ``event`` at DEBUG and hand it to ``hook``; a failing hook is logged, not raised."""
+    if log.isEnabledFor(logging.DEBUG):
+        where = f" {event.method} {event.url}" if event.method else ""
+        log.debug(
+            "authsession: %s (%s) attempt %d, delay %.3fs%s",
+            event.kind,
+            event.reason,
+            event.attempt,
+            event.delay,
+            where,
+        )
+    if hook is None:
+        return
+    try:
+        hook(event)
+    except Exception:
+        log.exception("authsession: on_event hook raised; the request goes on")
