@@ -116,9 +116,13 @@ def credential_flags(args: argparse.Namespace) -> CredentialFlags:
 def session_options(*, retries: int | None = None) -> dict[str, Any]:
     """Keyword arguments for every AuthorizedSession the command builds.
 
-    The one place to plug in a persistent token cache (``FileTokenCache``): once
-    AuthorizedSession takes one, add it here and ``authsession token`` and
-    ``authsession request`` run twice in a row will share one token.
+    The one place to plug in a persistent token cache: when AuthorizedSession
+    takes ``token_cache=`` (``FileTokenCache``, being built on another branch),
+    set ``options["token_cache"] = FileTokenCache(<a per-user cache file>)``
+    here, and ``authsession token`` / ``authsession request`` run twice in a
+    row share one token. Both commands build their sessions only through this
+    function, and ``token`` reads the token through the session's own token
+    manager, so nothing else needs to change.
 
     Args:
         retries: Retries after the first attempt (``--retry N``); None keeps
