@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
+RunCli = Callable[..., Awaitable[Result]]
+
+
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run(capsys: pytest.CaptureFixture[str]) -> RunCli:
     """Run ``authsession ARGS`` in-process, off the test's event loop; return status and output."""
 
     async def run_cli(*args: str) -> Result:
@@ -197,7 +201,7 @@ async def test_demo_prints_the_summary_table() -> None:
     assert "0 (expected 0)" in result.out
 
 
-async def test_demo_exits_1_and_names_the_errors(run) -> None:  # type: ignore[no-untyped-def]
+async def test_demo_exits_1_and_names_the_errors(run: RunCli) -> None:
     """When requests fail (here: most API calls 503, more than retries can absorb), the demo says how and exits 1."""
     result = await run("demo", "--duration", "0.5", "--fail-rate", "0.95", "--revoke-every", "0", "--json")
     assert result.status == 1
@@ -209,7 +213,9 @@ async def test_demo_exits_1_and_names_the_errors(run) -> None:  # type: ignore[n
 # --- token ----------------------------------------------------------------------
 
 
-async def test_token_from_environment(run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+async def test_token_from_environment(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """AUTHSESSION_* variables suffice; the printed token is one the provider issued."""
     for name, value in _env_for(oauth_server).items():
         monkeypatch.setenv(name, value)
@@ -219,7 +225,7 @@ async def test_token_from_environment(run, oauth_server: FakeOAuthServer, monkey
     assert result.err == ""
 
 
-async def test_token_json_has_expiry_and_scopes(run, oauth_server: FakeOAuthServer) -> None:  # type: ignore[no-untyped-def]
+async def test_token_json_has_expiry_and_scopes(run: RunCli, oauth_server: FakeOAuthServer) -> None:
     """--json prints token, type, expiry and scopes; flags work, with scopes split and repeated."""
     result = await run(
         "token",
@@ -245,8 +251,8 @@ async def test_token_json_has_expiry_and_scopes(run, oauth_server: FakeOAuthServ
     assert oauth_server.token_forms[-1]["scope"] == "api.read api.write admin"
 
 
-async def test_token_secret_from_environment_and_the_rest_from_flags(  # type: ignore[no-untyped-def]
-    run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
+async def test_token_secret_from_environment_and_the_rest_from_flags(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The secret can stay off the command line: flags name the client, AUTHSESSION_CLIENT_SECRET holds the secret."""
     monkeypatch.setenv("AUTHSESSION_CLIENT_SECRET", oauth_server.client_secret)
@@ -255,8 +261,8 @@ async def test_token_secret_from_environment_and_the_rest_from_flags(  # type: i
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json", ""])
-async def test_token_from_an_authsession_config_file(  # type: ignore[no-untyped-def]
-    run, oauth_server: FakeOAuthServer, tmp_path: Path, suffix: str
+async def test_token_from_an_authsession_config_file(
+    run: RunCli, oauth_server: FakeOAuthServer, tmp_path: Path, suffix: str
 ) -> None:
     """An authsession client config in TOML or JSON (or either, without a suffix) works with --credentials."""
     if suffix == ".json":
@@ -280,8 +286,8 @@ async def test_token_from_an_authsession_config_file(  # type: ignore[no-untyped
     assert json.loads(result.out)["scopes"] == ["api.read"]
 
 
-async def test_token_with_a_rotating_refresh_token_from_the_environment(  # type: ignore[no-untyped-def]
-    run, monkeypatch: pytest.MonkeyPatch
+async def test_token_with_a_rotating_refresh_token_from_the_environment(
+    run: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AUTHSESSION_REFRESH_TOKEN selects the refresh token grant."""
     async with FakeOAuthServer(rotate_refresh_tokens=True) as server:
@@ -312,8 +318,8 @@ def test_google_authorized_user_file_from_the_environment(tmp_path: Path, monkey
     assert resolved.source == f"{path} (google-auth authorized_user)"
 
 
-async def test_token_from_google_service_account_file_in_gcloud_place(  # type: ignore[no-untyped-def]
-    run, oauth_server: FakeOAuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_token_from_google_service_account_file_in_gcloud_place(
+    run: RunCli, oauth_server: FakeOAuthServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A service account JSON in gcloud's ADC place is found last, and asks for cloud-platform by default."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -344,7 +350,7 @@ async def test_token_from_google_service_account_file_in_gcloud_place(  # type: 
     assert "BEGIN PRIVATE KEY" not in result.out + result.err
 
 
-async def test_token_with_no_credentials_says_where_it_looked(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_token_with_no_credentials_says_where_it_looked(run: RunCli, tmp_path: Path) -> None:
     """With nothing configured, one line lists every place looked at; exit 2."""
     result = await run("token")
     assert result.status == 2
@@ -362,7 +368,7 @@ async def test_token_with_no_credentials_says_where_it_looked(run, tmp_path: Pat
         assert place in result.err
 
 
-async def test_token_rejected_client_is_one_line_without_secrets(run, oauth_server: FakeOAuthServer) -> None:  # type: ignore[no-untyped-def]
+async def test_token_rejected_client_is_one_line_without_secrets(run: RunCli, oauth_server: FakeOAuthServer) -> None:
     """A wrong secret: exit 1, the endpoint's RFC 6749 error on one line, and no secret anywhere."""
     result = await run(
         "token",
@@ -413,8 +419,8 @@ async def test_debug_adds_a_traceback_but_no_secret(oauth_server: FakeOAuthServe
         ),
     ],
 )
-async def test_bad_credential_input_is_named(  # type: ignore[no-untyped-def]
-    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], args: list[str], message: str
+async def test_bad_credential_input_is_named(
+    run: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str], args: list[str], message: str
 ) -> None:
     """Each kind of bad credential input gets exit 2 and one line naming the problem (never a value)."""
     monkeypatch.chdir(tmp_path)
@@ -430,7 +436,9 @@ async def test_bad_credential_input_is_named(  # type: ignore[no-untyped-def]
 # --- request --------------------------------------------------------------------
 
 
-async def test_request_prints_the_body(run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+async def test_request_prints_the_body(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GET prints the body as it came; the token went to the API, not to the terminal."""
     for name, value in _env_for(oauth_server).items():
         monkeypatch.setenv(name, value)
@@ -441,8 +449,8 @@ async def test_request_prints_the_body(run, oauth_server: FakeOAuthServer, monke
     assert not any(token in result.out + result.err for token in oauth_server.tokens)
 
 
-async def test_request_include_json_and_headers(  # type: ignore[no-untyped-def]
-    run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
+async def test_request_include_json_and_headers(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """-i prints the status line and headers first; --json sends JSON; -H adds headers."""
     for name, value in _env_for(oauth_server).items():
@@ -459,8 +467,8 @@ async def test_request_include_json_and_headers(  # type: ignore[no-untyped-def]
     assert not any(token in result.out for token in oauth_server.tokens)
 
 
-async def test_request_data_from_a_file(  # type: ignore[no-untyped-def]
-    run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+async def test_request_data_from_a_file(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """-d @FILE sends the file, form-encoded by default as with curl."""
     for name, value in _env_for(oauth_server).items():
@@ -472,8 +480,8 @@ async def test_request_data_from_a_file(  # type: ignore[no-untyped-def]
     assert (echo["body"], echo["content_type"]) == ("a=1&b=2", "application/x-www-form-urlencoded")
 
 
-async def test_request_status_400_or_more_exits_1_with_one_line(  # type: ignore[no-untyped-def]
-    run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
+async def test_request_status_400_or_more_exits_1_with_one_line(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answer >= 400 still prints its body, then one line on stderr, exit 1; the query stays out of it."""
     for name, value in _env_for(oauth_server).items():
@@ -485,7 +493,7 @@ async def test_request_status_400_or_more_exits_1_with_one_line(  # type: ignore
     assert result.err == f"authsession: error: NotFound: GET {url} -> 404 Not Found\n"
 
 
-async def test_request_max_time(run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+async def test_request_max_time(run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """--max-time bounds the call: exit 1 with the deadline named."""
     for name, value in _env_for(oauth_server).items():
         monkeypatch.setenv(name, value)
@@ -495,8 +503,8 @@ async def test_request_max_time(run, oauth_server: FakeOAuthServer, monkeypatch:
     assert result.err.count("\n") == 1
 
 
-async def test_request_connection_refused_is_one_line(  # type: ignore[no-untyped-def]
-    run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
+async def test_request_connection_refused_is_one_line(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An API that is not there: exit 1, one line from authsession's error tree."""
     for name, value in _env_for(oauth_server).items():
@@ -506,7 +514,9 @@ async def test_request_connection_refused_is_one_line(  # type: ignore[no-untype
     assert result.err == "authsession: error: cannot connect to 127.0.0.1:9 (ConnectionRefusedError)\n"
 
 
-async def test_request_retry_option(run, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+async def test_request_retry_option(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--retry N retries up to N times; --retry 0 returns the first 503."""
     for name, value in _env_for(oauth_server).items():
         monkeypatch.setenv(name, value)
@@ -532,7 +542,7 @@ async def test_request_retry_option(run, oauth_server: FakeOAuthServer, monkeypa
         (["GET", "http://127.0.0.1:9/", "--max-time", "0"], "expected a positive number of seconds"),
     ],
 )
-async def test_bad_request_input_is_named(run, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_request_input_is_named(run: RunCli, args: list[str], message: str) -> None:
     """Bad request input gets exit 2 and one line naming the problem, before any credentials are needed."""
     result = await run("request", *args)
     assert result.status == 2, result.err
