@@ -1,4 +1,10 @@
-"""Shared fixtures: a fake OAuth2 provider and API on 127.0.0.1 (authsession.testing), and Redis."""
+"""Shared fixtures.
+
+``oauth_server`` (a fake OAuth2 provider and API on 127.0.0.1) comes from
+authsession's own pytest plugin, ``authsession.testing.plugin``, as it does for
+users; ``pytester`` runs throwaway test files the way a user's project would;
+``redis_server`` is a real redis-server on a free loopback port.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +29,7 @@ def _fresh_process_token_cache() -> None:
     DEFAULT_TOKEN_CACHE.clear()
 
 
-@pytest.fixture
-async def oauth_server() -> AsyncIterator[FakeOAuthServer]:
-    async with FakeOAuthServer() as server:
-        yield server
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture

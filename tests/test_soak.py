@@ -72,8 +72,9 @@ async def test_soak() -> None:
     expected = elapsed / (LIFETIME / 2) + 1
     assert abs(server.grant_count - expected) <= 0.2 * expected, (server.grant_count, expected)
     assert server.expired_token_requests == 0
-    assert server.api_outcomes["rejected"] > 0  # the spurious 401s happened...
-    assert server.token_failures > 0  # ...and so did the token endpoint failures
+    assert server.api_outcomes["rejected"] > 0  # the spurious 401s happened
+    # Every token request was a grant or an injected failure (a 5% draw: a short soak may see none).
+    assert server.token_requests == server.grant_count + server.token_failures
     if warm_rss is not None and end_rss is not None:
         assert end_rss - warm_rss < 10 * 2**20, (warm_rss, end_rss)
     assert any(e.kind == "retry" for e in events)

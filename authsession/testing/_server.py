@@ -3,7 +3,14 @@
 One aiohttp.web application serves a token endpoint (client credentials,
 refresh token with optional rotation, and the JWT-bearer grant google-auth's
 service accounts use) and an echo resource that checks bearer tokens. Knobs
-inject latency, failures and revocation; counters say what happened.
+inject latency, failures (scripted with :meth:`FakeOAuthServer.fail_next`, or
+random at a rate) and revocation; counters say what happened.
+
+API outcomes counted in ``api_outcomes``: ``ok``, ``missing``, ``unknown``,
+``revoked``, ``expired`` (a 401 for the token), ``rejected`` (a random 401 for
+a valid token, ``api_401_rate``), ``unavailable`` (a random 503,
+``api_failure_rate``); a scripted :meth:`FakeOAuthServer.fail_api_next` failure
+counts as ``ok`` (the token was good) and as ``failed <status>``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import base64
 import binascii
 import gzip
 import json
+import random
 import secrets
 import time
 from collections import Counter, deque
@@ -88,8 +96,17 @@ class FakeOAuthServer:
         refresh_token: The refresh token the endpoint accepts initially.
         rotate_refresh_tokens: Issue a new refresh token on each refresh grant
             and invalidate the old one.
+        token_failure_rate: Probability that a token request fails with 503
+            ``temporarily_unavailable`` (after any :meth:`fail_next` failures).
+        api_failure_rate: Probability that an API request with a valid token
+            is answered 503.
+        api_401_rate: Probability that an API request with a valid token is
+            answered 401 anyway (as after a key rotation or clock skew).
+        seed: Seed of the random failures, for a reproducible run.
         host: Where to listen (loopback).
         port: The port (0: a free one). After ``close()``, ``start()`` listens on the same port again.
+
+    The knobs are plain attributes: change them while the server runs.
     """
 
     def __init__(
@@ -101,9 +118,19 @@ class FakeOAuthServer:
         client_secret: str | None = None,
         refresh_token: str | None = None,
         rotate_refresh_tokens: bool = False,
+        token_failure_rate: float = 0.0,
+        api_failure_rate: float = 0.0,
+        api_401_rate: float = 0.0,
+        seed: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        for name, rate in (
+            ("token_failure_rate", token_failure_rate),
+            ("api_failure_rate", api_failure_rate),
+            ("api_401_rate", api_401_rate),
+        ):
+            _check_rate(name, rate)
         self.token_lifetime = token_lifetime
         self.token_latency = token_latency
         self.client_id = client_id
@@ -111,10 +138,19 @@ class FakeOAuthServer:
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.refresh_tokens: set[str] = {refresh_token or secrets.token_urlsafe(24)}
         self.spent_refresh_tokens: set[str] = set()
+        self.token_failure_rate = token_failure_rate
+        self.api_failure_rate = api_failure_rate
+        self.api_401_rate = api_401_rate
+        # Failure injection, not cryptography: a seedable PRNG is what is wanted.
+        self._random = random.Random(seed)  # noqa: S311
         self.host = host
         self.tokens: dict[str, IssuedToken] = {}
         self.grants: Counter[str] = Counter()
         self.token_requests = 0
+        #: Token requests answered with an injected failure (scripted or random).
+        self.token_failures = 0
+        #: Times :meth:`revoke_all` was called.
+        self.revocations = 0
         self.api_outcomes: Counter[str] = Counter()
         self.api_log: deque[ApiRequest] = deque(maxlen=10_000)
         self.token_forms: deque[dict[str, str]] = deque(maxlen=1_000)
@@ -221,6 +257,7 @@ class FakeOAuthServer:
 
     def revoke_all(self) -> int:
         """Revoke every token issued so far; returns how many."""
+        self.revocations += 1
         live = [t for t in self.tokens.values() if not t.revoked]
         for token in live:
             token.revoked = True
@@ -260,8 +297,9 @@ class FakeOAuthServer:
         form = dict(await request.post())
         form_str = {k: v for k, v in form.items() if isinstance(v, str)}
         self.token_forms.append(form_str)
-        if self._token_failures:
-            failure = self._token_failures.popleft()
+        failure = self._next_token_failure()
+        if failure is not None:
+            self.token_failures += 1
             if failure.truncate:
                 return await _truncated(request, failure.status, b'{"access_token": "')
             if failure.body is not None:
@@ -301,6 +339,13 @@ class FakeOAuthServer:
             body["scope"] = form_str["scope"]
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
+    def _next_token_failure(self) -> TokenFailure | None:
+        if self._token_failures:
+            return self._token_failures.popleft()
+        if self.token_failure_rate and self._random.random() < self.token_failure_rate:
+            return TokenFailure(status=503, error="temporarily_unavailable")
+        return None
+
     def _check_bearer(self, request: web.Request) -> str:
         header = request.headers.get("Authorization")
         if header is None or not header.startswith("Bearer "):
@@ -312,6 +357,10 @@ class FakeOAuthServer:
             return "revoked"
         if token.expires_at is not None and time.monotonic() >= token.expires_at:
             return "expired"
+        if self.api_401_rate and self._random.random() < self.api_401_rate:
+            return "rejected"
+        if self.api_failure_rate and self._random.random() < self.api_failure_rate:
+            return "unavailable"
         return "ok"
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
@@ -319,6 +368,8 @@ class FakeOAuthServer:
         outcome = self._check_bearer(request)
         self.api_outcomes[outcome] += 1
         self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), outcome))
+        if outcome == "unavailable":
+            return web.json_response({"error": "unavailable", "reason": "injected failure"}, status=503)
         if outcome != "ok":
             return web.json_response(
                 {"error": "invalid_token", "reason": outcome},
@@ -371,6 +422,11 @@ class FakeOAuthServer:
         status = int(request.query.get("status", "302"))
         self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), "redirect"))
         return web.Response(status=status, headers={"Location": target})
+
+
+def _check_rate(name: str, rate: object) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ValueError(f"{name} must be a probability between 0 and 1, got {rate!r}")
 
 
 async def _truncated(request: web.Request, status: int, part: bytes) -> web.StreamResponse:

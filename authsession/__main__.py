@@ -1,0 +1,5 @@
+"""``python -m authsession``: the same as the ``authsession`` command."""
+
+from authsession.cli import main
+
+raise SystemExit(main())

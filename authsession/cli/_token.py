@@ -1,0 +1,96 @@
+"""``authsession token``: print an access token, for scripts (like ``gcloud auth print-access-token``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from .._session import AuthorizedSession
+from .._token import Token
+from ._common import add_credential_options, credential_flags, session_options
+from ._config import Resolved, resolve
+
+__all__ = ["add_parser", "obtain_token", "token_document"]
+
+DESCRIPTION = """\
+Print an access token for the credentials found (see "credentials" below), and
+nothing else, so scripts can use it: curl -H "Authorization: Bearer $(authsession token)".
+This is the only command that ever prints a token."""
+
+EXAMPLES = """\
+examples:
+  authsession token --credentials service-account.json
+  authsession token --credentials client.toml --scope api.read --json
+  AUTHSESSION_CLIENT_SECRET=... authsession token --token-uri https://idp.example/oauth/token \\
+      --client-id my-client --scope "api.read api.write"
+  AUTHSESSION_CREDENTIALS=client.json authsession token
+
+client.toml:
+  token_uri = "https://idp.example/oauth/token"
+  client_id = "my-client"
+  client_secret = "..."       # or refresh_token = "..."
+  scopes = ["api.read"]"""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``token`` command."""
+    parser = subparsers.add_parser(
+        "token",
+        help="print an access token",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print the token, its expiry and scopes as JSON")
+    add_credential_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve credentials, fetch a token and print it."""
+    resolved = resolve(credential_flags(args), os.environ)
+    token = asyncio.run(obtain_token(resolved))
+    if args.json:
+        print(json.dumps(token_document(token, resolved), indent=2))
+    else:
+        print(token.value)
+    sys.stdout.flush()
+    return 0
+
+
+async def obtain_token(resolved: Resolved) -> Token:
+    """A usable token for ``resolved.credentials``, fetched the way an AuthorizedSession fetches one.
+
+    Going through the session (rather than the credentials) means whatever the
+    session gains, such as token-endpoint retries or a persistent token cache
+    (see :func:`session_options`), applies here too.
+    """
+    session = AuthorizedSession(resolved.credentials, **session_options())
+    try:
+        tokens = session._tokens
+        await tokens.headers()
+        token = tokens.token
+        assert token is not None
+        return token
+    finally:
+        await session.close()
+
+
+def token_document(token: Token, resolved: Resolved, *, now: float | None = None) -> dict[str, Any]:
+    """What ``--json`` prints: the token, its type, expiry (UTC, and seconds left) and scopes."""
+    now = time.monotonic() if now is None else now
+    expires_in = None if token.expires_at is None else max(0, int(token.expires_at - now))
+    expiry = None if token.expiry is None else token.expiry.replace(microsecond=0).isoformat() + "Z"
+    scopes = token.scopes or resolved.scopes or tuple(getattr(resolved.credentials, "scopes", None) or ()) or None
+    return {
+        "access_token": token.value,
+        "token_type": token.token_type,
+        "expiry": expiry,
+        "expires_in": expires_in,
+        "scopes": None if scopes is None else list(scopes),
+    }
