@@ -30,7 +30,7 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: Statuses that say "try again later".
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: Failures before any response arrived: nothing was answered, so nothing was done twice.
-RETRY_EXCEPTIONS: tuple[type[BaseException], ...] = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+RETRY_EXCEPTIONS: tuple[type[BaseException], ...] = (aiohttp.ClientConnectionError, asyncio.TimeoutError, TimeoutError)
 
 Predicate = Callable[[Any], "bool | float | None"]
 

@@ -549,3 +549,23 @@ async def test_bad_request_input_is_named(run: RunCli, args: list[str], message:
     assert message in result.err
     assert result.err.count("\n") == 1
     assert "s3cr3t" not in result.err
+
+
+async def test_token_twice_reuses_the_cached_token(
+    run: RunCli, oauth_server: FakeOAuthServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`authsession token` run twice prints the same token from one grant; the cache file is 0600."""
+    for name, value in _env_for(oauth_server).items():
+        monkeypatch.setenv(name, value)
+    cache = tmp_path / "tokens.json"
+    monkeypatch.setenv("AUTHSESSION_TOKEN_CACHE", str(cache))
+    first = await run("token")
+    second = await run("token")
+    assert first.status == second.status == 0
+    assert first.out == second.out
+    assert oauth_server.grant_count == 1
+    assert cache.stat().st_mode & 0o777 == 0o600
+    third = await run("token", "--no-cache")
+    assert third.status == 0
+    assert third.out != first.out
+    assert oauth_server.grant_count == 2

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from .._cache import FileTokenCache
 from .._retry import RetryPolicy
 from ._config import CredentialFlags, parse_scopes
 
@@ -18,6 +22,7 @@ __all__ = [
     "positive_seconds",
     "probability",
     "session_options",
+    "token_cache_path",
 ]
 
 
@@ -99,6 +104,12 @@ def add_credential_options(parser: argparse.ArgumentParser) -> None:
         help="a scope to ask for; repeat it, or separate scopes with spaces or commas",
     )
     group.add_argument("--audience", metavar="AUD", help="an audience parameter, for providers that want one")
+    group.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither reuse nor keep a token between runs (by default tokens are kept, mode 0600, in "
+        "$AUTHSESSION_TOKEN_CACHE or ~/.cache/authsession/tokens.json)",
+    )
 
 
 def credential_flags(args: argparse.Namespace) -> CredentialFlags:
@@ -113,22 +124,34 @@ def credential_flags(args: argparse.Namespace) -> CredentialFlags:
     )
 
 
-def session_options(*, retries: int | None = None) -> dict[str, Any]:
+def token_cache_path(environ: Mapping[str, str]) -> Path:
+    """Where the commands keep tokens between runs: $AUTHSESSION_TOKEN_CACHE, else the user's cache dir."""
+    explicit = environ.get("AUTHSESSION_TOKEN_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "authsession" / "tokens.json"
+
+
+def session_options(
+    *, retries: int | None = None, cache: bool = True, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Keyword arguments for every AuthorizedSession the command builds.
 
-    The one place to plug in a persistent token cache: when AuthorizedSession
-    takes ``token_cache=`` (``FileTokenCache``, being built on another branch),
-    set ``options["token_cache"] = FileTokenCache(<a per-user cache file>)``
-    here, and ``authsession token`` / ``authsession request`` run twice in a
-    row share one token. Both commands build their sessions only through this
-    function, and ``token`` reads the token through the session's own token
-    manager, so nothing else needs to change.
+    Tokens persist between runs in a :class:`FileTokenCache` (mode 0600, see
+    :func:`token_cache_path`), so ``authsession token`` or ``request`` run twice
+    in a row reuse one token; ``--no-cache`` or AUTHSESSION_NO_CACHE=1 turn that off.
 
     Args:
         retries: Retries after the first attempt (``--retry N``); None keeps
             authsession's default policy, 0 turns retries off.
+        cache: Whether to keep tokens between runs.
+        environ: The environment (os.environ by default).
     """
+    environ = os.environ if environ is None else environ
     options: dict[str, Any] = {}
     if retries is not None:
         options["retry"] = RetryPolicy(attempts=retries + 1) if retries else None
+    if cache and environ.get("AUTHSESSION_NO_CACHE", "") in ("", "0"):
+        options["token_cache"] = FileTokenCache(token_cache_path(environ))
     return options

@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.data is not None:
         data = read_data(args.data, "-d")
         headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-    options = session_options(retries=args.retry)
+    options = session_options(retries=args.retry, cache=not args.no_cache)
     resolved = resolve(credential_flags(args), os.environ)
     return asyncio.run(
         _send(resolved.credentials, options, method, url, headers, data, args.include, args.max_time, sys.stdout.buffer)

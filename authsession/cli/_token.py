@@ -54,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve credentials, fetch a token and print it."""
     resolved = resolve(credential_flags(args), os.environ)
-    token = asyncio.run(obtain_token(resolved))
+    token = asyncio.run(obtain_token(resolved, cache=not args.no_cache))
     if args.json:
         print(json.dumps(token_document(token, resolved), indent=2))
     else:
@@ -63,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def obtain_token(resolved: Resolved) -> Token:
+async def obtain_token(resolved: Resolved, *, cache: bool = True) -> Token:
     """A usable token for ``resolved.credentials``, fetched the way an AuthorizedSession fetches one.
 
     Going through the session (rather than the credentials) means whatever the
     session gains, such as token-endpoint retries or a persistent token cache
     (see :func:`session_options`), applies here too.
     """
-    session = AuthorizedSession(resolved.credentials, **session_options())
+    session = AuthorizedSession(resolved.credentials, **session_options(cache=cache))
     try:
         tokens = session._tokens
         await tokens.headers()
