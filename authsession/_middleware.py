@@ -20,7 +20,7 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payl
 from yarl import URL
 
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
-from ._reauth import reauthorize
+from ._reauth import check_refresh_attempts, reauthorize
 from ._refresh import Headers, RefreshStats, TokenManager
 from ._transport import Request
 
@@ -59,12 +59,7 @@ class AuthMiddleware:
         auth_request: Request | None = None,
         token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
     ) -> None:
-        if (
-            isinstance(max_refresh_attempts, bool)
-            or not isinstance(max_refresh_attempts, int)
-            or max_refresh_attempts < 0
-        ):
-            raise ValueError(f"max_refresh_attempts must be an int >= 0, got {max_refresh_attempts!r}")
+        check_refresh_attempts(max_refresh_attempts)
         self._refresh_status_codes = frozenset(int(code) for code in refresh_status_codes)
         self._max_refresh_attempts = max_refresh_attempts
         self._auth_request = auth_request

@@ -12,7 +12,13 @@ from aiohttp import ClientResponse, hdrs
 from ._challenge import refresh_can_help
 from ._refresh import Headers, TokenManager
 
-__all__ = ["reauthorize"]
+__all__ = ["check_refresh_attempts", "reauthorize"]
+
+
+def check_refresh_attempts(value: object) -> None:
+    """Refuse a ``max_refresh_attempts`` that is not a whole number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_refresh_attempts must be an int >= 0, got {value!r}")
 
 
 def _carried(response: ClientResponse, sent: Headers) -> bool:

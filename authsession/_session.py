@@ -28,7 +28,7 @@ from ._errors import DeadlineExceededError
 from ._events import Event, EventHook, emit
 from ._failures import raise_for_status
 from ._ratelimit import RateLimiter
-from ._reauth import reauthorize
+from ._reauth import check_refresh_attempts, reauthorize
 from ._refresh import Headers, RefreshStats, TokenManager
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._transport import Request, safe_url
@@ -137,12 +137,7 @@ with warnings.catch_warnings():
         ) -> None:
             # ClientSession.__del__ reads _connector: set it before anything can raise.
             self._connector = None
-            if (
-                isinstance(max_refresh_attempts, bool)
-                or not isinstance(max_refresh_attempts, int)
-                or max_refresh_attempts < 0
-            ):
-                raise ValueError(f"max_refresh_attempts must be an int >= 0, got {max_refresh_attempts!r}")
+            check_refresh_attempts(max_refresh_attempts)
             codes = frozenset(int(code) for code in refresh_status_codes)
             if auth_request is not None and not callable(auth_request):
                 raise TypeError("auth_request must be an authsession.Request")
