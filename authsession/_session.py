@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -211,10 +211,12 @@ with warnings.catch_warnings():
                 kwargs["data"] = fresh_form()
             send = super()._request
 
-            async def send_with(headers: Any) -> ClientResponse:
+            def send_with(headers: Any) -> Coroutine[Any, Any, ClientResponse]:
+                # aiohttp's own coroutine, not one awaiting it: one frame less
+                # between every request and its socket (hot path).
                 if deadline is not None:
                     kwargs["timeout"] = _clamp_timeout(kwargs.get("timeout", self.timeout), deadline.remaining())
-                return await send(method, url, headers=headers, raise_for_status=False, **kwargs)
+                return send(method, url, headers=headers, raise_for_status=False, **kwargs)
 
             caller_auth = kwargs.get("auth") is not None
             merged: CIMultiDict[str] | None = None
@@ -248,7 +250,8 @@ with warnings.catch_warnings():
                     kwargs["data"] = fresh_form()
                 response = await send_with(sent if merged is None else _merge(merged, sent))
 
-            await _raise_for_status(response, status_rule)
+            if status_rule is not None and status_rule is not False:  # no coroutine for the usual "no check"
+                await _raise_for_status(response, status_rule)
             return response
 
         async def close(self) -> None:
