@@ -146,6 +146,66 @@ async def one_round(
     return {name: (sent / wall[name], sent / cpu[name]) for name in names}
 
 
+class _StubResponse:
+    status = 200
+
+
+class _Suspend:
+    """Suspends once, as aiohttp's _request does once for a GET on a pooled connection."""
+
+    def __await__(self) -> Any:
+        yield
+
+
+_STUB_RESPONSE = _StubResponse()
+
+
+async def _stub_request(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
+    await _Suspend()
+    return _STUB_RESPONSE
+
+
+def _drive(coro: Any) -> Any:
+    """Run a coroutine by hand, with no event loop in between: nothing but its own frames is timed."""
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def hot_path_us(rounds: int, calls: int = 50_000) -> list[float]:
+    """Microseconds AuthorizedSession._request adds to ClientSession._request, network stubbed out.
+
+    ``ClientSession._request`` is replaced for the duration by a stub that suspends
+    once and returns a 200, so what is timed is only what runs before and after
+    aiohttp's own code: our wrapper, the token lookup, the status checks.
+    """
+    url = "http://127.0.0.1:9/api/stub"
+    headers = {"Authorization": "Bearer bench-token"}
+    plain = aiohttp.ClientSession()
+    ours = authsession.AuthorizedSession(authsession.StaticCredentials("bench-token"))
+    original = aiohttp.ClientSession._request
+    aiohttp.ClientSession._request = _stub_request  # type: ignore[method-assign]
+    try:
+        _drive(ours._request("GET", url, allow_redirects=True))  # the token is adopted on first use
+        overheads = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(calls):
+                _drive(plain._request("GET", url, headers=headers, allow_redirects=True))
+            base = time.perf_counter() - started
+            started = time.perf_counter()
+            for _ in range(calls):
+                _drive(ours._request("GET", url, allow_redirects=True))
+            overheads.append((time.perf_counter() - started - base) / calls * 1e6)
+    finally:
+        aiohttp.ClientSession._request = original  # type: ignore[method-assign]
+        await plain.close()
+        await ours.close()
+    return overheads
+
+
 async def measure(server: Server, rounds: int, total: int = TOTAL, slices: int = SLICES) -> list[Row]:
     runs = variants()
     failures: dict[str, str] = {}
@@ -183,6 +243,20 @@ async def measure(server: Server, rounds: int, total: int = TOTAL, slices: int =
                 ratios,
             )
         )
+    overhead = await hot_path_us(rounds)
+    bare_cpu_us = 1e6 / median([r["bare"][1] for r in results])
+    rows.append(
+        Row(
+            "1",
+            "hot path: what AuthorizedSession adds per request (network stubbed)",
+            f"{median(overhead):.2f} us = {median(overhead) / bare_cpu_us:.1%} of a bare request's client CPU",
+            "reported: where the steady-state gap goes",
+            None,
+            f"ClientSession._request replaced by a stub that suspends once, both sides driven by hand; "
+            f"per round {fmt_rounds(overhead)} us; a bare request costs {bare_cpu_us:.0f} us of client CPU here",
+            overhead,
+        )
+    )
     for name, error in failures.items():
         rows.append(Row("peer", f"steady state: {name} (reference)", "failed", "reference", None, error))
     if not _common.supports_retry_option():

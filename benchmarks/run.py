@@ -74,14 +74,16 @@ Memory rows run each client in a fresh process. Reproduce with `nox -s bench` or
 `python benchmarks/run.py`."""
 
 
-def markdown(rows: list[Row], timings: dict[str, float], quick: bool, started_at: _dt.datetime) -> str:
+def markdown(
+    rows: list[Row], timings: dict[str, float], quick: bool, started_at: _dt.datetime, load_before: str
+) -> str:
     info = _common.machine()
     lines = [
         "# Benchmark results" + (" (quick run: development figures, not the record)" if quick else ""),
         "",
         f"Measured {started_at:%Y-%m-%d %H:%M} UTC on {info['cpu']}, {info['cores']} cores, "
         f"{info['os']}; Python {info['python']}, aiohttp {info['aiohttp']}, authsession {info['authsession']}. "
-        f"Load average at the end {info['load']} (the machine is shared). "
+        f"Load average {load_before} before, {info['load']} after (the machine is shared). "
         f"The suite took {sum(timings.values()) / 60:.1f} minutes.",
         "",
         "| # | Row | Measured (median) | Target | Verdict | How, and per-round values |",
@@ -108,8 +110,9 @@ def main() -> int:
     output = args.output or HERE / ("RESULTS.quick.md" if args.quick else "RESULTS.md")
     started_at = _dt.datetime.now(_dt.timezone.utc)
     print(f"authsession benchmarks: {', '.join(sections)}{' (quick)' if args.quick else ''}", flush=True)
+    load_before = _common.machine()["load"]
     rows, timings = asyncio.run(run(sections, args.quick))
-    output.write_text(markdown(rows, timings, args.quick, started_at), encoding="utf-8")
+    output.write_text(markdown(rows, timings, args.quick, started_at, load_before), encoding="utf-8")
     print(
         f"wrote {output} in {sum(timings.values()):.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})"
     )
