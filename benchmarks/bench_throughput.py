@@ -285,7 +285,7 @@ async def profile(name: str, total: int) -> None:
     with _common.server_process() as server:
         async with variants()[name](server) as send:
             await run_workers(WARMUP, CONCURRENCY, send)
-            with Profiler(interval=0.0002) as profiler:
+            with Profiler(interval=0.0005, async_mode="disabled") as profiler:
                 await run_workers(total, CONCURRENCY, send)
     print(profiler.output_text(unicode=True, show_all=False))
 
