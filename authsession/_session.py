@@ -209,15 +209,6 @@ with warnings.catch_warnings():
             fresh_form = form_factory(data) if isinstance(data, FormData) else None
             if fresh_form is not None:
                 kwargs["data"] = fresh_form()
-            send = super()._request
-
-            def send_with(headers: Any) -> Coroutine[Any, Any, ClientResponse]:
-                # aiohttp's own coroutine, not one awaiting it: one frame less
-                # between every request and its socket (hot path).
-                if deadline is not None:
-                    kwargs["timeout"] = _clamp_timeout(kwargs.get("timeout", self.timeout), deadline.remaining())
-                return send(method, url, headers=headers, raise_for_status=False, **kwargs)
-
             caller_auth = kwargs.get("auth") is not None
             merged: CIMultiDict[str] | None = None
             if user_headers is not None:
@@ -225,7 +216,7 @@ with warnings.catch_warnings():
                 caller_auth = caller_auth or hdrs.AUTHORIZATION in merged
             if caller_auth:
                 # The caller authorizes this request themselves; leave it alone.
-                response = await send_with(user_headers)
+                response = await self._send(method, url, user_headers, kwargs, deadline)
                 await _raise_for_status(response, status_rule)
                 return response
 
@@ -233,7 +224,7 @@ with warnings.catch_warnings():
             sent = tokens.headers_now()
             if sent is None:
                 sent = await tokens.headers()
-            response = await send_with(sent if merged is None else _merge(merged, sent))
+            response = await self._send(method, url, sent if merged is None else _merge(merged, sent), kwargs, deadline)
 
             attempts = 0
             while (
@@ -248,11 +239,24 @@ with warnings.catch_warnings():
                 attempts += 1
                 if fresh_form is not None:
                     kwargs["data"] = fresh_form()
-                response = await send_with(sent if merged is None else _merge(merged, sent))
+                response = await self._send(
+                    method, url, sent if merged is None else _merge(merged, sent), kwargs, deadline
+                )
 
             if status_rule is not None and status_rule is not False:  # no coroutine for the usual "no check"
                 await _raise_for_status(response, status_rule)
             return response
+
+        def _send(
+            self, method: str, url: str | URL, headers: Any, kwargs: dict[str, Any], deadline: Deadline | None
+        ) -> Coroutine[Any, Any, ClientResponse]:
+            # Hot path. A method, not a closure in _authorized (a closure turns
+            # every local it uses into a cell, slower on each access), and it hands
+            # back aiohttp's own coroutine rather than awaiting it: one coroutine
+            # and one frame less per request.
+            if deadline is not None:
+                kwargs["timeout"] = _clamp_timeout(kwargs.get("timeout", self.timeout), deadline.remaining())
+            return super()._request(method, url, headers=headers, raise_for_status=False, **kwargs)
 
         async def close(self) -> None:
             """Close the session, its token refreshes, and everything it opened."""
