@@ -292,7 +292,7 @@ async def profile(name: str, total: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for development")
     parser.add_argument("--profile", metavar="VARIANT", help="profile one variant (authsession, bare...) instead")
     args = parser.parse_args()

@@ -49,7 +49,7 @@ async def run(sections: list[str], quick: bool) -> tuple[list[Row], dict[str, fl
     with _common.server_process() as server:
         if "throughput" in sections:
             started = time.perf_counter()
-            done("throughput", started, await bench_throughput.measure(server, 3 if quick else 9))
+            done("throughput", started, await bench_throughput.measure(server, 3 if quick else 15))
         if "storms" in sections:
             started = time.perf_counter()
             done("storms", started, await bench_storms.measure(server, 3, 2000 if quick else bench_storms.STORM))
