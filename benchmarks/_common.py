@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -179,6 +180,22 @@ def reset_peak_rss() -> bool:
 
 
 # --- the machine -------------------------------------------------------------------------
+
+
+def perf_unavailable() -> str | None:
+    """None if ``perf stat`` can count user-space instructions here, else why it cannot."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return "perf is not installed (Debian: linux-perf)"
+    probe = subprocess.run(
+        [perf, "stat", "-x,", "-e", "instructions:u", sys.executable, "-c", "pass"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0 or "<not" in probe.stderr or "instructions" not in probe.stderr:
+        return "perf cannot count instructions here: " + (probe.stderr.strip().splitlines() or ["?"])[-1][:100]
+    return None
 
 
 def cpu_model() -> str:

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,22 +105,6 @@ def child_main(argv: list[str]) -> None:
 # --- the parent -----------------------------------------------------------------------------
 
 
-def perf_available() -> str | None:
-    """None if ``perf stat`` can count user-space instructions here, else why not."""
-    perf = shutil.which("perf")
-    if perf is None:
-        return "perf is not installed"
-    probe = subprocess.run(
-        [perf, "stat", "-x,", "-e", "instructions:u", sys.executable, "-c", "pass"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode != 0 or "<not" in probe.stderr or "instructions" not in probe.stderr:
-        return "perf cannot count instructions here: " + (probe.stderr.strip().splitlines() or ["?"])[-1][:100]
-    return None
-
-
 def count(*args: str, per: int) -> float:
     """Instructions per unit, counted in a child run as ``bench_instructions.py --child *args``."""
     with tempfile.TemporaryDirectory() as fifos:
@@ -129,7 +112,7 @@ def count(*args: str, per: int) -> float:
         os.mkfifo(ctl)
         os.mkfifo(ack)
         out = subprocess.run(
-            [  # noqa: S607
+            [  # noqa: S607 - perf from PATH, checked by perf_unavailable()
                 "perf",
                 "stat",
                 "-x,",
@@ -158,7 +141,7 @@ def count(*args: str, per: int) -> float:
 
 
 def measure(server: Server, rounds: int, requests: int = REQUESTS) -> list[Row]:
-    why_not = perf_available()
+    why_not = _common.perf_unavailable()
     if why_not is not None:
         return [Row("1", "steady state, counted in CPU instructions", "not measured", "reported", None, why_not)]
     names = list(bench_throughput.variants())

@@ -78,13 +78,14 @@ the client, not the server, is the bottleneck. Bare aiohttp sends a static `Auth
 Memory rows run each client in a fresh process. Reproduce with `nox -s bench` or
 `python benchmarks/run.py`.
 
-Where the steady-state cost goes: the hot-path row times AuthorizedSession's own work per request
-with aiohttp's `_request` stubbed out (the `_request` override and `_authorized`: keyword handling,
-`TokenManager.headers_now()`, which is one monotonic clock read and a comparison, and the check for a
-401); everything else a request costs is aiohttp's, the same on both sides. The throughput ratio moves
-by a few percent from round to round on a shared machine; the per-round values show by how much. The
-"counted" rows are the same comparison in user-space CPU instructions per request (`perf stat`, each
-variant in a fresh process, counting only the measured requests), which other tenants' load barely moves.
+The throughput ratio moves by a few percent from round to round on a shared machine (the per-round
+values show by how much). The "counted" rows make the same comparison in user-space CPU instructions
+per request (`perf stat`, each variant in a fresh process, counting only the measured requests), which
+other tenants' load barely moves. Where the steady-state cost goes: the hot-path row counts
+AuthorizedSession's own work per request with aiohttp's `_request` stubbed out: the `_request`
+override and `_authorized` (two coroutine frames, keyword handling, `TokenManager.headers_now()`, which
+is one monotonic clock read and a comparison, and the check for a 401); everything else a request costs
+is aiohttp's, the same on both sides.
 `python benchmarks/bench_throughput.py --profile authsession` profiles the steady state (pyinstrument)."""
 
 
