@@ -55,6 +55,33 @@ def import_seconds(modules: str) -> float:
     return float(out.stdout.strip())
 
 
+def import_instructions(modules: str) -> int:
+    """User-space instructions of a fresh interpreter that imports ``modules`` (perf stat)."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {modules}"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out = subprocess.run(
+        ["perf", "stat", "-x,", "-e", "instructions:u", sys.executable, "-c", code],  # noqa: S607 - checked
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    for line in out.stderr.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
+            return int(fields[0])
+    raise RuntimeError(f"no instruction count from perf: {out.stderr.strip()[-200:]}")
+
+
+def counted_import_ratio() -> str:
+    """``import authsession`` over ``import aiohttp`` in instructions, each less a bare interpreter's."""
+    if _common.perf_unavailable() is not None:
+        return ""
+    counts = {name: median([import_instructions(name) for _ in range(3)]) for name in ("sys", "aiohttp", "authsession")}
+    ratio = (counts["authsession"] - counts["sys"]) / (counts["aiohttp"] - counts["sys"])
+    return f"; counted in CPU instructions (perf stat, which load does not move): {ratio:.2f}x"
+
+
 def measure_import(runs: int) -> Row:
     for modules in IMPORTS.values():  # bytecode caches written, files in the page cache
         import_seconds(modules)
@@ -77,7 +104,7 @@ def measure_import(runs: int) -> Row:
         None,
         f"{runs} runs each, alternating; paired differences: google-auth's exceptions and transport (which "
         f"authsession's errors subclass) {google * 1000:+.0f} ms, authsession's own modules {own * 1000:+.0f} ms; "
-        f"ratio per run {fmt_rounds(ratios)}",
+        f"ratio per run {fmt_rounds(ratios)}{counted_import_ratio()}",
         ratios,
     )
 
