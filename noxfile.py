@@ -4,6 +4,7 @@ nox -l                      # list sessions
 nox -s tests                # the suite on every installed Python 3.10-3.13
 nox -s aiohttp              # the suite against aiohttp 3.12, 3.13 and the latest
 nox -s lint typecheck
+nox -s bench                # the benchmark suite (not a default session): writes benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -80,3 +81,14 @@ def soak(session: nox.Session) -> None:
     seconds = session.posargs[0] if session.posargs else "60"
     session.install("-e", ".[test]")
     session.run("pytest", "tests/test_soak.py", env={"AUTHSESSION_SOAK_SECONDS": seconds})
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmark suite of issue 5 (a few minutes); writes benchmarks/RESULTS.md.
+
+    Not among the default sessions: its figures mean something only on a quiet
+    machine, and a full run takes minutes. ``nox -s bench -- --quick`` for short runs.
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/run.py", *session.posargs)

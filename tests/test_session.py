@@ -142,6 +142,25 @@ async def test_raise_for_status_applies_after_refresh(oauth_server: FakeOAuthSer
         assert info.value.status == 404
 
 
+async def test_raise_for_status_per_request_rules(oauth_server: FakeOAuthServer) -> None:
+    """A 404 comes back as it is by default; per request, False beats the session's True, a callable is awaited."""
+    url = oauth_server.api_url("x?status=404")
+    async with AuthorizedSession(oauth_server.credentials()) as session:
+        async with session.get(url) as resp:
+            assert resp.status == 404
+        checked: list[int] = []
+
+        async def check(response: aiohttp.ClientResponse) -> None:
+            checked.append(response.status)
+
+        async with session.get(url, raise_for_status=check) as resp:
+            assert resp.status == 404
+        assert checked == [404]
+    async with AuthorizedSession(oauth_server.credentials(), raise_for_status=True) as session:
+        async with session.get(url, raise_for_status=False) as resp:
+            assert resp.status == 404
+
+
 async def test_close_closes_everything(oauth_server: FakeOAuthServer) -> None:
     """After close, the session, its connector and its token transport are closed."""
     session = AuthorizedSession(oauth_server.credentials())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from authsession import AuthorizedSession, Event
+from authsession import AuthorizedSession, Event, RetryPolicy
 from authsession.testing import FakeOAuthServer
 
 SECONDS = float(os.environ.get("AUTHSESSION_SOAK_SECONDS", "5"))
@@ -40,7 +40,10 @@ async def test_soak() -> None:
     async with FakeOAuthServer(
         token_lifetime=LIFETIME, api_401_rate=0.01, token_failure_rate=0.05, api_failure_rate=0.02, seed=7
     ) as server:
-        async with AuthorizedSession(server.credentials(), on_event=events.append) as session:
+        # With 2% of answers failing, three attempts fail together once in 125,000 requests, and a
+        # minute's soak sends about that many; five attempts make it once in 3 billion.
+        retry = RetryPolicy(attempts=5)
+        async with AuthorizedSession(server.credentials(), retry=retry, on_event=events.append) as session:
             started = time.monotonic()
             stop = started + SECONDS
             warm_rss: int | None = None
