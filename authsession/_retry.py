@@ -145,7 +145,7 @@ class RetryPolicy:
         """Whether a request with this method and these headers may be retried at all."""
         if self.attempts <= 1:
             return False
-        if method.upper() in self.methods:
+        if method in self.methods or method.upper() in self.methods:
             return True
         return headers is not None and "Idempotency-Key" in headers
 
@@ -195,6 +195,8 @@ class RetryPolicy:
     def delay_for(self, response: aiohttp.ClientResponse, retry_number: int) -> float | None:
         """Seconds to wait before retrying after ``response``, or None to return it."""
         asked = self._ask(response)
+        if not asked and response.status not in self.statuses:
+            return None  # before reading any header: the usual answer on the hot path
         return self._status_delay(response.status, response.headers.get("Retry-After"), retry_number, asked)
 
 

@@ -148,6 +148,7 @@ async def one_round(
 
 class _StubResponse:
     status = 200
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only stand-in for a response's headers
 
 
 class _Suspend:
