@@ -51,7 +51,7 @@ def rss_kib() -> int:
 @asynccontextmanager
 async def open_session(kind: str, server: Server) -> AsyncIterator[tuple[aiohttp.ClientSession, dict[str, str]]]:
     if kind == "authsession":
-        async with authsession.AuthorizedSession(server.credentials()) as session:
+        async with authsession.AuthorizedSession(server.credentials(), token_cache=None) as session:
             yield session, {}
     else:
         token = (await server.admin("mint", lifetime=3600))["access_token"]

@@ -57,7 +57,7 @@ async def load(server: Server, lifetime: float, seconds: float) -> Run:
     gc.collect()
     async with _common.knobs(server, token_lifetime=lifetime, token_latency=TOKEN_LATENCY):
         before = await server.admin("stats")
-        async with authsession.AuthorizedSession(server.credentials()) as session:
+        async with authsession.AuthorizedSession(server.credentials(), token_cache=None) as session:
             stop_at = time.perf_counter() + seconds
 
             async def worker() -> None:

@@ -64,7 +64,8 @@ async def storm(server: Server, *, warm: bool = False, revoke: bool = False, siz
     credentials = await warm_credentials(server) if warm or revoke else server.credentials()
     url = server.api_url + "storm"
     gc.collect()
-    async with authsession.AuthorizedSession(credentials) as session:
+    # token_cache=None: each storm starts from nothing, not from an earlier round's token in the process cache.
+    async with authsession.AuthorizedSession(credentials, token_cache=None) as session:
         if revoke:
             assert await _get(session, url) == 200  # the session holds the token, then loses it
             await server.admin("revoke")
@@ -132,7 +133,9 @@ def revocation_row(revoked: list[Storm], warm: list[Storm], size: int) -> Row:
     rejected = [r.api.get("revoked", 0) for r in revoked]
     all_ok = all(r.succeeded == size and not r.errors for r in revoked)
     exactly_one = all(n == 1 for n in refreshes) and all(g == 1 for g in grants)
-    all_rejected = all(n == size for n in rejected)
+    # Every request is rejected at least once; the first few, whose token was still fresh, get one
+    # same-token re-send (and a second 401) before the refresh.
+    all_rejected = all(n >= size for n in rejected)
     ratios = [r.elapsed / w.elapsed for r, w in zip(revoked, warm, strict=True)]
     errors = sorted({e for r in revoked for e in r.errors})
     return Row(
@@ -142,7 +145,8 @@ def revocation_row(revoked: list[Storm], warm: list[Storm], size: int) -> Row:
         f"401s {fmt_rounds(rejected, ',d')}; {min(r.succeeded for r in revoked):,}/{size:,} succeeded",
         "exactly 1 refresh",
         exactly_one and all_ok and all_rejected,
-        f"every request sent twice (401, then the new token): wall {median(ratios):.2f}x the warm storm"
+        f"each request rejected once (the first few twice: a just-issued token gets one same-token re-send), "
+        f"then sent with the new token: wall {median(ratios):.2f}x the warm storm"
         + (f"; errors: {errors[:3]}" if errors else ""),
         refreshes,
     )
