@@ -74,7 +74,12 @@ async def test_soak() -> None:
     # One grant per refresh interval (half the lifetime) while the workers ran, and the cold one.
     # (``elapsed`` also holds the last retries' waits, when no new request asks for a token.)
     expected = min(elapsed, SECONDS) / (LIFETIME / 2) + 1
-    assert abs(server.grant_count - expected) <= 0.2 * expected, (server.grant_count, expected)
+    # Within 20%; a short soak makes so few grants that one forced refresh (two spurious 401s in a row
+    # for a fresh token, about 1 in 10,000 requests) is already more than 20%: allow it two.
+    assert abs(server.grant_count - expected) <= max(0.2 * expected, 2 if SECONDS < 30 else 0), (
+        server.grant_count,
+        expected,
+    )
     assert server.expired_token_requests == 0
     assert server.api_outcomes["rejected"] > 0  # the spurious 401s happened
     # Every token request was a grant or an injected failure (a 5% draw: a short soak may see none).
