@@ -286,43 +286,28 @@ with warnings.catch_warnings():
                             response, sent, method, url, merged, kwargs, deadline, fresh_form
                         )
             except Exception as exc:
-                if retry is None or not retry.allows(method, merged):
-                    raise
-                delay = retry.delay_for_exception(exc, 1)
+                delay = None
+                if retry is not None and retry.allows(method, merged):
+                    delay = retry.delay_for_exception(exc, 1)
                 if delay is None or not _fits(delay, deadline) or not _replayable(kwargs, fresh_form):
                     raise
-                response = await self._keep_retrying(
-                    method,
-                    url,
-                    user_headers if caller_auth else merged,
-                    caller_auth,
-                    kwargs,
-                    deadline,
-                    fresh_form,
-                    retry,
-                    exc,
-                    delay,
-                )
+                outcome: ClientResponse | Exception = exc
             else:
+                outcome, delay = response, None
                 if (
                     retry is not None
                     and (response.status in retry.statuses or retry.on is not None)
                     and retry.allows(method, merged)
                 ):
                     delay = retry.delay_for(response, 1)
-                    if delay is not None and _fits(delay, deadline) and _replayable(kwargs, fresh_form):
-                        response = await self._keep_retrying(
-                            method,
-                            url,
-                            user_headers if caller_auth else merged,
-                            caller_auth,
-                            kwargs,
-                            deadline,
-                            fresh_form,
-                            retry,
-                            response,
-                            delay,
-                        )
+                    if delay is not None and not (_fits(delay, deadline) and _replayable(kwargs, fresh_form)):
+                        delay = None
+            if delay is not None:
+                assert retry is not None  # a delay comes only from a policy
+                headers = user_headers if caller_auth else merged
+                response = await self._keep_retrying(
+                    method, url, headers, caller_auth, kwargs, deadline, fresh_form, retry, outcome, delay
+                )
             if status_rule is not None and status_rule is not False:
                 await _check_status(response, status_rule)
             return response
