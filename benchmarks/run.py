@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import _common
+import bench_fleet
 import bench_instructions
 import bench_memory
 import bench_rotation
@@ -28,7 +29,7 @@ import bench_storms
 import bench_throughput
 from _common import HERE, Row
 
-SECTIONS = ("startup", "throughput", "instructions", "storms", "rotation", "memory")
+SECTIONS = ("startup", "throughput", "instructions", "storms", "rotation", "memory", "fleet")
 
 
 async def run(sections: list[str], quick: bool) -> tuple[list[Row], dict[str, float]]:
@@ -44,7 +45,10 @@ async def run(sections: list[str], quick: bool) -> tuple[list[Row], dict[str, fl
     if "startup" in sections:
         started = time.perf_counter()
         done("startup", started, await bench_startup.measure(3 if quick else 5, 3 if quick else 9))
-    server_sections = [s for s in sections if s != "startup"]
+    if "fleet" in sections:
+        started = time.perf_counter()
+        done("fleet", started, fleet_rows(await asyncio.to_thread(bench_fleet.run)))
+    server_sections = [s for s in sections if s not in ("startup", "fleet")]
     if not server_sections:
         return rows, timings
     with _common.server_process() as server:
@@ -66,6 +70,27 @@ async def run(sections: list[str], quick: bool) -> tuple[list[Row], dict[str, fl
             started = time.perf_counter()
             done("memory", started, await asyncio.to_thread(bench_memory.measure, server, 3, quick))
     return rows, timings
+
+
+def fleet_rows(results: list[dict[str, object]]) -> list[Row]:
+    """Issue 7's row: grants per token lifetime for a fleet of processes, with and without Redis."""
+    by_cache = {str(r["cache"]): r for r in results}
+    plain, shared = by_cache.get("none"), by_cache.get("redis")
+    if plain is None or shared is None or "skipped" in shared:
+        why = "" if shared is None else str(shared.get("skipped", ""))
+        return [Row("7", "fleet: grants per token lifetime", "not measured", "reported", None, why)]
+    processes, lifetime = plain["processes"], plain["token lifetime"]
+    return [
+        Row(
+            "7",
+            f"fleet: {processes} processes, {lifetime} s tokens, grants per token lifetime",
+            f"{shared['grants per lifetime']} with one RedisTokenCache, {plain['grants per lifetime']} without",
+            "one grant per refresh window for the whole fleet (2 per lifetime for short tokens)",
+            float(shared["grants per lifetime"]) <= 2.5 and shared["failed"] == 0 and plain["failed"] == 0,  # type: ignore[arg-type]
+            f"{plain['lifetimes']} lifetimes; requests {plain['requests']:,} / {shared['requests']:,}, "
+            f"failed {plain['failed']} / {shared['failed']} (without / with the cache)",
+        )
+    ]
 
 
 METHOD = """\
