@@ -106,17 +106,8 @@ class LeanApi(asyncio.Protocol):
             self.handle(method, target, authorization)
 
     def check_bearer(self, authorization: str | None) -> str:
-        """The fake's own verdict on a bearer token (see FakeOAuthServer's API)."""
-        if authorization is None or not authorization.startswith("Bearer "):
-            return "missing"
-        token = self.fake.tokens.get(authorization[7:])
-        if token is None:
-            return "unknown"
-        if token.revoked:
-            return "revoked"
-        if token.expires_at is not None and time.monotonic() >= token.expires_at:
-            return "expired"
-        return "ok"
+        """The fake's own verdict on a bearer token (see FakeOAuthServer.token_verdict)."""
+        return self.fake.token_verdict(authorization)
 
     def handle(self, method: str, target: str, authorization: str | None) -> None:
         assert self.transport is not None

@@ -346,17 +346,24 @@ class FakeOAuthServer:
             return TokenFailure(status=503, error="temporarily_unavailable")
         return None
 
-    def _check_bearer(self, request: web.Request) -> str:
-        header = request.headers.get("Authorization")
-        if header is None or not header.startswith("Bearer "):
+    def token_verdict(self, authorization: str | None) -> str:
+        """What this server thinks of an Authorization header: ``ok``, ``missing``, ``unknown``,
+        ``revoked`` or ``expired`` (no injected failure is drawn here)."""
+        if authorization is None or not authorization.startswith("Bearer "):
             return "missing"
-        token = self.tokens.get(header[7:])
+        token = self.tokens.get(authorization[7:])
         if token is None:
             return "unknown"
         if token.revoked:
             return "revoked"
         if token.expires_at is not None and time.monotonic() >= token.expires_at:
             return "expired"
+        return "ok"
+
+    def _check_bearer(self, request: web.Request) -> str:
+        verdict = self.token_verdict(request.headers.get("Authorization"))
+        if verdict != "ok":
+            return verdict
         if self.api_401_rate and self._random.random() < self.api_401_rate:
             return "rejected"
         if self.api_failure_rate and self._random.random() < self.api_failure_rate:
