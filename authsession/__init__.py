@@ -3,7 +3,7 @@
 The public surface is re-exported here; every other module is private.
 """
 
-from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache, token_cache_key
+from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._defaults import create_client_session, create_tcp_connector
 from ._errors import (
@@ -26,11 +26,12 @@ from ._errors import (
 from ._events import Event
 from ._failures import handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
+from ._identity import token_cache_key
 from ._middleware import AuthMiddleware
-from ._refresh import RefreshStats, get_token
 from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
 from ._token import Token
+from ._tokens import RefreshStats, get_token
 from ._transport import Request, Response
 
 __version__ = "0.1.0"

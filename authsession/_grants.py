@@ -21,9 +21,9 @@ from urllib.parse import quote_plus, urlencode
 
 from yarl import URL
 
-from ._cache import digest
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._errors import RefreshError
+from ._identity import digest
 from ._token import Token
 from ._transport import safe_url
 

@@ -21,7 +21,7 @@ from yarl import URL
 
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
 from ._reauth import check_refresh_attempts, reauthorize
-from ._refresh import Headers, RefreshStats, TokenManager
+from ._tokens import Headers, RefreshStats, TokenManager
 from ._transport import Request
 
 __all__ = ["AuthMiddleware"]

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import ClientResponse, hdrs
 
 from ._challenge import refresh_can_help
-from ._refresh import Headers, TokenManager
+from ._tokens import Headers, TokenManager
 
 __all__ = ["check_refresh_attempts", "reauthorize"]
 

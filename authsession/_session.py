@@ -28,8 +28,8 @@ from ._events import Event, EventHook, emit
 from ._failures import raise_for_status
 from ._ratelimit import RateLimiter
 from ._reauth import check_refresh_attempts, reauthorize
-from ._refresh import Headers, RefreshStats, TokenManager
 from ._retry import DEFAULT_RETRY, RetryPolicy
+from ._tokens import Headers, RefreshStats, TokenManager
 from ._transport import Request, safe_url
 
 __all__ = ["AuthorizedSession", "DEFAULT_TIMEOUT"]

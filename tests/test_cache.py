@@ -26,7 +26,8 @@ from authsession import (
     TokenCache,
     token_cache_key,
 )
-from authsession._cache import _Codec, fetch_through
+from authsession._cache import fetch_through
+from authsession._cache._model import Codec as _Codec
 from authsession.testing import FakeOAuthServer
 
 # --- the cached form of a token ----------------------------------------------------
@@ -71,7 +72,7 @@ def test_cached_tokens_that_would_inject_headers_are_refused() -> None:
 
 def test_redis_locations_are_logged_without_passwords() -> None:
     """What a warning says about a Redis URL keeps host, port and db, and drops user, password and query."""
-    from authsession._cache import _describe
+    from authsession._cache._redis import _describe
 
     assert _describe("redis://user:pw@cache.internal:6380/2?password=x") == "redis://cache.internal:6380/2"
     assert _describe("unix:///run/redis.sock?password=x") == "unix:/run/redis.sock"

@@ -12,7 +12,7 @@ import pytest
 from google.auth import _helpers as google_helpers
 from google.oauth2 import credentials as google_user
 
-import authsession._refresh
+import authsession._sources
 from authsession import AuthorizedSession, RetryPolicy
 from authsession.testing import FakeOAuthServer
 
@@ -102,7 +102,7 @@ async def test_wall_clock_jumps_change_nothing(monkeypatch: pytest.MonkeyPatch, 
             shifted = lambda: real_utcnow() + dt.timedelta(seconds=jump)  # noqa: E731
             # google-auth and authsession read the same wall clock; jump it for both.
             monkeypatch.setattr(google_helpers, "utcnow", shifted)
-            monkeypatch.setattr(authsession._refresh, "_wall_utcnow", shifted)
+            monkeypatch.setattr(authsession._sources, "_wall_utcnow", shifted)
             for _ in range(10):
                 for session in (a, b):
                     await _get_ok(session, server.api_url())

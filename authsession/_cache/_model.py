@@ -1,0 +1,229 @@
+"""What a token cache stores and promises: cached tokens, leases, the store protocol, encryption at rest."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .._credentials import validate_token_value
+from .._token import Token
+
+__all__ = [
+    "DEFAULT_LEASE_TIME",
+    "FORMAT_VERSION",
+    "MAX_POLL_INTERVAL",
+    "UNKNOWN_EXPIRY_TTL",
+    "CachedToken",
+    "Codec",
+    "Lease",
+    "Outage",
+    "TokenCache",
+]
+
+log = logging.getLogger("authsession")
+
+Clock = Callable[[], float]
+
+#: How long a lease is held at most, in seconds, when its holder never releases it (it died).
+DEFAULT_LEASE_TIME = 10.0
+#: How long a token whose issuer gave no lifetime is shared (it is used until rejected).
+UNKNOWN_EXPIRY_TTL = 3600.0
+#: Longest pause between two looks at the cache while another session holds the lease.
+MAX_POLL_INTERVAL = 0.1
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    """A token as a cache keeps it: with wall-clock times, which every process shares.
+
+    Attributes:
+        value: The access token (never shown in ``repr``).
+        obtained_at: Unix time at which it was requested.
+        expires_at: Unix time at which it expires, or None when the issuer did not say.
+        token_type: The Authorization scheme, normally ``Bearer``.
+        scopes: The scopes granted, when known.
+    """
+
+    value: str = field(repr=False)
+    obtained_at: float
+    expires_at: float | None
+    token_type: str = "Bearer"
+    scopes: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_token(cls, token: Token, *, now: float, wall_now: float) -> CachedToken:
+        """The cache form of ``token``, whose times are on the monotonic clock that reads ``now``."""
+        offset = wall_now - now
+        expires = None if token.expires_at is None else token.expires_at + offset
+        return cls(token.value, token.obtained_at + offset, expires, token.token_type, token.scopes)
+
+    def to_token(self, *, now: float, wall_now: float) -> Token:
+        """This token on the local monotonic clock, anchored at the read (``now`` and ``wall_now`` together)."""
+        offset = now - wall_now
+        if self.expires_at is None:
+            return Token(self.value, self.obtained_at + offset, None, self.token_type, self.scopes)
+        expiry = _dt.datetime.fromtimestamp(self.expires_at, _dt.timezone.utc).replace(tzinfo=None)
+        return Token(
+            self.value, self.obtained_at + offset, self.expires_at + offset, self.token_type, self.scopes, expiry
+        )
+
+    def ttl(self, *, now: float, wall_now: float) -> float:
+        """How long a cache should keep it: until it stops being sendable, so no reader gets a dead token."""
+        if self.expires_at is None:
+            return UNKNOWN_EXPIRY_TTL
+        return self.to_token(now=now, wall_now=wall_now).usable_until - now
+
+    def to_json(self) -> bytes:
+        """Serialise (the token in clear: encrypt before storing it where others can read)."""
+        return json.dumps(
+            {
+                "v": FORMAT_VERSION,
+                "access_token": self.value,
+                "token_type": self.token_type,
+                "obtained_at": self.obtained_at,
+                "expires_at": self.expires_at,
+                "scopes": None if self.scopes is None else list(self.scopes),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> CachedToken:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            ValueError: ``data`` is not a cached token of this format.
+        """
+        try:
+            raw = json.loads(data)
+            if not isinstance(raw, dict) or raw.get("v") != FORMAT_VERSION:
+                raise ValueError("not a cached token of a known format")
+            value, token_type = raw["access_token"], raw["token_type"]
+            obtained_at, expires_at, scopes = float(raw["obtained_at"]), raw["expires_at"], raw["scopes"]
+            # Whoever can write to the store must not be able to inject headers.
+            validate_token_value(value)
+            if not isinstance(token_type, str) or token_type.lower() != "bearer":
+                raise ValueError("cached token of a type other than Bearer")
+            return cls(
+                value,
+                obtained_at,
+                None if expires_at is None else float(expires_at),
+                token_type,
+                None if scopes is None else tuple(str(s) for s in scopes),
+            )
+        except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed cached token ({type(exc).__name__})") from None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to refresh one key's token, held until released or until it expires.
+
+    Attributes:
+        key: The cache key it covers.
+        fence: A random value only the holder knows; releasing checks it.
+        shared: False when the cache could not be reached and the lease was
+            granted locally: the holder then refreshes on its own.
+    """
+
+    key: str
+    fence: str = field(repr=False)
+    shared: bool = True
+
+
+@runtime_checkable
+class TokenCache(Protocol):
+    """Where sessions share tokens, and the lease that makes one of them refresh.
+
+    Implementations should not raise when their store is unavailable (return
+    None from ``get``, a lease with ``shared=False`` from ``acquire``): if they
+    do, the session still refreshes on its own.
+    """
+
+    async def get(self, key: str) -> CachedToken | None:
+        """The token stored under ``key``, or None."""
+
+    async def set(self, key: str, token: CachedToken, ttl: float) -> None:
+        """Store ``token`` under ``key`` for ``ttl`` seconds."""
+
+    async def acquire(self, key: str) -> Lease | None:
+        """Take the lease on ``key`` if nobody holds it; None if somebody does."""
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease back, if it is still ours (it may have expired and been taken)."""
+
+
+class Outage:
+    """Whether a store is down: one warning per outage, then a pause before trying again."""
+
+    def __init__(self, what: str, retry_after: float, clock: Clock = time.monotonic) -> None:
+        self.what = what
+        self.retry_after = retry_after
+        self._clock = clock
+        self.down = False
+        self._retry_at = -math.inf
+
+    def skipping(self) -> bool:
+        """Whether to leave the store alone for now (it failed a moment ago)."""
+        return self.down and self._clock() < self._retry_at
+
+    def failed(self, exc: BaseException) -> None:
+        self._retry_at = self._clock() + self.retry_after
+        if not self.down:
+            self.down = True
+            # The type only: a message may carry a URL with a password in it.
+            log.warning(
+                "authsession: token cache %s failed (%s); sessions fetch their own tokens until it is back",
+                self.what,
+                type(exc).__name__,
+            )
+
+    def succeeded(self) -> None:
+        if self.down:
+            self.down = False
+            log.info("authsession: token cache %s is reachable again", self.what)
+
+
+class Codec:
+    """Cached tokens to bytes and back, encrypted (and authenticated) with Fernet when a key is given."""
+
+    def __init__(self, encryption_key: bytes | str | None) -> None:
+        self._fernet: Any = None
+        self._invalid: type[Exception] = ValueError
+        if encryption_key is not None:
+            try:
+                from cryptography.fernet import Fernet, InvalidToken
+            except ImportError as exc:  # pragma: no cover - the extras install it
+                raise ImportError("encryption_key needs cryptography: pip install 'authsession[encryption]'") from exc
+            self._fernet = Fernet(encryption_key)
+            self._invalid = InvalidToken
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether tokens are encrypted at rest."""
+        return self._fernet is not None
+
+    def encode(self, token: CachedToken) -> bytes:
+        data = token.to_json()
+        return data if self._fernet is None else bytes(self._fernet.encrypt(data))
+
+    def decode(self, data: bytes) -> CachedToken | None:
+        """The token in ``data``, or None if it is unreadable with this key (or in clear when a key is set)."""
+        if self._fernet is not None:
+            try:
+                data = self._fernet.decrypt(data)
+            except self._invalid:
+                log.debug("authsession: a cached token could not be decrypted with this key; ignored")
+                return None
+        try:
+            return CachedToken.from_json(data)
+        except ValueError:
+            log.debug("authsession: a cached token is malformed; ignored")
+            return None
