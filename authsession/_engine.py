@@ -64,7 +64,9 @@ class Door(Protocol):
     retry: RetryPolicy | None
     authorizes: bool
 
-    def send(self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any) -> Awaitable[Any]:
+    def send(
+        self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any
+    ) -> Awaitable[ClientResponse]:
         """One send of the request, with ``credentials`` added to the caller's ``headers`` (None: none)."""
 
     def rewind(self, options: Any) -> bool:
@@ -180,7 +182,10 @@ class Engine:
             if sent is None:
                 sent = await self.wait_for_token(door, method, url, options)
         try:
-            response = await self.send(door, method, url, headers, sent, options)
+            if self.limiter is None and (sent is None or sent is self._plain):
+                response = await door.send(method, url, headers, sent, options)  # self.send, inlined: the hot path
+            else:
+                response = await self.send(door, method, url, headers, sent, options)
         except Exception as exc:
             if door.retry is None:
                 raise
