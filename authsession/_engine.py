@@ -41,6 +41,7 @@ __all__ = [
     "TOKEN_POOL_LIMIT",
     "Door",
     "Engine",
+    "EngineDoor",
     "PerHop",
     "TokenRequests",
     "check_refresh_attempts",
@@ -265,6 +266,31 @@ class Engine:
         """Stop any refresh in flight and refuse new ones."""
         self.closed = True
         await self.tokens.close()
+
+
+class EngineDoor:
+    """What both doors show of their engine: the credentials (assignable), refresh stats, retry policy."""
+
+    _engine: Engine
+
+    @property
+    def credentials(self) -> Any:
+        """The credentials requests are authorized with; assign new ones to switch later requests to them."""
+        return self._engine.credentials
+
+    @credentials.setter
+    def credentials(self, credentials: Any) -> None:
+        self._engine.use(credentials)
+
+    @property
+    def refresh_stats(self) -> RefreshStats:
+        """How many refreshes happened, why, and how many requests waited for one."""
+        return self._engine.stats
+
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        """The default retry policy (None: no retries)."""
+        return self._engine.retry
 
 
 class TokenRequests(Request):

@@ -28,12 +28,12 @@ from yarl import URL
 from ._body import ReplayableForm, is_replayable, replayable_form
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
 from ._deadline import DEADLINE, check_seconds, deadline
-from ._engine import Engine, PerHop, check_retry, merge
+from ._engine import Engine, EngineDoor, PerHop, check_retry, merge
 from ._events import EventHook
 from ._failures import raise_for_status
 from ._origins import OriginScope
 from ._retry import DEFAULT_RETRY, RetryPolicy
-from ._tokens import Headers, RefreshStats
+from ._tokens import Headers
 from ._transport import Request
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ with warnings.catch_warnings():
         _final_client_session = True
     _Base: Any = object if _final_client_session else aiohttp.ClientSession
 
-    class AuthorizedSession(_Base):  # type: ignore[misc]
+    class AuthorizedSession(EngineDoor, _Base):  # type: ignore[misc]
         """A ClientSession that authorizes every request with ``credentials``.
 
         Args:
@@ -222,25 +222,6 @@ with warnings.catch_warnings():
             self._door = _SessionDoor(self, engine.retry)
             self._status_rule: RaiseForStatus = status_rule
             self._scope = OriginScope.for_base_url(self._base_url, trusted_origins)
-
-        @property
-        def credentials(self) -> Any:
-            """The credentials this session authorizes with; assign new ones to switch for later requests."""
-            return self._engine.credentials
-
-        @credentials.setter
-        def credentials(self, credentials: Any) -> None:
-            self._engine.use(credentials)
-
-        @property
-        def refresh_stats(self) -> RefreshStats:
-            """How many refreshes happened, why, and how many requests waited for one."""
-            return self._engine.stats
-
-        @property
-        def retry_policy(self) -> RetryPolicy | None:
-            """The session's default retry policy (None: no retries)."""
-            return self._engine.retry
 
         @property
         def raise_for_status(self) -> RaiseForStatus:
