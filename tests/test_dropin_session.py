@@ -89,7 +89,8 @@ async def main(creds: ClientCredentials) -> None:
             print(resp.status)
         async with session.post("v1/things", json={"a": 1}, retry=None) as resp:
             print(resp.status)
-        async with session.put("v1/things", data=b"x", retry=RetryPolicy(attempts=5), timeout=aiohttp.ClientTimeout(total=3)):
+        timeout = aiohttp.ClientTimeout(total=3)
+        async with session.put("v1/things", data=b"x", retry=RetryPolicy(attempts=5), timeout=timeout):
             pass
         async with session.request("POST", "v1/things", b"payload", {"X-A": "1"}, 5.0):
             pass
