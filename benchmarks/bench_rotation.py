@@ -118,13 +118,15 @@ def saturated_row(runs: list[Run], seconds: float) -> Row:
     met = all(n == 0 for n in failed) and all(n == 0 for n in expired) and all(w == CONCURRENCY for w in waits)
     return Row(
         "4",
-        f"rotation with the pool full: API on the token endpoint's origin, default connector (limit 100), "
-        f"{LIFETIME:g} s tokens, {TOKEN_LATENCY * 1000:.0f} ms token endpoint, {seconds:g} s at concurrency {CONCURRENCY}",
+        "rotation with the pool full: API on the token endpoint's origin, default connector (limit 100), "
+        f"{LIFETIME:g} s tokens, {TOKEN_LATENCY * 1000:.0f} ms token endpoint, "
+        f"{seconds:g} s at concurrency {CONCURRENCY}",
         f"failed {fmt_rounds(failed, 'd')}; sent expired {fmt_rounds(expired, 'd')}; waited {fmt_rounds(waits, 'd')}",
         f"0 failed, 0 expired, waits = the cold fetch's ({CONCURRENCY})",
         met,
         f"{median([r.requests for r in runs]):,.0f} requests per run; background refreshes "
-        f"{fmt_rounds([r.stats.background for r in runs], 'd')}, grants {fmt_rounds([r.grants for r in runs], 'd')}; "
+        f"{fmt_rounds([r.stats.background for r in runs], 'd')}, failed refreshes "
+        f"{fmt_rounds([r.stats.failures for r in runs], 'd')}, grants {fmt_rounds([r.grants for r in runs], 'd')}; "
         f"p50 {median([r.p50 for r in runs]) * 1000:.1f} ms, p99 {median([r.p99 for r in runs]) * 1000:.1f} ms; "
         "before token requests had connections of their own, 1,900 of 188,887 requests waited >= 240 ms in 20 s",
         [float(w) for w in waits],

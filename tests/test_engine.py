@@ -411,3 +411,23 @@ async def test_credentials_can_be_replaced(
             assert resp.status == 200
     assert other_server.api_log[-1].authorization != old
     assert other_server.grant_count == 1
+
+
+@pytest.mark.parametrize("door_class", [authsession.AuthorizedSession, authsession.AuthMiddleware])
+async def test_bad_options_are_named_by_both_doors(door_class: Any) -> None:
+    """Both doors refuse the same bad options with the same messages, before any request."""
+    creds = authsession.StaticCredentials("t")
+    with pytest.raises(TypeError, match="not a str"):
+        door_class("a-token")
+    with pytest.raises(ValueError, match="max_refresh_attempts"):
+        door_class(creds, max_refresh_attempts=-1)
+    with pytest.raises(ValueError, match="refresh_timeout"):
+        door_class(creds, refresh_timeout=0)
+    with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
+        door_class(creds, retry=3)
+    with pytest.raises(ValueError, match="rate_limit"):
+        door_class(creds, rate_limit=0)
+    with pytest.raises(TypeError, match="on_event must be callable"):
+        door_class(creds, on_event="log")
+    with pytest.raises(TypeError, match="refresh_status_codes"):
+        door_class(creds, refresh_status_codes=401)
