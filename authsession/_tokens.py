@@ -17,6 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+from multidict import CIMultiDict
+
 from ._cache import TokenCache, fetch_through
 from ._credentials import Clock
 from ._deadline import timeout_after
@@ -24,11 +27,11 @@ from ._errors import AuthSessionError, RefreshError, TransportError
 from ._events import Event, EventHook, emit
 from ._identity import token_cache_key
 from ._retry import RetryPolicy
-from ._sources import apply_headers, make_source
+from ._sources import make_source
 from ._token import Token
 from ._transport import Request
 
-__all__ = ["RefreshStats", "TokenManager", "get_token"]
+__all__ = ["RefreshStats", "TokenManager", "get_token", "refresh"]
 
 log = logging.getLogger("authsession")
 
@@ -113,6 +116,21 @@ class TokenManager:
         return self._source.can_refresh
 
     @property
+    def per_request(self) -> bool:
+        """Whether the credentials make their headers per request: send with :meth:`request_headers`."""
+        return self._source.per_request
+
+    async def request_headers(self, method: str, url: str, headers: Mapping[str, Any]) -> CIMultiDict[Any]:
+        """The headers to send one request with, for credentials that make them per request.
+
+        ``headers`` (the caller's) as the credentials' ``before_request`` leaves
+        them, on a copy: an on-demand JWT adds a token whose audience is ``url``
+        without its query. Only for :attr:`per_request` credentials; the others'
+        headers come from :meth:`headers_now`.
+        """
+        return await self._source.request_headers(self._transport(), method, url, headers)
+
+    @property
     def token(self) -> Token | None:
         """The token whose headers are being sent."""
         return self._token
@@ -141,6 +159,11 @@ class TokenManager:
         headers = self.headers_now()
         if headers is not None:
             return headers
+        if self._source.fixed:
+            # Anonymous, API key, per-request: headers that no token refresh will change.
+            self._install(None, await self._source.headers())
+            assert self._headers is not None
+            return self._headers
         if not self._adopted:
             self._adopted = True
             if await self._adopt_existing():
@@ -178,14 +201,15 @@ class TokenManager:
         token = self._source.existing()
         if token is None or not token.is_usable(self._clock()):
             return False
-        self._install(token, await apply_headers(self.credentials))
+        self._install(token, await self._source.headers())
         return True
 
-    def _install(self, token: Token, headers: dict[str, str]) -> None:
+    def _install(self, token: Token | None, headers: dict[str, str]) -> None:
+        """Send ``headers`` from now on: until ``token`` needs a refresh, or forever without one."""
         self._token = token
         self._headers = headers
-        self._fresh_until = token.fresh_until
-        self._usable_until = token.usable_until
+        self._fresh_until = math.inf if token is None else token.fresh_until
+        self._usable_until = math.inf if token is None else token.usable_until
         self._generation += 1
 
     def _start(self, reason: str) -> asyncio.Task[None]:
@@ -264,7 +288,7 @@ class TokenManager:
             return token, *fetched
         self._source.adopt(token)
         self.stats.from_cache += 1
-        return token, await apply_headers(self.credentials), 0
+        return token, await self._source.headers(), 0
 
     async def _fetch_with_retries(self, reason: str) -> tuple[Token, dict[str, str], int]:
         policy = self._retry
@@ -308,6 +332,7 @@ async def get_token(credentials: Any, request: Request, *, token_cache: TokenCac
     Raises:
         RefreshError: The issuer refused.
         TransportError: The issuer could not be reached.
+        TypeError: The credentials have no access token (anonymous, API key, on-demand JWT).
     """
     manager = TokenManager(credentials, transport=lambda: request, token_cache=token_cache)
     try:
@@ -315,8 +340,66 @@ async def get_token(credentials: Any, request: Request, *, token_cache: TokenCac
     finally:
         await manager.close()
     token = manager.token
-    assert token is not None
+    if token is None:
+        raise TypeError(
+            f"{type(credentials).__name__} has no access token to get: it authorizes requests by "
+            "their headers alone (anonymous, API key, on-demand JWT)"
+        )
     return token
+
+
+async def refresh(
+    credentials: Any,
+    session_or_request: aiohttp.ClientSession | Request | None = None,
+    *,
+    timeout: float | None = None,
+) -> None:
+    """Refresh any credentials by hand over aiohttp: authsession's or google-auth's, sync or async.
+
+    Sync google-auth credentials refresh in a worker thread with their HTTP
+    sent on this loop; async ones are awaited. Credentials with nothing to
+    refresh (anonymous, API key, on-demand JWT, a fixed token) are left as
+    they are. A session that authorizes requests (:class:`AuthorizedSession`,
+    or one with an :class:`AuthMiddleware`) sends the token request without
+    adding credentials of its own.
+
+    Args:
+        credentials: The credentials to refresh; their ``token`` and ``expiry`` change.
+        session_or_request: The ``aiohttp.ClientSession`` or :class:`Request` to send
+            token requests through; None opens a session for the call and closes it.
+        timeout: Bound on the whole refresh, in seconds (None: each token request's
+            own 180 s).
+
+    Raises:
+        RefreshError: The issuer refused.
+        TransportError: The issuer could not be reached, or ``timeout`` passed.
+        TypeError: ``credentials`` are not credentials, or ``session_or_request``
+            is neither a session nor a Request.
+    """
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    source = make_source(credentials, time.monotonic)
+    if isinstance(session_or_request, Request):
+        request, owned = session_or_request, False
+    elif isinstance(session_or_request, aiohttp.ClientSession):
+        request, owned = Request(session_or_request), False
+    elif session_or_request is None:
+        request, owned = Request(), True
+    else:
+        raise TypeError(
+            "session_or_request must be an aiohttp.ClientSession, an authsession.Request or None, "
+            f"got {type(session_or_request).__name__}"
+        )
+    try:
+        async with timeout_after(timeout):
+            await source.refresh(request, timeout)
+    except TimeoutError as exc:
+        if isinstance(exc, AuthSessionError) or timeout is None:
+            raise
+        raise TransportError(f"refreshing {type(credentials).__name__} took longer than {timeout:g}s") from exc
+    finally:
+        if owned:
+            await request.close()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
