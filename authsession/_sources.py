@@ -237,7 +237,6 @@ class _PerRequestSource(Source):
     """
 
     can_refresh = False
-    fixed = True
     per_request = True
 
     def __init__(self, credentials: Any, clock: Clock, *, inline: bool) -> None:
@@ -245,8 +244,11 @@ class _PerRequestSource(Source):
         self._inline = inline
 
     async def headers(self) -> dict[str, str]:
-        """No headers outside a request: see :meth:`request_headers`."""
-        return {}
+        """Refused: without the request's URL there are no headers to give."""
+        raise TypeError(
+            f"{type(self.credentials).__name__} makes its headers for each request (an on-demand JWT's "
+            "audience is the request URL): they come from TokenManager.request_headers(method, url, headers)"
+        )
 
     async def refresh(self, request: Request, timeout: float | None) -> None:
         """Nothing to refresh: the credentials make their headers for each request."""

@@ -125,8 +125,8 @@ class TokenManager:
 
         ``headers`` (the caller's) as the credentials' ``before_request`` leaves
         them, on a copy: an on-demand JWT adds a token whose audience is ``url``
-        without its query. Only for :attr:`per_request` credentials; the others'
-        headers come from :meth:`headers_now`.
+        without its query. Only for :attr:`per_request` credentials, whose
+        :meth:`headers` raises TypeError; the others' come from :meth:`headers_now`.
         """
         return await self._source.request_headers(self._transport(), method, url, headers)
 
@@ -159,8 +159,9 @@ class TokenManager:
         headers = self.headers_now()
         if headers is not None:
             return headers
-        if self._source.fixed:
-            # Anonymous, API key, per-request: headers that no token refresh will change.
+        if self._source.fixed or self._source.per_request:
+            # Anonymous, API key: headers that no token refresh will change. Per-request
+            # credentials refuse (their headers need the URL), rather than send none.
             self._install(None, await self._source.headers())
             assert self._headers is not None
             return self._headers
