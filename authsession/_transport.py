@@ -8,7 +8,7 @@ do network I/O for tokens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Generator, Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -239,7 +239,7 @@ class SyncRequestBridge(google_transport.Request):
         self._request = request
         self._loop = loop
         self._timeout = timeout
-        self._pending: set[Future[Response]] = set()
+        self._pending: set[Future[tuple[Response | None, Exception | None]]] = set()
 
     def __call__(
         self,
@@ -252,20 +252,35 @@ class SyncRequestBridge(google_transport.Request):
     ) -> Response:
         if self._timeout is not None:
             timeout = self._timeout if timeout is None else min(timeout, self._timeout)
-        coro = self._request(url, method, body, headers, timeout or DEFAULT_TIMEOUT, **kwargs)
+        coro = _outcome(self._request(url, method, body, headers, timeout or DEFAULT_TIMEOUT, **kwargs))
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         self._pending.add(future)
         try:
-            return future.result()
+            response, error = future.result()
         except Exception as exc:
-            if isinstance(exc, TransportError):
-                raise
             # The loop side was cancelled (refresh abandoned or session closed).
             raise TransportError(f"{method} {safe_url(url)} was abandoned") from exc
         finally:
             self._pending.discard(future)
+        if error is not None:
+            raise error
+        assert response is not None
+        return response
 
     def cancel(self) -> None:
         """Abandon whatever request the worker thread is waiting on."""
         for future in list(self._pending):
             future.cancel()
+
+
+async def _outcome(call: Coroutine[Any, Any, Response]) -> tuple[Response | None, Exception | None]:
+    """The response or the error of ``call``, as a value.
+
+    The loop-side task of a bridged request then never ends with an exception:
+    when the worker thread has stopped waiting (the refresh was abandoned), an
+    error nobody retrieves would be logged as "Task exception was never retrieved".
+    """
+    try:
+        return await call, None
+    except Exception as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+        return None, exc

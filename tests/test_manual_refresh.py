@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from google_kinds import KINDS, make_private_key_pem
 
 import authsession
 from authsession import AuthorizedSession, Request, StaticCredentials, TransportError
+from authsession._transport import SyncRequestBridge
 from authsession.testing import FakeOAuthServer
 
 
@@ -135,3 +137,27 @@ async def test_bad_arguments_are_named() -> None:
         await authsession.refresh("a-token")
     with pytest.raises(ValueError, match="timeout"):
         await authsession.refresh(StaticCredentials("t"), timeout=0)
+
+
+async def test_an_abandoned_bridged_request_leaves_no_unretrieved_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A sync refresh given up on (timeout) whose request then fails logs no "Task exception was never retrieved"."""
+    started = threading.Event()
+
+    async def request(url: str, method: str, body: Any, headers: Any, timeout: Any, **kwargs: Any) -> Any:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise TransportError("turned into an error, as aiohttp's timer turns a cancellation") from None
+
+    bridge = SyncRequestBridge(request, asyncio.get_running_loop())  # type: ignore[arg-type]
+    waiting = asyncio.ensure_future(asyncio.to_thread(bridge, "http://127.0.0.1:9/token", "POST"))
+    await asyncio.to_thread(started.wait, 5)
+    bridge.cancel()  # what a timed-out refresh does
+    with pytest.raises(TransportError, match="abandoned"):
+        await waiting
+    del waiting, bridge  # so that collecting frees the loop-side task, which logs an unretrieved error then
+    await asyncio.sleep(0.05)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not [record for record in caplog.records if "never retrieved" in record.getMessage()]
