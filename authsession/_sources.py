@@ -10,10 +10,9 @@ Three shapes of credentials, as google-auth's own sessions see them:
   loop (sync ones).
 - **Fixed headers, no refresh** (anonymous credentials, API keys, a static
   token): the headers are made once and never change.
-- **Headers made per request** (on-demand JWTs, whose audience is the request
-  URL; credentials that only have ``before_request``): nothing to refresh,
-  and the headers come from the credentials' ``before_request`` for each
-  request (:meth:`Source.request_headers`).
+- **Headers made per request** (google-auth's on-demand JWTs, whose audience
+  is the request URL): nothing to refresh, and the headers come from the
+  credentials' ``before_request`` for each send (:meth:`Source.request_headers`).
 
 Each produces exactly the headers google-auth's ``before_request`` would add:
 the token, ``x-goog-user-project``, ``x-goog-api-key``, and the
@@ -24,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from multidict import CIMultiDict
+from yarl import URL
 
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._errors import RefreshError
@@ -61,7 +61,7 @@ def _wall_utcnow() -> _dt.datetime:
 
 
 def _class_names(credentials: Any) -> set[str]:
-    return {f"{cls.__module__}.{cls.__qualname__}" for cls in type(credentials).__mro__}
+    return {_qualified(cls) for cls in type(credentials).__mro__}
 
 
 def _qualified(function: Any) -> str:
@@ -126,10 +126,8 @@ class Source:
             raise RefreshError(f"{type(self.credentials).__name__}.refresh() left no token")
         return token, await self.headers()
 
-    async def request_headers(
-        self, request: Request, method: str, url: str, headers: Mapping[str, Any]
-    ) -> CIMultiDict[Any]:
-        """The headers to send one request with: ``headers`` as the credentials' ``before_request`` leaves them."""
+    def request_headers(self, method: str, url: URL | str, headers: Mapping[str, str]) -> dict[str, str]:
+        """The credential headers for one send to ``url``: ``headers`` as ``before_request`` leaves them."""
         raise NotImplementedError(f"{type(self).__name__} makes its headers once, not per request")
 
 
@@ -227,51 +225,38 @@ class _FixedSource(Source):
 
 
 class _PerRequestSource(Source):
-    """Credentials whose headers depend on each request (an on-demand JWT's audience is the request URL).
+    """google-auth's on-demand JWT credentials (sync and async): a token per audience, the request URL.
 
-    Args:
-        inline: Call a sync ``before_request`` on the loop: for credentials known
-            to do no I/O in it (an on-demand JWT signs once per audience and
-            caches). Others run in a worker thread, as google-auth's own
-            AsyncAuthorizedSession runs sync credentials.
+    Their ``before_request`` signs a JWT once per audience and caches it (no I/O),
+    so it runs on the loop, synchronously, as a door's per-send hook must. The
+    async class's ``before_request`` is a coroutine around the sync one, which
+    is called directly.
     """
 
     can_refresh = False
+    fixed = True
     per_request = True
 
-    def __init__(self, credentials: Any, clock: Clock, *, inline: bool) -> None:
+    def __init__(self, credentials: Any, clock: Clock) -> None:
         super().__init__(credentials, clock)
-        self._inline = inline
+        before_request = credentials.before_request
+        if inspect.iscoroutinefunction(before_request):
+            sync_class: Any = next(cls for cls in type(credentials).__mro__ if _qualified(cls) in _PER_REQUEST)
+            before_request = functools.partial(sync_class.before_request, credentials)
+        self._before_request = before_request
 
     async def headers(self) -> dict[str, str]:
-        """Refused: without the request's URL there are no headers to give."""
-        raise TypeError(
-            f"{type(self.credentials).__name__} makes its headers for each request (an on-demand JWT's "
-            "audience is the request URL): they come from TokenManager.request_headers(method, url, headers)"
-        )
+        """None of their own outside a send: see :meth:`request_headers`."""
+        return {}
 
     async def refresh(self, request: Request, timeout: float | None) -> None:
-        """Nothing to refresh: the credentials make their headers for each request."""
+        """Nothing to refresh: the credentials make their headers for each send."""
 
-    async def request_headers(
-        self, request: Request, method: str, url: str, headers: Mapping[str, Any]
-    ) -> CIMultiDict[Any]:
-        before = CIMultiDict(headers)
-        result = CIMultiDict(before)
-        before_request = self.credentials.before_request
-        if inspect.iscoroutinefunction(before_request):
-            await before_request(request, method, url, result)
-        elif self._inline:
-            outcome = before_request(request, method, url, result)
-            if inspect.isawaitable(outcome):
-                await outcome
-        else:
-            bridge = SyncRequestBridge(request, asyncio.get_running_loop())
-            try:
-                await asyncio.to_thread(before_request, bridge, method, url, result)
-            finally:
-                bridge.cancel()
-        _check_headers(result, before)
+    def request_headers(self, method: str, url: URL | str, headers: Mapping[str, str]) -> dict[str, str]:
+        result = dict(headers)
+        # The request argument is unused by on-demand JWTs: they sign locally.
+        self._before_request(None, method, str(url), result)
+        _check_headers(result, headers)
         return result
 
 
@@ -279,7 +264,7 @@ def make_source(credentials: Any, clock: Clock) -> Source:
     """Pick the adapter for ``credentials``, or explain why they are not credentials.
 
     Raises:
-        TypeError: ``credentials`` have neither ``refresh`` and ``apply`` nor ``before_request``.
+        TypeError: ``credentials`` lack ``refresh`` and ``apply``.
     """
     if isinstance(credentials, BaseCredentials):
         return _OwnSource(credentials, clock)
@@ -292,14 +277,10 @@ def make_source(credentials: Any, clock: Clock) -> Source:
     if names & _FIXED_HEADERS:
         return _FixedSource(credentials, clock)
     if names & _PER_REQUEST:
-        return _PerRequestSource(credentials, clock, inline=True)
-    has_token_shape = callable(getattr(credentials, "refresh", None)) and callable(getattr(credentials, "apply", None))
-    if not has_token_shape:
-        if callable(getattr(credentials, "before_request", None)):
-            return _PerRequestSource(credentials, clock, inline=False)
+        return _PerRequestSource(credentials, clock)
+    if not (callable(getattr(credentials, "refresh", None)) and callable(getattr(credentials, "apply", None))):
         raise TypeError(
-            "credentials must have refresh() and apply(), or before_request() (google-auth's shapes), "
-            f"got {type(credentials).__name__}"
+            f"credentials must have refresh() and apply() (google-auth's shape), got {type(credentials).__name__}"
         )
     if inspect.iscoroutinefunction(credentials.refresh):
         return _GoogleAsyncSource(credentials, clock)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
+from yarl import URL
 
 from ._cache import TokenCache, fetch_through
 from ._credentials import Clock
@@ -74,6 +74,10 @@ class TokenManager:
         token_cache: Where to share tokens with other sessions (None: nowhere).
             Consulted only when a refresh is due, never on the hot path.
         clock: Monotonic clock, injectable for tests.
+        request_hook: The caller calls :meth:`request_headers` for each send
+            when :attr:`per_request` is true. Without it, per-request
+            credentials are refused (TypeError) rather than sent without
+            their headers.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class TokenManager:
         on_event: EventHook | None = None,
         token_cache: TokenCache | None = None,
         clock: Clock = time.monotonic,
+        request_hook: bool = False,
     ) -> None:
         if refresh_timeout is not None and not (isinstance(refresh_timeout, (int, float)) and refresh_timeout > 0):
             raise ValueError(f"refresh_timeout must be a positive number of seconds or None, got {refresh_timeout!r}")
@@ -109,6 +114,7 @@ class TokenManager:
         self._cache = token_cache
         self._cache_key = None if token_cache is None else token_cache_key(credentials)
         self._rejected: str | None = None
+        self._request_hook = request_hook
 
     @property
     def can_refresh(self) -> bool:
@@ -117,18 +123,19 @@ class TokenManager:
 
     @property
     def per_request(self) -> bool:
-        """Whether the credentials make their headers per request: send with :meth:`request_headers`."""
+        """Whether the credentials make their headers for each send: the door must call :meth:`request_headers`."""
         return self._source.per_request
 
-    async def request_headers(self, method: str, url: str, headers: Mapping[str, Any]) -> CIMultiDict[Any]:
-        """The headers to send one request with, for credentials that make them per request.
+    def request_headers(self, method: str, url: URL | str, headers: Mapping[str, str]) -> dict[str, str]:
+        """The credential headers for one send (or redirect hop) to ``url``, for :attr:`per_request` credentials.
 
-        ``headers`` (the caller's) as the credentials' ``before_request`` leaves
+        ``headers`` are the credential headers so far (those :meth:`headers_now`
+        gave); the result is them as the credentials' ``before_request`` leaves
         them, on a copy: an on-demand JWT adds a token whose audience is ``url``
-        without its query. Only for :attr:`per_request` credentials, whose
-        :meth:`headers` raises TypeError; the others' come from :meth:`headers_now`.
+        without its query, signed once per audience and cached. Synchronous and
+        without I/O, so a door can call it for each send.
         """
-        return await self._source.request_headers(self._transport(), method, url, headers)
+        return self._source.request_headers(method, url, headers)
 
     @property
     def token(self) -> Token | None:
@@ -159,9 +166,14 @@ class TokenManager:
         headers = self.headers_now()
         if headers is not None:
             return headers
-        if self._source.fixed or self._source.per_request:
-            # Anonymous, API key: headers that no token refresh will change. Per-request
-            # credentials refuse (their headers need the URL), rather than send none.
+        if self._source.per_request and not self._request_hook:
+            # Their headers need each request's URL: refuse rather than send without them.
+            raise TypeError(
+                f"{type(self.credentials).__name__} makes its headers for each request (an on-demand JWT's "
+                "audience is the request URL), and this session does not call TokenManager.request_headers"
+            )
+        if self._source.fixed:
+            # Anonymous, API key, per-request: headers that no token refresh will change.
             self._install(None, await self._source.headers())
             assert self._headers is not None
             return self._headers

@@ -21,11 +21,13 @@ from google_kinds import (
     API_KEY,
     JWT_AUDIENCE,
     KINDS,
+    QUOTA_PROJECT,
     STATIC_TOKEN,
     Kind,
     make_private_key_pem,
     send_with_google_auth,
 )
+from yarl import URL
 
 from authsession import AuthMiddleware, AuthorizedSession, Request
 from authsession._tokens import TokenManager
@@ -128,13 +130,13 @@ async def _send_with_authsession(kind: Kind, credentials: Any, url: str, headers
         async with AuthorizedSession(credentials, token_cache=None) as session:
             async with session.get(url, headers=headers) as response:
                 return response.status
-    # The engine's per-request hook, called as the engine will: the credentials see the URL.
+    # The per-send hook, called as a door does: the credentials see the URL.
     async with Request() as request:
-        tokens = TokenManager(credentials, transport=lambda: request)
+        tokens = TokenManager(credentials, transport=lambda: request, request_hook=True)
         assert tokens.per_request
-        with pytest.raises(TypeError, match="request_headers"):
-            await tokens.headers()  # never sent without credentials: the URL is needed
-        sent = await tokens.request_headers("GET", url, headers)
+        own = await tokens.headers()
+        assert own == {}
+        sent = {**headers, **tokens.request_headers("GET", URL(url), own)}
         await tokens.close()
     async with aiohttp.ClientSession() as plain, plain.get(url, headers=sent) as response:
         return response.status
@@ -177,17 +179,32 @@ async def test_on_demand_jwt_audience_is_each_request_url_without_query(
     oauth_server: FakeOAuthServer, recorder: HeaderRecorder, private_key_pem: str
 ) -> None:
     """An on-demand JWT is made per URL (query and fragment dropped) and reused for that URL, as google-auth does."""
+    credentials = KINDS["on_demand_jwt_async"].make(oauth_server, private_key_pem)
+    async with Request() as request:
+        tokens = TokenManager(credentials, transport=lambda: request, request_hook=True)
+        own = await tokens.headers()
+        first = tokens.request_headers("GET", URL(recorder.url("a?page=1#top")), own)
+        again = tokens.request_headers("POST", recorder.url("a?page=2"), own)
+        other = tokens.request_headers("GET", recorder.url("b"), own)
+        await tokens.close()
+    assert own == {}  # each send gets a copy
+    assert _jwt_parts(first["authorization"])[1]["aud"] == recorder.url("a")
+    assert first["x-goog-user-project"] == QUOTA_PROJECT
+    assert again["authorization"] == first["authorization"]
+    assert _jwt_parts(other["authorization"])[1]["aud"] == recorder.url("b")
+
+
+async def test_per_request_credentials_are_refused_by_a_door_without_the_hook(
+    oauth_server: FakeOAuthServer, private_key_pem: str
+) -> None:
+    """Without request_hook, a TokenManager refuses on-demand JWTs (TypeError) rather than hand out no headers."""
     credentials = KINDS["on_demand_jwt"].make(oauth_server, private_key_pem)
     async with Request() as request:
         tokens = TokenManager(credentials, transport=lambda: request)
-        first = await tokens.request_headers("GET", recorder.url("a?page=1#top"), {})
-        again = await tokens.request_headers("POST", recorder.url("a?page=2"), {})
-        other = await tokens.request_headers("GET", recorder.url("b"), {"Authorization": "Bearer theirs"})
+        assert tokens.headers_now() is None
+        with pytest.raises(TypeError, match="request_headers"):
+            await tokens.headers()
         await tokens.close()
-    assert _jwt_parts(first["authorization"])[1]["aud"] == recorder.url("a")
-    assert again["authorization"] == first["authorization"]
-    assert _jwt_parts(other["authorization"])[1]["aud"] == recorder.url("b")
-    assert len(other.getall("authorization")) == 1  # the credentials' header replaced the caller's, as in google-auth
 
 
 @pytest.mark.parametrize("name", ["anonymous", "anonymous_aio", "api_key", "static_aio"])
