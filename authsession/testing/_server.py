@@ -83,6 +83,8 @@ class ApiRequest:
     path: str
     authorization: str | None = field(repr=False)
     outcome: str
+    #: Every header of the request, as received (it holds credentials: never shown in ``repr``).
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class FakeOAuthServer:
@@ -103,6 +105,8 @@ class FakeOAuthServer:
         api_401_rate: Probability that an API request with a valid token is
             answered 401 anyway (as after a key rotation or clock skew).
         seed: Seed of the random failures, for a reproducible run.
+        gzip_tokens: Answer token requests gzip-compressed (``Content-Encoding: gzip``),
+            as some providers and proxies do.
         host: Where to listen (loopback).
         port: The port (0: a free one). After ``close()``, ``start()`` listens on the same port again.
 
@@ -122,6 +126,7 @@ class FakeOAuthServer:
         api_failure_rate: float = 0.0,
         api_401_rate: float = 0.0,
         seed: int | None = None,
+        gzip_tokens: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -141,6 +146,7 @@ class FakeOAuthServer:
         self.token_failure_rate = token_failure_rate
         self.api_failure_rate = api_failure_rate
         self.api_401_rate = api_401_rate
+        self.gzip_tokens = gzip_tokens
         # Failure injection, not cryptography: a seedable PRNG is what is wanted.
         self._random = random.Random(seed)  # noqa: S311
         self.host = host
@@ -154,6 +160,9 @@ class FakeOAuthServer:
         self.api_outcomes: Counter[str] = Counter()
         self.api_log: deque[ApiRequest] = deque(maxlen=10_000)
         self.token_forms: deque[dict[str, str]] = deque(maxlen=1_000)
+        # Credentials this server saw but did not issue: JWT assertions, self-signed
+        # JWTs and API keys presented to the API, and any a test adds (add_secret).
+        self._seen_secrets: set[str] = set()
         self._token_failures: deque[TokenFailure] = deque()
         self._api_failures: deque[ApiFailure] = deque()
         self._runner: web.AppRunner | None = None
@@ -174,8 +183,20 @@ class FakeOAuthServer:
             cls._tracked = previous
 
     def secrets(self) -> set[str]:
-        """Every secret this server knows: the client secret, refresh tokens, issued access tokens."""
-        return {self.client_secret, *self.refresh_tokens, *self.spent_refresh_tokens, *self.tokens}
+        """Every secret this server knows: the client secret, refresh tokens, issued access tokens,
+        and the credentials it was shown (JWT assertions, bearer tokens and API keys it did not issue,
+        and what :meth:`add_secret` added)."""
+        return {
+            self.client_secret,
+            *self.refresh_tokens,
+            *self.spent_refresh_tokens,
+            *self.tokens,
+            *self._seen_secrets,
+        }
+
+    def add_secret(self, *values: str) -> None:
+        """Count ``values`` (a private key, an API key...) among :meth:`secrets`, e.g. to check no log shows them."""
+        self._seen_secrets.update(value for value in values if value)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -307,6 +328,8 @@ class FakeOAuthServer:
             return web.json_response({"error": failure.error or "temporarily_unavailable"}, status=failure.status)
         grant_type = form_str.get("grant_type", "")
         extra: dict[str, Any] = {}
+        if form_str.get("assertion"):
+            self._seen_secrets.add(form_str["assertion"])
         if grant_type == JWT_BEARER:
             if not _looks_like_jwt(form_str.get("assertion", "")):
                 return _oauth_error("invalid_grant", "assertion is not a JWT")
@@ -337,6 +360,12 @@ class FakeOAuthServer:
             body["expires_in"] = lifetime
         if "scope" in form_str:
             body["scope"] = form_str["scope"]
+        if self.gzip_tokens:
+            return web.Response(
+                body=gzip.compress(json.dumps(body).encode()),
+                content_type="application/json",
+                headers={"Cache-Control": "no-store", "Content-Encoding": "gzip"},
+            )
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     def _next_token_failure(self) -> TokenFailure | None:
@@ -374,7 +403,12 @@ class FakeOAuthServer:
         body = await request.read()
         outcome = self._check_bearer(request)
         self.api_outcomes[outcome] += 1
-        self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), outcome))
+        authorization = request.headers.get("Authorization")
+        if outcome == "unknown" and authorization is not None:
+            self._seen_secrets.add(authorization[7:])  # a token of someone else's: a self-signed JWT
+        if "x-goog-api-key" in request.headers:
+            self._seen_secrets.add(request.headers["x-goog-api-key"])
+        self.api_log.append(ApiRequest(request.method, request.path, authorization, outcome, dict(request.headers)))
         if outcome == "unavailable":
             return web.json_response({"error": "unavailable", "reason": "injected failure"}, status=503)
         if outcome != "ok":
