@@ -6,6 +6,7 @@ The public surface is re-exported here; every other module is private.
 from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._defaults import create_client_session, create_tcp_connector
+from ._discovery import DiscoveryError, ProviderMetadata, discover
 from ._errors import (
     AccessDenied,
     AuthenticationRequired,
@@ -30,6 +31,8 @@ from ._identity import token_cache_key
 from ._middleware import AuthMiddleware
 from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
+from ._signin import DeviceCode, SignInError, SignInTimeoutError
+from ._signin_store import SignIn
 from ._token import Token
 from ._tokens import RefreshStats, get_token
 from ._transport import Request, Response
@@ -51,6 +54,8 @@ __all__ = [
     "Conflict",
     "Credentials",
     "DeadlineExceededError",
+    "DeviceCode",
+    "DiscoveryError",
     "Event",
     "FileTokenCache",
     "HTTPStatusError",
@@ -58,6 +63,7 @@ __all__ = [
     "MemoryTokenCache",
     "NetworkError",
     "NotFound",
+    "ProviderMetadata",
     "RedisTokenCache",
     "RefreshError",
     "RefreshStats",
@@ -65,6 +71,9 @@ __all__ = [
     "Request",
     "Response",
     "RetryPolicy",
+    "SignIn",
+    "SignInError",
+    "SignInTimeoutError",
     "StaticCredentials",
     "Token",
     "TokenCache",
@@ -75,6 +84,7 @@ __all__ = [
     "compute_backoff",
     "create_client_session",
     "create_tcp_connector",
+    "discover",
     "get_token",
     "handle_exceptions",
     "parse_retry_after",

@@ -155,8 +155,8 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def check_token_uri(token_uri: str, *, allow_insecure_http: bool = False) -> str:
-    """Refuse a token endpoint that would put secrets on the wire in clear.
+def check_token_uri(token_uri: str, *, allow_insecure_http: bool = False, what: str = "token_uri") -> str:
+    """Refuse a token endpoint (or any OAuth endpoint, named ``what``) that would put secrets on the wire in clear.
 
     Raises:
         ValueError: The URI is not absolute http(s), or is plain http to a host
@@ -164,10 +164,10 @@ def check_token_uri(token_uri: str, *, allow_insecure_http: bool = False) -> str
     """
     url = URL(token_uri)
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"token_uri must be an absolute http(s) URL, got {safe_url(token_uri)!r}")
+        raise ValueError(f"{what} must be an absolute http(s) URL, got {safe_url(token_uri)!r}")
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
         raise ValueError(
-            f"token_uri {safe_url(token_uri)!r} is plain http to a non-loopback host: secrets would travel"
+            f"{what} {safe_url(token_uri)!r} is plain http to a non-loopback host: secrets would travel"
             " in clear; use https, or pass allow_insecure_http=True if you really mean it"
         )
     return token_uri

@@ -65,9 +65,7 @@ class CachedToken:
     refresh_token: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_token(
-        cls, token: Token, *, now: float, wall_now: float, refresh_token: str | None = None
-    ) -> CachedToken:
+    def from_token(cls, token: Token, *, now: float, wall_now: float, refresh_token: str | None = None) -> CachedToken:
         """The cache form of ``token``, whose times are on the monotonic clock that reads ``now``."""
         offset = wall_now - now
         expires = None if token.expires_at is None else token.expires_at + offset

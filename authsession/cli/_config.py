@@ -12,8 +12,9 @@ Order (the first that applies wins):
 3. ``$AUTHSESSION_CREDENTIALS`` (a file)
 4. ``$AUTHSESSION_TOKEN_URI``, ``$AUTHSESSION_CLIENT_ID`` and
    ``$AUTHSESSION_CLIENT_SECRET`` or ``$AUTHSESSION_REFRESH_TOKEN``
-5. ``$GOOGLE_APPLICATION_CREDENTIALS`` (a google-auth JSON file)
-6. gcloud's application default credentials file
+5. the stored sign-in of ``authsession login``
+6. ``$GOOGLE_APPLICATION_CREDENTIALS`` (a google-auth JSON file)
+7. gcloud's application default credentials file
    (``gcloud auth application-default login``)
 
 A file is either a google-auth JSON (service account, authorized user, external
@@ -135,6 +136,11 @@ def resolve(flags: CredentialFlags, environ: Mapping[str, str]) -> Resolved:
         if flags.audience:
             env_fields["audience"] = flags.audience
         return _from_fields(env_fields, scopes, "AUTHSESSION_* environment variables")
+    from ._signin import stored_sign_in  # the sign-in module reads this one's types
+
+    signed_in = stored_sign_in(environ, scopes=flags.scopes)
+    if signed_in is not None:
+        return signed_in
     google_file = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if google_file:
         return load_file(google_file, scopes=scopes, origin="$GOOGLE_APPLICATION_CREDENTIALS")
@@ -144,8 +150,8 @@ def resolve(flags: CredentialFlags, environ: Mapping[str, str]) -> Resolved:
     raise UsageError(
         "no credentials found; looked for --credentials FILE, --client-id/--client-secret/--token-uri, "
         "$AUTHSESSION_CREDENTIALS, $AUTHSESSION_TOKEN_URI with $AUTHSESSION_CLIENT_ID and "
-        "$AUTHSESSION_CLIENT_SECRET (or $AUTHSESSION_REFRESH_TOKEN), $GOOGLE_APPLICATION_CREDENTIALS, "
-        f"and {adc} (not found)"
+        "$AUTHSESSION_CLIENT_SECRET (or $AUTHSESSION_REFRESH_TOKEN), a stored sign-in (authsession login), "
+        f"$GOOGLE_APPLICATION_CREDENTIALS, and {adc} (not found)"
     )
 
 
