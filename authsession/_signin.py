@@ -223,8 +223,8 @@ def parse_device_authorization(status: int, body: bytes) -> tuple[str, DeviceCod
     expires_in = _seconds(payload.get("expires_in"), default=None)
     if expires_in is None:
         raise SignInError("the device authorization answer has no usable expires_in")
-    interval = _seconds(payload.get("interval"), default=DEFAULT_POLL_INTERVAL)
-    assert interval is not None
+    # An interval that is not a positive number is taken as the RFC's default; a tiny one as our floor.
+    interval = _seconds(payload.get("interval"), default=None) or DEFAULT_POLL_INTERVAL
     shown_code = DeviceCode(
         _printable(user_code),
         _printable(uri),

@@ -234,6 +234,8 @@ class FakeOAuthServer:
         self.host = host
         self.tokens: dict[str, IssuedToken] = {}
         self.grants: Counter[str] = Counter()
+        #: When each token was issued (monotonic time) and by which grant, oldest first.
+        self.grant_log: deque[tuple[float, str]] = deque(maxlen=10_000)
         self.token_requests = 0
         #: Token requests answered with an injected failure (scripted or random).
         self.token_failures = 0
@@ -497,6 +499,7 @@ class FakeOAuthServer:
         expires_at = None if lifetime is None else time.monotonic() + lifetime
         self.tokens[value] = IssuedToken(value, client_id, grant_type, expires_at, family=family)
         self.grants[grant_type] += 1
+        self.grant_log.append((time.monotonic(), grant_type))
         body: dict[str, Any] = {"access_token": value, "token_type": "Bearer", **extra}
         if lifetime is not None:
             body["expires_in"] = lifetime
