@@ -11,6 +11,7 @@ process for :data:`DISCOVERY_TTL`.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ _ENDPOINTS = ("authorization_endpoint", "device_authorization_endpoint", "revoca
 _documents: cachetools.TTLCache[tuple[str, bool], ProviderMetadata] = cachetools.TTLCache(
     maxsize=64, ttl=DISCOVERY_TTL, timer=time.monotonic
 )
+_documents_lock = threading.Lock()  # event loops in several threads may discover at once
 
 
 class DiscoveryError(AuthSessionError, ValueError):
@@ -157,7 +159,8 @@ async def discover(
     _check_issuer(issuer, allow_insecure_http)
     key = (issuer, allow_insecure_http)
     if cached:
-        known = _documents.get(key)
+        with _documents_lock:
+            known = _documents.get(key)
         if known is not None:
             return known
     own = request is None
@@ -175,7 +178,8 @@ async def discover(
                 continue
             document = _parse(response.data, url)
             metadata = ProviderMetadata.from_document(document, issuer=issuer, allow_insecure_http=allow_insecure_http)
-            _documents[key] = metadata
+            with _documents_lock:
+                _documents[key] = metadata
             return metadata
     finally:
         if own:
@@ -197,4 +201,5 @@ def _parse(body: bytes, url: str) -> dict[str, Any]:
 
 def forget_discovered() -> None:
     """Drop every cached discovery document (tests; a provider that moved its endpoints)."""
-    _documents.clear()
+    with _documents_lock:
+        _documents.clear()

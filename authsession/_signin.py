@@ -223,8 +223,11 @@ def parse_device_authorization(status: int, body: bytes) -> tuple[str, DeviceCod
     expires_in = _seconds(payload.get("expires_in"), default=None)
     if expires_in is None:
         raise SignInError("the device authorization answer has no usable expires_in")
-    # An interval that is not a positive number is taken as the RFC's default; a tiny one as our floor.
-    interval = _seconds(payload.get("interval"), default=None) or DEFAULT_POLL_INTERVAL
+    # An interval that is not a number is taken as the RFC's default; a tiny one (or 0) as our floor.
+    raw_interval = payload.get("interval")
+    interval = _seconds(raw_interval, default=DEFAULT_POLL_INTERVAL)
+    if interval is None:
+        interval = MIN_POLL_INTERVAL if raw_interval == 0 else DEFAULT_POLL_INTERVAL
     shown_code = DeviceCode(
         _printable(user_code),
         _printable(uri),

@@ -156,8 +156,8 @@ def test_device_authorization_answer_is_checked() -> None:
     assert shown == DeviceCode("AB-CD", "https://x/d", None, 600.0, 5.0)
     fast = b'{"device_code": "d", "user_code": "u", "verification_uri": "v", "expires_in": 9, "interval": 0.01}'
     assert parse_device_authorization(200, fast)[1].interval == 1.0
-    garbage = fast.replace(b"0.01", b'"soon"')
-    assert parse_device_authorization(200, garbage)[1].interval == 5.0
+    assert parse_device_authorization(200, fast.replace(b"0.01", b"0"))[1].interval == 1.0
+    assert parse_device_authorization(200, fast.replace(b"0.01", b'"soon"'))[1].interval == 5.0
     for status, bad in [(200, b"[]"), (200, b'{"user_code": "u"}'), (400, b'{"error": "invalid_client"}')]:
         with pytest.raises(SignInError):
             parse_device_authorization(status, bad)

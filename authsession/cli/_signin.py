@@ -31,7 +31,7 @@ from ._common import positive_seconds
 from ._config import Resolved, parse_scopes
 from ._errors import CommandError, UsageError
 
-__all__ = ["add_parser", "load_profile", "sign_in_paths", "stored_sign_in"]
+__all__ = ["add_parser", "load_profile", "refresh_token_store", "sign_in_paths", "stored_sign_in"]
 
 PROFILE_VERSION = 1
 
@@ -116,6 +116,15 @@ def _store(environ: Mapping[str, str], path: Path) -> FileTokenCache:
         return FileTokenCache(path, encryption_key=key)
     except (ValueError, TypeError) as exc:  # a malformed Fernet key; the message never holds it
         raise UsageError(f"AUTHSESSION_SIGNIN_KEY is not a Fernet key ({type(exc).__name__})") from None
+
+
+def refresh_token_store(environ: Mapping[str, str]) -> FileTokenCache:
+    """Where the command keeps refresh tokens, which rotate: the sign-in's token file.
+
+    Also for a refresh token given in a config file or ``$AUTHSESSION_REFRESH_TOKEN``:
+    its entry is named after that first token, so every run finds the rotated one.
+    """
+    return _store(environ, sign_in_paths(environ)[1])
 
 
 def load_profile(path: Path) -> dict[str, Any] | None:
@@ -243,7 +252,7 @@ async def _login(
     previous: SignIn | None,
 ) -> str:
     try:
-        provider = await discover(args.issuer)
+        provider = await discover(args.issuer, cached=False)  # a sign-in starts from what the issuer says now
         sign_in = SignIn(
             provider, args.client_id, store=store, client_secret=client_secret, scopes=parse_scopes(args.scope)
         )
