@@ -677,3 +677,12 @@ async def _expire_stored_access_tokens(store: FileTokenCache) -> None:
         entry = await store.get(key)
         assert entry is not None
         await store.set(key, dataclasses.replace(entry, obtained_at=0.0, expires_at=1.0), 3600)
+
+
+@pytest.mark.parametrize("command", [["login"], ["logout"]])
+def test_login_and_logout_have_help_with_examples(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """login and logout explain themselves with examples, like every other command."""
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    assert "examples:" in capsys.readouterr().out

@@ -57,6 +57,10 @@ LOGOUT_DESCRIPTION = """\
 Revoke the stored sign-in's refresh token at the provider (when it offers
 revocation) and forget the sign-in."""
 
+LOGOUT_EXAMPLES = """\
+examples:
+  authsession logout        # then `authsession token` no longer uses the sign-in"""
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``login`` and ``logout`` commands."""
@@ -94,6 +98,7 @@ def add_parser(subparsers: Any) -> None:
         "logout",
         help="revoke and forget the stored sign-in",
         description=LOGOUT_DESCRIPTION,
+        epilog=LOGOUT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     logout.set_defaults(run=run_logout)
