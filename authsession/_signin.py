@@ -394,6 +394,7 @@ class LoopbackRedirect:
         self._port = port
         self._runner: web.AppRunner | None = None
         self._outcome: asyncio.Future[str] | None = None
+        self._claimed = False
         self.redirect_uri = ""
 
     async def start(self) -> str:
@@ -425,8 +426,9 @@ class LoopbackRedirect:
         outcome = self._outcome
         from aiohttp import web
 
-        if outcome is None or outcome.done() or not ({"state", "code", "error"} & set(query)):
+        if outcome is None or self._claimed or not ({"state", "code", "error"} & set(query)):
             return web.Response(status=404, text="This sign-in is over, or this is not its redirect.")
+        self._claimed = True  # before any await: a second redirect arriving meanwhile is not this sign-in's
         try:
             code = self._check(query)
         except SignInError as exc:
@@ -448,6 +450,17 @@ class LoopbackRedirect:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def _settle(opening: asyncio.Future[Any]) -> None:
+    """Let a browser opener that is still at work finish (briefly), then drop it; its outcome no longer matters."""
+    if not opening.done():
+        await asyncio.wait({opening}, timeout=1.0)
+    if not opening.done():
+        opening.cancel()
+        await asyncio.wait({opening})
+    if not opening.cancelled():
+        opening.exception()  # retrieved: a failure after the redirect arrived changes nothing
 
 
 async def _send(request: web.Request, response: web.Response) -> None:
@@ -516,13 +529,21 @@ async def sign_in_with_browser(
             scopes=scopes,
             extra_params=extra_params,
         )
+        # The browser may only return when the user closes it (webbrowser waits for some browsers):
+        # the redirect is awaited beside it, not after it.
+        opening = asyncio.ensure_future(_call(open_browser or open_in_browser, url))
+        redirect = asyncio.ensure_future(listener.wait())
         try:
             async with timeout_after(timeout):
-                if not await _call(open_browser or open_in_browser, url):
+                await asyncio.wait({opening, redirect}, return_when=asyncio.FIRST_COMPLETED)
+                if not redirect.done() and not opening.result():  # the opener's failure is raised here
                     await _call(show_url or print_url, url)
-                code = await listener.wait()
+                code = await redirect
         except TimeoutError:
             raise SignInTimeoutError(f"the sign-in was not finished in the browser within {timeout:g} s") from None
+        finally:
+            redirect.cancel()
+            await _settle(opening)
     finally:
         await listener.close()
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "code_verifier": verifier}

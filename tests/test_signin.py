@@ -279,6 +279,24 @@ async def test_no_browser_prints_the_url_and_the_user_opens_it(server: FakeOAuth
     assert server.grants == {"authorization_code": 1}
 
 
+async def test_a_browser_that_stays_open_does_not_hold_the_sign_in(server: FakeOAuthServer, tmp_path: Path) -> None:
+    """Some browsers return only when closed: the redirect is awaited beside the opener, which is then dropped."""
+    sign_in = await _sign_in(server, tmp_path)
+    dropped = asyncio.Event()
+
+    async def stays_open(url: str) -> bool:
+        await server.open_browser(url)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            dropped.set()
+        return True
+
+    await sign_in.with_browser(open_browser=stays_open, timeout=10)
+    assert dropped.is_set()
+    assert server.grants == {"authorization_code": 1}
+
+
 async def test_a_redirect_with_a_wrong_state_is_refused(server: FakeOAuthServer, tmp_path: Path) -> None:
     """A redirect whose state is not this sign-in's ends it with a clear error, and no code is redeemed."""
     sign_in = await _sign_in(server, tmp_path)
