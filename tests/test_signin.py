@@ -9,6 +9,7 @@ reading the redirect, the polling rule) are also tested as plain functions.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from yarl import URL
 
 from authsession import (
@@ -161,6 +164,37 @@ def test_device_authorization_answer_is_checked() -> None:
     for status, bad in [(200, b"[]"), (200, b'{"user_code": "u"}'), (400, b'{"error": "invalid_client"}')]:
         with pytest.raises(SignInError):
             parse_device_authorization(status, bad)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+_device_keys = ["device_code", "user_code", "verification_uri", "verification_uri_complete", "expires_in", "interval"]
+
+
+@given(
+    status=st.sampled_from([200, 400, 500]),
+    answer=st.dictionaries(st.sampled_from([*_device_keys, "error"]), _json) | _json,
+)
+def test_any_device_authorization_answer_is_parsed_or_refused_by_name(status: int, answer: object) -> None:
+    """Whatever the endpoint answers, the parser returns a DeviceCode or raises SignInError, nothing else."""
+    try:
+        _, shown = parse_device_authorization(status, json.dumps(answer).encode())
+    except SignInError:
+        return
+    assert shown.interval >= 1.0
+    assert 0 < shown.expires_in <= 1800
+
+
+@given(st.dictionaries(st.sampled_from(["issuer", "token_endpoint", "revocation_endpoint", "x"]), _json))
+def test_any_discovery_document_is_checked_or_refused_by_name(document: dict[str, object]) -> None:
+    """Whatever a document holds, it becomes ProviderMetadata or a DiscoveryError, nothing else."""
+    try:
+        ProviderMetadata.from_document(document, issuer="https://idp.example")
+    except DiscoveryError:
+        return
 
 
 def test_well_known_places() -> None:
