@@ -13,6 +13,7 @@ from ._defaults import (
     create_client_session,
     create_tcp_connector,
 )
+from ._discovery import DiscoveryError, ProviderMetadata, discover
 from ._errors import (
     AccessDenied,
     AuthenticationRequired,
@@ -37,6 +38,8 @@ from ._identity import token_cache_key
 from ._middleware import AuthMiddleware
 from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
+from ._signin import DeviceCode, SignInError, SignInTimeoutError
+from ._signin_store import SignIn
 from ._token import Token
 from ._tokens import RefreshStats, get_token, refresh
 from ._transport import Request, Response
@@ -61,6 +64,8 @@ __all__ = [
     "DEFAULT_LIMIT_PER_HOST",
     "DEFAULT_TIMEOUT",
     "DeadlineExceededError",
+    "DeviceCode",
+    "DiscoveryError",
     "Event",
     "FileTokenCache",
     "HTTPStatusError",
@@ -68,6 +73,7 @@ __all__ = [
     "MemoryTokenCache",
     "NetworkError",
     "NotFound",
+    "ProviderMetadata",
     "RedisTokenCache",
     "RefreshError",
     "RefreshStats",
@@ -75,6 +81,9 @@ __all__ = [
     "Request",
     "Response",
     "RetryPolicy",
+    "SignIn",
+    "SignInError",
+    "SignInTimeoutError",
     "StaticCredentials",
     "Token",
     "TokenCache",
@@ -86,6 +95,7 @@ __all__ = [
     "create_client_session",
     "create_tcp_connector",
     "deadline",
+    "discover",
     "get_token",
     "handle_exception",
     "handle_exceptions",
