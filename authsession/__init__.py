@@ -4,8 +4,18 @@ The public surface is re-exported here; every other module is private.
 """
 
 from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache
+from ._client_auth import (
+    ClientAuth,
+    ClientSecretBasic,
+    ClientSecretJwt,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    SelfSignedTlsClientAuth,
+    TlsClientAuth,
+)
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._defaults import create_client_session, create_tcp_connector
+from ._dpop import DPoPCredentials, DPoPProver
 from ._errors import (
     AccessDenied,
     AuthenticationRequired,
@@ -27,10 +37,12 @@ from ._events import Event
 from ._failures import handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
 from ._identity import token_cache_key
+from ._jwt_bearer import JwtBearerCredentials
 from ._middleware import AuthMiddleware
 from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
 from ._token import Token
+from ._token_exchange import TokenExchangeCredentials
 from ._tokens import RefreshStats, get_token
 from ._transport import Request, Response
 
@@ -47,17 +59,25 @@ __all__ = [
     "BackendTimeout",
     "BaseCredentials",
     "CachedToken",
+    "ClientAuth",
     "ClientCredentials",
+    "ClientSecretBasic",
+    "ClientSecretJwt",
+    "ClientSecretPost",
     "Conflict",
     "Credentials",
+    "DPoPCredentials",
+    "DPoPProver",
     "DeadlineExceededError",
     "Event",
     "FileTokenCache",
     "HTTPStatusError",
+    "JwtBearerCredentials",
     "Lease",
     "MemoryTokenCache",
     "NetworkError",
     "NotFound",
+    "PrivateKeyJwt",
     "RedisTokenCache",
     "RefreshError",
     "RefreshStats",
@@ -65,9 +85,12 @@ __all__ = [
     "Request",
     "Response",
     "RetryPolicy",
+    "SelfSignedTlsClientAuth",
     "StaticCredentials",
+    "TlsClientAuth",
     "Token",
     "TokenCache",
+    "TokenExchangeCredentials",
     "TokenResponse",
     "TooManyRequests",
     "TransportError",
