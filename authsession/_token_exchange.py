@@ -5,7 +5,8 @@ or a fixed token in :class:`StaticCredentials`): their current token if it is
 still usable, else a fresh one. An optional actor token says who acts on the
 subject's behalf. The exchanged token is refreshed like any other: when it
 expires (or a server rejects it), the exchange is made again, with a new
-subject token if the old one expired meanwhile.
+subject token if the old one expired meanwhile, or if the token service
+refused the old one (``invalid_grant``: revoked before it expired).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from ._client_auth import ClientAuth
 from ._credentials import Clock
+from ._errors import RefreshError
 from ._grants import _OAuth2Credentials
 from ._identity import token_cache_key
 from ._sources import Source, make_source
@@ -112,6 +114,7 @@ class TokenExchangeCredentials(_OAuth2Credentials):
         )
         #: ``issued_token_type`` of the last exchange.
         self.issued_token_type: str | None = None
+        self._reused = False
         # An exchanged token that is not an access token (RFC 8693 2.2.1) says token_type "N_A"; it is sent as Bearer.
         self._token_types = frozenset({"bearer", "n_a"})
 
@@ -130,22 +133,40 @@ class TokenExchangeCredentials(_OAuth2Credentials):
         """The credentials the actor token comes from, or None."""
         return None if self._actor is None else self._actor.credentials
 
-    async def _token_of(self, source: Source, request: Request) -> str:
-        token = source.existing()
-        if token is None or not token.is_usable(self._clock()):
-            token, _ = await source.fetch(request, None)
-        return token.value
+    async def _token_of(self, source: Source, request: Request, *, fresh: bool) -> tuple[str, bool]:
+        """The source's token (a new one if ``fresh`` or it has none usable), and whether it was reused."""
+        token = None if fresh else source.existing()
+        if token is not None and token.is_usable(self._clock()):
+            return token.value, True
+        token, _ = await source.fetch(request, None)
+        return token.value, False
 
     async def fetch_token(self, request: Any) -> Token:
-        """Exchange the subject's (and actor's) current token for a new one."""
+        """Exchange the subject's (and actor's) current token for a new one.
+
+        A token the STS refuses as ``invalid_grant`` may have been revoked while
+        still valid on our clock: if a reused subject or actor token was sent,
+        both are fetched anew and the exchange is made once more.
+        """
+        try:
+            return await self._exchange(request, fresh=False)
+        except RefreshError as exc:
+            if exc.error != "invalid_grant" or not self._reused:
+                raise
+        return await self._exchange(request, fresh=True)
+
+    async def _exchange(self, request: Any, *, fresh: bool) -> Token:
+        subject_token, reused = await self._token_of(self._subject, request, fresh=fresh)
         form: dict[str, str] = {
             "grant_type": TOKEN_EXCHANGE,
-            "subject_token": await self._token_of(self._subject, request),
+            "subject_token": subject_token,
             "subject_token_type": self.subject_token_type,
         }
         if self._actor is not None:
-            form["actor_token"] = await self._token_of(self._actor, request)
+            form["actor_token"], actor_reused = await self._token_of(self._actor, request, fresh=fresh)
             form["actor_token_type"] = self.actor_token_type
+            reused = reused or actor_reused
+        self._reused = reused
         if self.requested_token_type is not None:
             form["requested_token_type"] = self.requested_token_type
         # RFC 8693 2.1 allows several audience and resource values: repeated fields.
