@@ -14,6 +14,7 @@ from ._client_auth import (
     TlsClientAuth,
 )
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
+from ._deadline import deadline
 from ._defaults import create_client_session, create_tcp_connector
 from ._dpop import DPoPCredentials, DPoPProver
 from ._errors import (
@@ -98,6 +99,7 @@ __all__ = [
     "compute_backoff",
     "create_client_session",
     "create_tcp_connector",
+    "deadline",
     "get_token",
     "handle_exceptions",
     "parse_retry_after",
