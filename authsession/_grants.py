@@ -421,8 +421,8 @@ class ClientCredentials(_OAuth2Credentials):
     def cache_identity(self) -> dict[str, Any] | None:
         """The client's identity and the audience asked for."""
         identity = super().cache_identity()
-        assert identity is not None
-        identity["audience"] = self.audience
+        if identity is not None:
+            identity["audience"] = self.audience
         return identity
 
     async def fetch_token(self, request: Any) -> Token:
@@ -502,8 +502,8 @@ class RefreshTokenCredentials(_OAuth2Credentials):
     def cache_identity(self) -> dict[str, Any] | None:
         """The client's identity and (as a digest) the refresh token it started with."""
         identity = super().cache_identity()
-        assert identity is not None
-        identity["subject"] = self._subject
+        if identity is not None:
+            identity["subject"] = self._subject
         return identity
 
     async def fetch_token(self, request: Any) -> Token:
