@@ -341,3 +341,30 @@ def test_server_side_checks_directly() -> None:
             prover.proof("GET", "https://a/"), method="GET", url="https://a/", now=NOW, replay=ReplayCache()
         )
     assert info.value.reason == "dpop iat"
+
+
+# --- sharing and challenges ---------------------------------------------------------------------
+
+
+async def test_sessions_share_dpop_tokens_only_with_the_same_key(oauth_server: FakeOAuthServer) -> None:
+    """Through the process token cache, a DPoP token goes only to credentials holding the key it is bound to."""
+    key = oauth_server.new_dpop_key().pem
+    holders = [DPoPCredentials(oauth_server.credentials(), key=key) for _ in range(2)]
+    stranger = DPoPCredentials(oauth_server.credentials(), key=oauth_server.new_dpop_key().pem)
+    for creds in (*holders, stranger):
+        async with AuthorizedSession(creds) as session:
+            async with session.get(oauth_server.api_url()) as resp:
+                assert resp.status == 200
+    assert oauth_server.grant_count == 2  # one for the two holders of the key, one for the stranger
+    assert oauth_server.api_outcomes == {"ok": 3}
+
+
+def test_dpop_challenges_and_cached_dpop_tokens() -> None:
+    """A DPoP insufficient_scope rules a refresh out as a Bearer one does; a DPoP token survives a shared cache."""
+    from authsession import CachedToken
+    from authsession._challenge import refresh_can_help
+
+    assert not refresh_can_help('DPoP algs="ES256", error="insufficient_scope"')
+    assert refresh_can_help('DPoP error="use_dpop_nonce"')
+    cached = CachedToken("tok", 1.0, 100.0, "DPoP", None)
+    assert CachedToken.from_json(cached.to_json()).token_type == "DPoP"
