@@ -15,6 +15,7 @@ optional hooks, ``request_headers`` and ``should_resend``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import time
@@ -84,7 +85,11 @@ class DPoPProver:
         assert thumbprint is not None
         #: The RFC 7638 thumbprint of the public key: the ``jkt`` a bound token carries.
         self.thumbprint: str = thumbprint
-        self._header = jwt_header_segment({"typ": "dpop+jwt", "alg": self._key.algorithm, "jwk": self._key.public_jwk})
+        header = {"typ": "dpop+jwt", "alg": self._key.algorithm, "jwk": self._key.public_jwk}
+        self._header = f"{jwt_header_segment(header)}.".encode("ascii")
+        # jti: unique per proof (RFC 9449 4.2); a random prefix per key and a counter, without a syscall per proof.
+        self._jti_prefix = secrets.token_urlsafe(16) + "-"
+        self._counter = itertools.count()
         self._clock = wall_clock
         self._nonces: OrderedDict[str, str] = OrderedDict()
         self._ath = ("", "")
@@ -104,9 +109,12 @@ class DPoPProver:
         target = url if isinstance(url, URL) else URL(url)
         origin = str(target.origin())
         # htu: the URL without query and fragment (RFC 9449 4.2); origin() already drops user info.
+        # The JSON is put together by hand: every value is either ours (jti, ath: base64url; iat: digits)
+        # or escaped by the json module's own encoder; this is a few microseconds less per request.
         parts = [
             '{"jti":"',
-            secrets.token_urlsafe(16),
+            self._jti_prefix,
+            str(next(self._counter)),
             '","htm":',
             encode_basestring_ascii(method),
             ',"htu":',
@@ -120,7 +128,7 @@ class DPoPProver:
         if nonce is not None:
             parts += [',"nonce":', encode_basestring_ascii(nonce)]
         parts.append("}")
-        return self._key.encode_payload(self._header, "".join(parts))
+        return self._key.encode_payload(self._header, "".join(parts).encode("ascii"))
 
     def _hash(self, access_token: str) -> str:
         token, ath = self._ath

@@ -12,7 +12,7 @@ key is first loaded, so ``import authsession`` does not need it.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
 import os
@@ -51,9 +51,17 @@ _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 KeyInput = Any  # PEM (str/bytes/path), JWK (mapping or JSON), a cryptography private key, a joserfc key
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64url_bytes(data: bytes) -> bytes:
+    # binascii directly: base64.urlsafe_b64encode adds a Python frame and a copy per call (a proof makes two).
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
 def b64url(data: bytes) -> str:
     """Unpadded base64url (RFC 7515 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return _b64url_bytes(data).decode("ascii")
 
 
 def sha256_b64url(value: str | bytes) -> str:
@@ -130,12 +138,16 @@ class SigningKey:
 
     def encode_with(self, header_segment: str, claims: Mapping[str, Any]) -> str:
         """A compact JWT of ``claims`` under an already encoded header (see :func:`jwt_header_segment`)."""
-        return self.encode_payload(header_segment, _JSON.encode(claims))
+        return self.encode_payload(f"{header_segment}.".encode("ascii"), _JSON.encode(claims).encode("ascii"))
 
-    def encode_payload(self, header_segment: str, payload: str) -> str:
-        """A compact JWS of ``payload`` (JSON text, ASCII only) under an already encoded header."""
-        signing_input = f"{header_segment}.{b64url(payload.encode('ascii'))}"
-        return f"{signing_input}.{b64url(self.sign(signing_input.encode('ascii')))}"
+    def encode_payload(self, prefix: bytes, payload: bytes) -> str:
+        """A compact JWS of ``payload`` (JSON, ASCII) after ``prefix``, the encoded header and its dot.
+
+        Bytes throughout, one decode at the end: a DPoP proof is made for every request.
+        """
+        signing_input = prefix + _b64url_bytes(payload)
+        signature: bytes = self._alg.sign(signing_input, self._key)
+        return (signing_input + b"." + _b64url_bytes(signature)).decode("ascii")
 
     def __repr__(self) -> str:
         shown = f" kid={self.kid!r}" if self.kid is not None else ""
