@@ -469,7 +469,8 @@ class FakeOAuthServer:
             self.refusals[refused.reason] += 1
             if grant_type == JWT_BEARER and not refused.reason.startswith(("client", "assertion type", "certificate")):
                 return _oauth_error("invalid_grant", refused.description)
-            return _oauth_error("invalid_client", f"client authentication failed: {refused.description}", status=401)
+            # The reason is in self.refusals; the answer stays as terse as a provider's.
+            return _oauth_error("invalid_client", "client authentication failed", status=401)
         if grant_type == "refresh_token":
             presented = form_str.get("refresh_token", "")
             if presented not in self.refresh_tokens:
