@@ -205,12 +205,16 @@ def _import_private(key: Any, password: str | bytes | None) -> Any:
         except (ValueError, TypeError) as exc:
             # cryptography's message says what is wrong (bad password, not a private key) and holds no key material.
             raise ValueError(f"the PEM private key could not be loaded: {exc}") from None
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return jwk.ECKey.import_key(key)
-    if isinstance(key, rsa.RSAPrivateKey):
-        return jwk.RSAKey.import_key(key)
+    kind = jwk.ECKey if isinstance(key, ec.EllipticCurvePrivateKey) else jwk.RSAKey
+    if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        # As PEM: joserfc before 1.1 imports key objects of cryptography's only in this form.
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return kind.import_key(pem)
     raise TypeError(
         "a signing key must be PEM text, a path to a PEM file, a JWK (dict or JSON), or an EC or RSA private key"
         f" from cryptography; got {type(key).__name__}"

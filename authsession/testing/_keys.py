@@ -51,7 +51,7 @@ def generate_test_key(algorithm: str = "ES256", *, kid: str | None = None) -> Te
     import joserfc.jwk
 
     kind = joserfc.jwk.RSAKey if algorithm[:2] in ("RS", "PS") else joserfc.jwk.ECKey
-    jwk = dict(kind.import_key(private).as_dict(private=True))
+    jwk = dict(kind.import_key(pem.encode("ascii")).as_dict(private=True))
     public = signing.public_jwk
     for extra in (("alg", algorithm), ("kid", kid)):
         if extra[1] is not None:
