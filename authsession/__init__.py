@@ -15,7 +15,13 @@ from ._client_auth import (
 )
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._deadline import deadline
-from ._defaults import create_client_session, create_tcp_connector
+from ._defaults import (
+    DEFAULT_LIMIT,
+    DEFAULT_LIMIT_PER_HOST,
+    DEFAULT_TIMEOUT,
+    create_client_session,
+    create_tcp_connector,
+)
 from ._dpop import DPoPCredentials, DPoPProver
 from ._errors import (
     AccessDenied,
@@ -35,7 +41,7 @@ from ._errors import (
     UnknownBackendResponse,
 )
 from ._events import Event
-from ._failures import handle_exceptions, raise_for_status
+from ._failures import handle_exception, handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
 from ._identity import token_cache_key
 from ._jwt_bearer import JwtBearerCredentials
@@ -44,7 +50,7 @@ from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
 from ._token import Token
 from ._token_exchange import TokenExchangeCredentials
-from ._tokens import RefreshStats, get_token
+from ._tokens import RefreshStats, get_token, refresh
 from ._transport import Request, Response
 
 __version__ = "0.1.0"
@@ -67,6 +73,9 @@ __all__ = [
     "ClientSecretPost",
     "Conflict",
     "Credentials",
+    "DEFAULT_LIMIT",
+    "DEFAULT_LIMIT_PER_HOST",
+    "DEFAULT_TIMEOUT",
     "DPoPCredentials",
     "DPoPProver",
     "DeadlineExceededError",
@@ -101,9 +110,11 @@ __all__ = [
     "create_tcp_connector",
     "deadline",
     "get_token",
+    "handle_exception",
     "handle_exceptions",
     "parse_retry_after",
     "parse_token_response",
     "raise_for_status",
+    "refresh",
     "token_cache_key",
 ]

@@ -95,6 +95,59 @@ class SigningCredentials(KeyCredentials):
         return False
 
 
+class CountingCredentials(KeyCredentials):
+    """google-auth-shaped credentials that hand out tok-1, tok-2... one per refresh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refreshes = 0
+
+    async def refresh(self, request: Any) -> None:
+        self.refreshes += 1
+        self.token = f"tok-{self.refreshes}"
+
+    def apply(self, headers: MutableMapping[str, str], token: str | None = None) -> None:
+        headers["Authorization"] = f"Bearer {self.token}"
+
+
+class RevokingApi(Recorder):
+    """Rejects revoked tokens; ``/slow`` takes its time before it answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revoked: set[str] = set()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await asyncio.sleep(0.5)
+        token = request.headers.get("Authorization", "")
+        self.seen.append((request.path, dict(request.headers)))
+        return web.Response(status=401 if token in self.revoked else 200)
+
+
+async def test_rejection_of_a_replaced_token_resends_with_the_replacement(door: Door) -> None:
+    """A 401 that arrives for a token already replaced re-sends with the replacement: no second refresh."""
+    api = RevokingApi()
+    await api.server.start_server()
+    creds = CountingCredentials()
+    try:
+        async with door.open(creds, token_cache=None) as session:
+            async with session.get(api.url("/fast")) as resp:
+                assert resp.status == 200
+            api.revoked.add("Bearer tok-1")
+            slow = asyncio.ensure_future(session.get(api.url("/slow")))  # sent with tok-1, answered 0.5 s later
+            await asyncio.sleep(0.1)
+            async with session.get(api.url("/fast")) as resp:  # 401, same-token re-send, 401, refresh: tok-2
+                assert resp.status == 200
+            assert creds.refreshes == 2
+            async with await slow as resp:  # its 401 is for tok-1, already replaced
+                assert resp.status == 200
+        assert creds.refreshes == 2
+        assert [h["Authorization"] for path, h in api.seen if path == "/slow"] == ["Bearer tok-1", "Bearer tok-2"]
+    finally:
+        await api.server.close()
+
+
 async def test_middleware_honours_retry_and_on_event(oauth_server: FakeOAuthServer, door: Door) -> None:
     """A 503 is retried by the policy, and the retry and the refresh are reported, through either door."""
     events: list[Event] = []
@@ -358,3 +411,23 @@ async def test_credentials_can_be_replaced(
             assert resp.status == 200
     assert other_server.api_log[-1].authorization != old
     assert other_server.grant_count == 1
+
+
+@pytest.mark.parametrize("door_class", [authsession.AuthorizedSession, authsession.AuthMiddleware])
+async def test_bad_options_are_named_by_both_doors(door_class: Any) -> None:
+    """Both doors refuse the same bad options with the same messages, before any request."""
+    creds = authsession.StaticCredentials("t")
+    with pytest.raises(TypeError, match="not a str"):
+        door_class("a-token")
+    with pytest.raises(ValueError, match="max_refresh_attempts"):
+        door_class(creds, max_refresh_attempts=-1)
+    with pytest.raises(ValueError, match="refresh_timeout"):
+        door_class(creds, refresh_timeout=0)
+    with pytest.raises(TypeError, match="retry must be a RetryPolicy"):
+        door_class(creds, retry=3)
+    with pytest.raises(ValueError, match="rate_limit"):
+        door_class(creds, rate_limit=0)
+    with pytest.raises(TypeError, match="on_event must be callable"):
+        door_class(creds, on_event="log")
+    with pytest.raises(TypeError, match="refresh_status_codes"):
+        door_class(creds, refresh_status_codes=401)

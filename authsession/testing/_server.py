@@ -104,6 +104,8 @@ class ApiRequest:
     path: str
     authorization: str | None = field(repr=False)
     outcome: str
+    #: Every header of the request, as received (it holds credentials: never shown in ``repr``).
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class FakeOAuthServer:
@@ -124,6 +126,8 @@ class FakeOAuthServer:
         api_401_rate: Probability that an API request with a valid token is
             answered 401 anyway (as after a key rotation or clock skew).
         seed: Seed of the random failures, for a reproducible run.
+        gzip_tokens: Answer token requests gzip-compressed (``Content-Encoding: gzip``),
+            as some providers and proxies do.
         host: Where to listen (loopback).
         port: The port (0: a free one). After ``close()``, ``start()`` listens on the same port again.
         ssl_context: Serve https with this server-side context (see :class:`TestPKI`);
@@ -153,6 +157,7 @@ class FakeOAuthServer:
         api_failure_rate: float = 0.0,
         api_401_rate: float = 0.0,
         seed: int | None = None,
+        gzip_tokens: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
@@ -175,6 +180,7 @@ class FakeOAuthServer:
         self.token_failure_rate = token_failure_rate
         self.api_failure_rate = api_failure_rate
         self.api_401_rate = api_401_rate
+        self.gzip_tokens = gzip_tokens
         # Failure injection, not cryptography: a seedable PRNG is what is wanted.
         self._random = random.Random(seed)  # noqa: S311
         self.host = host
@@ -188,6 +194,9 @@ class FakeOAuthServer:
         self.api_outcomes: Counter[str] = Counter()
         self.api_log: deque[ApiRequest] = deque(maxlen=10_000)
         self.token_forms: deque[dict[str, str]] = deque(maxlen=1_000)
+        # Credentials this server saw but did not issue: JWT assertions, self-signed
+        # JWTs and API keys presented to the API, and any a test adds (add_secret).
+        self._seen_secrets: set[str] = set()
         self._token_failures: deque[TokenFailure] = deque()
         self._api_failures: deque[ApiFailure] = deque()
         self._runner: web.AppRunner | None = None
@@ -212,7 +221,6 @@ class FakeOAuthServer:
         self._assertion_jtis = ReplayCache()
         self._dpop_jtis = ReplayCache()
         self._test_keys: list[TestKey] = []
-        self._assertions: set[str] = set()
         if FakeOAuthServer._tracked is not None:
             FakeOAuthServer._tracked.append(self)
 
@@ -230,7 +238,8 @@ class FakeOAuthServer:
 
     def secrets(self) -> set[str]:
         """Every secret this server knows: the client secret, refresh tokens, issued access tokens,
-        private keys it generated (PEM lines, JWK members) and the assertions it received."""
+        private keys it generated (PEM lines, JWK members), and the credentials it was shown (client and
+        grant assertions, bearer tokens and API keys it did not issue, and what :meth:`add_secret` added)."""
         keys = set().union(*(key.secrets() for key in self._test_keys))
         return {
             self.client_secret,
@@ -238,8 +247,12 @@ class FakeOAuthServer:
             *self.spent_refresh_tokens,
             *self.tokens,
             *keys,
-            *self._assertions,
+            *self._seen_secrets,
         }
+
+    def add_secret(self, *values: str) -> None:
+        """Count ``values`` (a private key, an API key...) among :meth:`secrets`, e.g. to check no log shows them."""
+        self._seen_secrets.update(value for value in values if value)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -398,7 +411,7 @@ class FakeOAuthServer:
             if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
                 raise Refused("assertion type", "client_assertion_type is not jwt-bearer")
             assertion = form["client_assertion"]
-            self._assertions.add(assertion)
+            self._seen_secrets.add(assertion)
             claimed = form.get("client_id") or unverified_claims(assertion).get("iss")
             if claimed != self.client_id:
                 raise Refused("assertion issuer", "the assertion is not from a registered client")
@@ -502,12 +515,18 @@ class FakeOAuthServer:
         headers = {"Cache-Control": "no-store"}
         if self.dpop_nonce is not None and jkt is not None:
             headers["DPoP-Nonce"] = self.dpop_nonce
+        if self.gzip_tokens:
+            return web.Response(
+                body=gzip.compress(json.dumps(body).encode()),
+                content_type="application/json",
+                headers={**headers, "Content-Encoding": "gzip"},
+            )
         return web.json_response(body, headers=headers)
 
     def _jwt_bearer_grant(self, request: web.Request, form: Mapping[str, str]) -> str:
         """The client a JWT bearer grant's assertion stands for; a client that authenticates too must succeed."""
         assertion = form.get("assertion", "")
-        self._assertions.add(assertion)
+        self._seen_secrets.add(assertion)
         if "client_assertion" in form or "client_secret" in form or request.headers.get("Authorization"):
             self._authenticate_client(request, form)
         issuer = unverified_claims(assertion).get("iss")
@@ -646,7 +665,12 @@ class FakeOAuthServer:
         body = await request.read()
         outcome = self._check_credentials(request)
         self.api_outcomes[outcome] += 1
-        self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), outcome))
+        authorization = request.headers.get("Authorization")
+        if outcome == "unknown" and authorization is not None:
+            self._seen_secrets.add(authorization.split(" ", 1)[-1])  # a token of someone else's: a self-signed JWT
+        if "x-goog-api-key" in request.headers:
+            self._seen_secrets.add(request.headers["x-goog-api-key"])
+        self.api_log.append(ApiRequest(request.method, request.path, authorization, outcome, dict(request.headers)))
         if outcome == "unavailable":
             return web.json_response({"error": "unavailable", "reason": "injected failure"}, status=503)
         if outcome == "dpop nonce":
