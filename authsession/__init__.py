@@ -4,6 +4,15 @@ The public surface is re-exported here; every other module is private.
 """
 
 from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache
+from ._client_auth import (
+    ClientAuth,
+    ClientSecretBasic,
+    ClientSecretJwt,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    SelfSignedTlsClientAuth,
+    TlsClientAuth,
+)
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._deadline import deadline
 from ._defaults import (
@@ -14,6 +23,7 @@ from ._defaults import (
     create_tcp_connector,
 )
 from ._discovery import DiscoveryError, ProviderMetadata, discover
+from ._dpop import DPoPCredentials, DPoPProver
 from ._errors import (
     AccessDenied,
     AuthenticationRequired,
@@ -35,12 +45,14 @@ from ._events import Event
 from ._failures import handle_exception, handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
 from ._identity import token_cache_key
+from ._jwt_bearer import JwtBearerCredentials
 from ._middleware import AuthMiddleware
 from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
 from ._signin import DeviceCode, SignInError, SignInTimeoutError
 from ._signin_store import SignIn
 from ._token import Token
+from ._token_exchange import TokenExchangeCredentials
 from ._tokens import RefreshStats, get_token, refresh
 from ._transport import Request, Response
 
@@ -57,22 +69,30 @@ __all__ = [
     "BackendTimeout",
     "BaseCredentials",
     "CachedToken",
+    "ClientAuth",
     "ClientCredentials",
+    "ClientSecretBasic",
+    "ClientSecretJwt",
+    "ClientSecretPost",
     "Conflict",
     "Credentials",
     "DEFAULT_LIMIT",
     "DEFAULT_LIMIT_PER_HOST",
     "DEFAULT_TIMEOUT",
+    "DPoPCredentials",
+    "DPoPProver",
     "DeadlineExceededError",
     "DeviceCode",
     "DiscoveryError",
     "Event",
     "FileTokenCache",
     "HTTPStatusError",
+    "JwtBearerCredentials",
     "Lease",
     "MemoryTokenCache",
     "NetworkError",
     "NotFound",
+    "PrivateKeyJwt",
     "ProviderMetadata",
     "RedisTokenCache",
     "RefreshError",
@@ -81,12 +101,15 @@ __all__ = [
     "Request",
     "Response",
     "RetryPolicy",
+    "SelfSignedTlsClientAuth",
     "SignIn",
     "SignInError",
     "SignInTimeoutError",
     "StaticCredentials",
+    "TlsClientAuth",
     "Token",
     "TokenCache",
+    "TokenExchangeCredentials",
     "TokenResponse",
     "TooManyRequests",
     "TransportError",

@@ -77,10 +77,11 @@ def parse_www_authenticate(value: str | None) -> list[Challenge]:
 def refresh_can_help(www_authenticate: str | None) -> bool:
     """Whether a new bearer token could turn this rejection into a success.
 
-    False only when a Bearer challenge says ``error="insufficient_scope"``;
+    False only when a Bearer (or DPoP) challenge says ``error="insufficient_scope"``;
     ``invalid_token``, another error, or no challenge at all leave the refresh on.
     """
     for challenge in parse_www_authenticate(www_authenticate):
-        if challenge.scheme == "bearer" and challenge.params.get("error") == "insufficient_scope":
+        # DPoP (RFC 9449 7.1) uses RFC 6750's error codes in its own challenge.
+        if challenge.scheme in ("bearer", "dpop") and challenge.params.get("error") == "insufficient_scope":
             return False
     return True

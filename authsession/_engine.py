@@ -191,15 +191,17 @@ class Engine:
         except Exception as exc:
             if door.retry is None:
                 raise
-            return await Replay(self, door, method, url, headers, options).settle(exc, sent)
+            return await Replay(self, door, method, url, headers, options).settle(exc, sent, False)
         status = response.status
         retry = door.retry
+        # A credential hook sees every response it sent credentials for (a DPoP nonce to record).
+        asks_again = sent is not None and self.resend_hook is not None and bool(self.resend_hook(response))
         if (
-            (status in self.refresh_statuses and sent is not None)
+            asks_again
+            or (status in self.refresh_statuses and sent is not None)
             or (retry is not None and (status in retry.statuses or retry.on is not None))
-            or (self.resend_hook is not None and sent is not None)
         ):
-            return await Replay(self, door, method, url, headers, options).settle(response, sent)
+            return await Replay(self, door, method, url, headers, options).settle(response, sent, asks_again)
         return response
 
     def send(

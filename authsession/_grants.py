@@ -8,25 +8,29 @@ JSONDecodeError.
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
 import ipaddress
 import json
 import math
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote_plus, urlencode
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from yarl import URL
 
 from ._cache import TokenCache, fetch_through
+from ._client_auth import ClientAuth, ClientSecretBasic, ClientSecretJwt, ClientSecretPost, PublicClient
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._errors import RefreshError
 from ._identity import digest, refresh_token_key
 from ._token import Token
 from ._transport import safe_url
+
+if TYPE_CHECKING:
+    from ._dpop import DPoPProver
 
 __all__ = [
     "ClientCredentials",
@@ -39,6 +43,7 @@ __all__ = [
 #: An ``expires_in`` beyond this (a year) is taken as this: the token is long-lived, not eternal.
 MAX_EXPIRES_IN = 366 * 24 * 3600.0
 _AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+_TOKEN_TYPES = {"bearer": "Bearer", "dpop": "DPoP", "n_a": "N_A"}
 _RETRYABLE_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
 
 OnRefresh = Callable[[dict[str, Any]], "Awaitable[None] | None"]
@@ -61,13 +66,17 @@ def _error_field(payload: Mapping[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_token_response(status: int, body: bytes, content_type: str | None = None) -> TokenResponse:
+def parse_token_response(
+    status: int, body: bytes, content_type: str | None = None, *, token_types: Collection[str] = ("bearer",)
+) -> TokenResponse:
     """Check a token endpoint's answer and return what it granted.
 
     Args:
         status: The HTTP status.
         body: The raw body.
         content_type: The Content-Type header, used only in messages.
+        token_types: The ``token_type`` values accepted, lower case: ``bearer``,
+            ``dpop`` (RFC 9449), ``n_a`` (RFC 8693: not an access token; sent as Bearer).
 
     Raises:
         RefreshError: For an RFC 6749 error, a non-2xx status, a body that is not
@@ -109,10 +118,11 @@ def parse_token_response(status: int, body: bytes, content_type: str | None = No
             f"token endpoint answered {status} without a usable access_token: {exc}", status=status
         ) from None
     token_type = payload.get("token_type", "Bearer")
-    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+    if not isinstance(token_type, str) or token_type.lower() not in token_types:
         shown = token_type if isinstance(token_type, str) and token_type.isprintable() else "?"
+        names = " or ".join(_TOKEN_TYPES.get(name, name) for name in token_types)
         raise RefreshError(
-            f"token endpoint issued a {shown[:40]!r} token; only Bearer tokens are supported", status=status
+            f"token endpoint issued a {shown[:40]!r} token; only {names} tokens are supported", status=status
         )
     expires_in = _parse_expires_in(payload.get("expires_in"), status)
     refresh_token = payload.get("refresh_token")
@@ -120,7 +130,8 @@ def parse_token_response(status: int, body: bytes, content_type: str | None = No
         raise RefreshError("token endpoint sent a refresh_token that is not a string", status=status)
     scope = payload.get("scope")
     scopes = tuple(scope.split()) if isinstance(scope, str) else None
-    return TokenResponse(access_token, "Bearer", expires_in, refresh_token or None, scopes, payload)
+    canonical = "DPoP" if token_type.lower() == "dpop" else "Bearer"
+    return TokenResponse(access_token, canonical, expires_in, refresh_token or None, scopes, payload)
 
 
 def _parse_expires_in(value: object, status: int) -> float | None:
@@ -184,82 +195,179 @@ def _check_scopes(scopes: Iterable[str] | str | None) -> tuple[str, ...] | None:
     return checked
 
 
+def resolve_client_auth(
+    client_id: str | None, client_secret: str | None, auth_method: str | None, client_auth: ClientAuth | None
+) -> ClientAuth | None:
+    """The client authentication method the arguments ask for (None: the grant names no client).
+
+    Raises:
+        ValueError: The arguments contradict each other or name an unknown method.
+        TypeError: ``client_auth`` is not a client authentication method.
+    """
+    if client_auth is not None:
+        if not isinstance(client_auth, ClientAuth):
+            raise TypeError(
+                "client_auth must be a client authentication method (PrivateKeyJwt, ClientSecretJwt, TlsClientAuth...),"
+                f" got {type(client_auth).__name__}"
+            )
+        if client_secret is not None:
+            raise ValueError("pass client_secret or client_auth, not both (ClientSecretJwt takes the secret itself)")
+        if auth_method is not None and auth_method != client_auth.method:
+            raise ValueError(f"auth_method={auth_method!r} contradicts client_auth, which is {client_auth.method}")
+        if client_id is None:
+            raise ValueError(f"{client_auth.method} needs a client_id")
+        return client_auth
+    if client_secret is None:
+        if auth_method not in (None, "none", *_AUTH_METHODS):
+            raise ValueError(f"auth_method={auth_method!r} needs client_auth=... (see authsession.PrivateKeyJwt)")
+        return None if client_id is None else PublicClient()
+    if client_id is None:
+        raise ValueError("a client_secret needs a client_id")
+    if auth_method in (None, "client_secret_basic"):
+        return ClientSecretBasic(client_secret)
+    if auth_method == "client_secret_post":
+        return ClientSecretPost(client_secret)
+    if auth_method == "client_secret_jwt":
+        return ClientSecretJwt(client_secret)
+    raise ValueError(
+        f"auth_method must be one of {(*_AUTH_METHODS, 'client_secret_jwt')} with a client_secret, got {auth_method!r};"
+        " for private_key_jwt or mTLS pass client_auth=PrivateKeyJwt(key) or TlsClientAuth(...) instead"
+    )
+
+
 class _OAuth2Credentials(BaseCredentials):
-    """A client of a token endpoint: where it is, who the client is, how it authenticates."""
+    """A client of a token endpoint: where it is, who the client is, how it authenticates.
+
+    Every grant goes through :meth:`_grant`, which authenticates the client
+    afresh for each token request (a new client assertion each time) and, when
+    a :class:`~authsession.DPoPCredentials` wraps the grant, adds a DPoP proof
+    and answers the endpoint's ``use_dpop_nonce`` with one more request.
+    """
+
+    #: token_type values this grant accepts from the endpoint (lower case).
+    _token_types: frozenset[str] = frozenset({"bearer"})
 
     def __init__(
         self,
         token_uri: str,
-        client_id: str,
+        client_id: str | None,
         client_secret: str | None,
         *,
         scopes: Iterable[str] | str | None,
-        auth_method: str,
+        auth_method: str | None,
         extra_params: Mapping[str, str] | None,
         allow_insecure_http: bool,
         clock: Clock,
+        client_auth: ClientAuth | None = None,
     ) -> None:
         super().__init__(clock=clock)
-        if not isinstance(client_id, str) or not client_id:
+        if client_id is not None and (not isinstance(client_id, str) or not client_id):
             raise ValueError("client_id must be a non-empty string")
         if client_secret is not None and not isinstance(client_secret, str):
             raise TypeError("client_secret must be a string")
-        if auth_method not in _AUTH_METHODS:
-            raise ValueError(f"auth_method must be one of {_AUTH_METHODS}, got {auth_method!r}")
+        if client_secret == "":
+            raise ValueError("client_secret must be a non-empty string")
         self.token_uri = check_token_uri(token_uri, allow_insecure_http=allow_insecure_http)
         self.client_id = client_id
-        self._client_secret = client_secret
+        self.client_auth = resolve_client_auth(client_id, client_secret, auth_method, client_auth)
+        self.auth_method = "none" if self.client_auth is None else self.client_auth.method
         self.scopes = _check_scopes(scopes)
-        self.auth_method = auth_method
         self.extra_params = dict(extra_params or {})
+        # Set by DPoPCredentials: proofs for token requests, and DPoP tokens accepted.
+        self._dpop: DPoPProver | None = None
 
-    def _client_auth(self, form: dict[str, str]) -> dict[str, str]:
-        """Add client authentication (RFC 6749 2.3.1) to ``form``; return extra headers."""
-        if self._client_secret is None:
-            form["client_id"] = self.client_id
-            return {}
-        if self.auth_method == "client_secret_post":
-            form["client_id"] = self.client_id
-            form["client_secret"] = self._client_secret
-            return {}
-        pair = f"{quote_plus(self.client_id)}:{quote_plus(self._client_secret)}"
-        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context with the client certificate (mTLS methods), for the API session's connector too.
 
-    async def _grant(self, request: Any, form: dict[str, str]) -> tuple[TokenResponse, Token]:
+        Tokens a provider binds to the certificate (RFC 8705 3) are only accepted
+        over it: ``AuthorizedSession(creds, connector=aiohttp.TCPConnector(ssl=creds.ssl_context))``.
+        """
+        context = getattr(self.client_auth, "ssl_context", None)
+        return context if isinstance(context, ssl.SSLContext) else None
+
+    def bind_dpop(self, prover: DPoPProver) -> None:
+        """Send a DPoP proof made by ``prover`` with every token request, and accept DPoP tokens (RFC 9449 5)."""
+        if self._dpop is not None and self._dpop is not prover:
+            raise ValueError(f"this {type(self).__name__} is already bound to another DPoP key")
+        self._dpop = prover
+        self._token_types = frozenset({"bearer", "dpop"})
+
+    def _fresh_fields(self, form: dict[str, str]) -> None:
+        """Add the form fields that must be new for each token request (a grant's own assertion)."""
+
+    async def _grant(
+        self, request: Any, form: dict[str, str], *, repeated: Sequence[tuple[str, str]] = ()
+    ) -> tuple[TokenResponse, Token]:
+        """One grant: ``form`` (and ``repeated`` fields, which may occur more than once) to the token endpoint."""
         if self.scopes:
             form.setdefault("scope", " ".join(self.scopes))
         for key, value in self.extra_params.items():
             form.setdefault(key, value)
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/json",
-            **self._client_auth(form),
-        }
-        obtained_at = self._clock()
-        response = await request(self.token_uri, method="POST", body=urlencode(form).encode(), headers=headers)
-        parsed = parse_token_response(response.status, response.data, response.headers.get("Content-Type"))
+        options = {} if self.client_auth is None else self.client_auth.transport_options()
+        dpop = self._dpop
+        for attempt in (1, 2):
+            # Authenticated afresh each time: a client assertion's jti must not be sent twice.
+            body = dict(form)
+            self._fresh_fields(body)
+            headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+            if self.client_auth is not None:
+                assert self.client_id is not None
+                self.client_auth.authenticate(self.client_id, self.token_uri, body, headers)
+            if dpop is not None:
+                headers["DPoP"] = dpop.proof("POST", self.token_uri)
+            obtained_at = self._clock()
+            response = await request(
+                self.token_uri,
+                method="POST",
+                body=urlencode([*body.items(), *repeated]).encode(),
+                headers=headers,
+                **options,
+            )
+            # RFC 9449 8: a nonce demanded by the token endpoint is worth exactly one more request.
+            if dpop is None or not dpop.token_endpoint_wants_nonce(self.token_uri, response) or attempt == 2:
+                break
+        parsed = parse_token_response(
+            response.status, response.data, response.headers.get("Content-Type"), token_types=self._token_types
+        )
         token = Token.from_expires_in(
             parsed.access_token,
             obtained_at=obtained_at,
             expires_in=parsed.expires_in,
+            token_type=parsed.token_type,
             scopes=parsed.scopes or self.scopes,
         )
         return parsed, token
 
     def cache_identity(self) -> dict[str, Any] | None:
-        """Token endpoint, client, scopes and extra parameters; the secret as a digest."""
-        return {
+        """Token endpoint, client, scopes and extra parameters; secrets as digests, keys as thumbprints."""
+        auth = self.client_auth
+        identity: dict[str, Any] = {
             "kind": f"authsession.{type(self).__name__}",
             "token_uri": self.token_uri,
             "client_id": self.client_id,
-            # Part of the key so that a wrong secret never reads a token the right one got.
-            "client_secret": None if self._client_secret is None else digest(self._client_secret),
+            "client_secret": None,
             "scopes": None if self.scopes is None else sorted(self.scopes),
             "extra_params": {name: digest(value) for name, value in sorted(self.extra_params.items())},
         }
+        if isinstance(auth, (ClientSecretBasic, ClientSecretPost)):
+            # Part of the key so that a wrong secret never reads a token the right one got.
+            identity["client_secret"] = auth.identity()["secret"]  # type: ignore[index]
+        elif auth is not None and not isinstance(auth, PublicClient):
+            described = auth.identity()
+            if described is None:
+                return None  # e.g. a client certificate we cannot identify: its tokens are not shared
+            identity["client_auth"] = dict(described)
+        if self._dpop is not None:
+            # Bound to the key (RFC 9449): only a holder of the same key may use them.
+            identity["dpop_jkt"] = self._dpop.thumbprint
+        return identity
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} client_id={self.client_id!r} token_uri={safe_url(self.token_uri)!r}>"
+        return (
+            f"<{type(self).__name__} client_id={self.client_id!r} auth={self.auth_method}"
+            f" token_uri={safe_url(self.token_uri)!r}>"
+        )
 
 
 class ClientCredentials(_OAuth2Credentials):
@@ -268,11 +376,14 @@ class ClientCredentials(_OAuth2Credentials):
     Args:
         token_uri: The token endpoint.
         client_id: The client's id.
-        client_secret: The client's secret (never logged or shown).
+        client_secret: The client's secret (never logged or shown); or None with ``client_auth``.
         scopes: Scopes to ask for.
         audience: An ``audience`` parameter, for providers that want one (Auth0...).
-        auth_method: ``client_secret_basic`` (HTTP Basic, the RFC default) or
-            ``client_secret_post`` (in the form body).
+        auth_method: With a secret: ``client_secret_basic`` (HTTP Basic, the RFC
+            default), ``client_secret_post`` (in the form body) or ``client_secret_jwt``.
+        client_auth: Client authentication without a shared secret:
+            :class:`PrivateKeyJwt`, :class:`TlsClientAuth`, :class:`SelfSignedTlsClientAuth`
+            (or :class:`ClientSecretJwt` with options).
         extra_params: More form fields for the token request.
         allow_insecure_http: Allow plain http to a non-loopback token endpoint.
     """
@@ -281,23 +392,27 @@ class ClientCredentials(_OAuth2Credentials):
         self,
         token_uri: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None = None,
         *,
         scopes: Iterable[str] | str | None = None,
         audience: str | None = None,
-        auth_method: str = "client_secret_basic",
+        auth_method: str | None = None,
+        client_auth: ClientAuth | None = None,
         extra_params: Mapping[str, str] | None = None,
         allow_insecure_http: bool = False,
         clock: Clock = time.monotonic,
     ) -> None:
-        if not isinstance(client_secret, str) or not client_secret:
-            raise ValueError("client_secret must be a non-empty string")
+        if client_auth is None and (not isinstance(client_secret, str) or not client_secret):
+            raise ValueError("client_secret must be a non-empty string (or pass client_auth=PrivateKeyJwt(key)...)")
+        if not isinstance(client_id, str) or not client_id:
+            raise ValueError("client_id must be a non-empty string")
         super().__init__(
             token_uri,
             client_id,
             client_secret,
             scopes=scopes,
             auth_method=auth_method,
+            client_auth=client_auth,
             extra_params=extra_params,
             allow_insecure_http=allow_insecure_http,
             clock=clock,
@@ -307,8 +422,8 @@ class ClientCredentials(_OAuth2Credentials):
     def cache_identity(self) -> dict[str, Any] | None:
         """The client's identity and the audience asked for."""
         identity = super().cache_identity()
-        assert identity is not None
-        identity["audience"] = self.audience
+        if identity is not None:
+            identity["audience"] = self.audience
         return identity
 
     async def fetch_token(self, request: Any) -> Token:
@@ -347,7 +462,8 @@ class RefreshTokenCredentials(_OAuth2Credentials):
         scopes: Scopes to ask for (a subset of those granted).
         on_refresh: Called after every refresh this process makes (not for a
             token taken from the store).
-        auth_method: How a confidential client authenticates (see ClientCredentials).
+        auth_method: How a confidential client authenticates with its secret (see ClientCredentials).
+        client_auth: Or a method without a shared secret (see ClientCredentials).
         store: Where the refresh token is shared with other processes.
         grant_id: What names this grant in the store, the same in every process
             (default: a digest of ``refresh_token``).
@@ -363,7 +479,8 @@ class RefreshTokenCredentials(_OAuth2Credentials):
         client_secret: str | None = None,
         scopes: Iterable[str] | str | None = None,
         on_refresh: OnRefresh | None = None,
-        auth_method: str = "client_secret_basic",
+        auth_method: str | None = None,
+        client_auth: ClientAuth | None = None,
         extra_params: Mapping[str, str] | None = None,
         store: TokenCache | None = None,
         grant_id: str | None = None,
@@ -379,12 +496,15 @@ class RefreshTokenCredentials(_OAuth2Credentials):
             raise ValueError("grant_id must be a non-empty string")
         if on_refresh is not None and not callable(on_refresh):
             raise TypeError("on_refresh must be callable")
+        if not isinstance(client_id, str) or not client_id:
+            raise ValueError("client_id must be a non-empty string")
         super().__init__(
             token_uri,
             client_id,
             client_secret,
             scopes=scopes,
             auth_method=auth_method,
+            client_auth=client_auth,
             extra_params=extra_params,
             allow_insecure_http=allow_insecure_http,
             clock=clock,
@@ -415,13 +535,13 @@ class RefreshTokenCredentials(_OAuth2Credentials):
     @property
     def store_key(self) -> str:
         """The key of this grant's entry in the store: the same for every process using the grant."""
-        return refresh_token_key(self.token_uri, self.client_id, self._subject)
+        return refresh_token_key(self.token_uri, self.client_id or "", self._subject)
 
     def cache_identity(self) -> dict[str, Any] | None:
         """The client's identity and (as a digest) the refresh token it started with."""
         identity = super().cache_identity()
-        assert identity is not None
-        identity["subject"] = self._subject
+        if identity is not None:
+            identity["subject"] = self._subject
         return identity
 
     async def fetch_token(self, request: Any) -> Token:

@@ -56,17 +56,23 @@ class Replay:
         self.probed = False
         self.hooked = False
 
-    async def settle(self, outcome: Outcome, sent: Headers | None) -> ClientResponse:
-        """Carry on from ``outcome``, the result of a send that carried ``sent``, until done."""
+    async def settle(self, outcome: Outcome, sent: Headers | None, asks_again: bool) -> ClientResponse:
+        """Carry on from ``outcome``, the result of a send that carried ``sent``, until done.
+
+        ``asks_again`` is the credential hook's verdict on ``outcome``, already asked
+        (the hook sees each response once); later responses are shown to it here.
+        """
         while True:
             if sent is not None and isinstance(outcome, ClientResponse):
-                if self._hook_asks_again(outcome):
+                if asks_again and self._may_resend_for_hook():
                     outcome = await self._resend(outcome, sent)
+                    asks_again = self._ask_hook(outcome)
                     continue
                 if self._rejected(outcome, sent):
                     outcome.release()
                     sent = await self._credentials_after_rejection(sent)
                     outcome = await self._send(sent)
+                    asks_again = self._ask_hook(outcome)
                     continue
             delay = self._retry_delay(outcome)
             if delay is None:
@@ -75,21 +81,20 @@ class Replay:
                 return outcome
             sent = await self._retry(outcome, delay, sent)
             outcome = await self._send(sent)
+            asks_again = self._ask_hook(outcome)
 
     # --- verdicts -------------------------------------------------------------------------
 
     def _budget_left(self) -> int:
         return self.engine.max_refresh_attempts - self.resends
 
-    def _hook_asks_again(self, response: ClientResponse) -> bool:
+    def _ask_hook(self, outcome: Outcome) -> bool:
+        """Show a response to the credential hook (it may record a nonce); True if it asks for one more send."""
         hook = self.engine.resend_hook
-        return (
-            hook is not None
-            and not self.hooked
-            and self._budget_left() > 0
-            and bool(hook(response))
-            and self.door.rewind(self.options)
-        )
+        return hook is not None and isinstance(outcome, ClientResponse) and bool(hook(outcome))
+
+    def _may_resend_for_hook(self) -> bool:
+        return not self.hooked and self._budget_left() > 0 and self.door.rewind(self.options)
 
     def _rejected(self, response: ClientResponse, sent: Headers) -> bool:
         """Whether ``response`` rejected our credentials and a re-send (with a new token) could help."""

@@ -290,13 +290,24 @@ class EndpointClient(_OAuth2Credentials):
 
     async def post(self, request: Request, url: str, form: dict[str, str]) -> Response:
         """POST ``form`` to another endpoint of the provider, with client authentication."""
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/json",
-            **self._client_auth(form),
-        }
-        response: Response = await request(url, method="POST", body=urlencode(form).encode(), headers=headers)
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+        form = dict(form)
+        options: Mapping[str, Any] = {}
+        if self.client_auth is not None:
+            # An assertion names the token endpoint as its audience, as providers expect at every endpoint.
+            self.client_auth.authenticate(self.sign_in_client_id, self.token_uri, form, headers)
+            options = self.client_auth.transport_options()
+        response: Response = await request(
+            url, method="POST", body=urlencode(form).encode(), headers=headers, **options
+        )
         return response
+
+    @property
+    def sign_in_client_id(self) -> str:
+        """The client id, which every sign-in needs."""
+        if self.client_id is None:
+            raise ValueError("signing in needs a client_id")
+        return self.client_id
 
     async def revoke(self, request: Request, endpoint: str, token: str, *, hint: str = "refresh_token") -> None:
         """Revoke ``token`` (RFC 7009).
@@ -522,7 +533,7 @@ async def sign_in_with_browser(
     try:
         url = authorization_url(
             provider.authorization_endpoint,
-            client_id=client.client_id,
+            client_id=client.sign_in_client_id,
             redirect_uri=redirect_uri,
             state=state,
             challenge=challenge,

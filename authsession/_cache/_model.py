@@ -122,8 +122,9 @@ class CachedToken:
             obtained_at, expires_at, scopes = float(raw["obtained_at"]), raw["expires_at"], raw["scopes"]
             # Whoever can write to the store must not be able to inject headers.
             validate_token_value(value)
-            if not isinstance(token_type, str) or token_type.lower() != "bearer":
-                raise ValueError("cached token of a type other than Bearer")
+            # DPoP tokens are shared only under a key that holds the DPoP key's thumbprint.
+            if not isinstance(token_type, str) or token_type.lower() not in ("bearer", "dpop"):
+                raise ValueError("cached token of a type other than Bearer or DPoP")
             refresh_token = raw.get("refresh_token")
             if refresh_token is not None:
                 validate_refresh_token(refresh_token)

@@ -1,10 +1,20 @@
 """A fake OAuth2 provider and protected API on 127.0.0.1, for tests and demos.
 
 One aiohttp.web application serves a token endpoint (client credentials,
-refresh token with optional rotation, and the JWT-bearer grant google-auth's
-service accounts use) and an echo resource that checks bearer tokens. Knobs
-inject latency, failures (scripted with :meth:`FakeOAuthServer.fail_next`, or
-random at a rate) and revocation; counters say what happened.
+refresh token with optional rotation, the JWT-bearer grant google-auth's
+service accounts use, and token exchange) and an echo resource that checks
+bearer tokens. Knobs inject latency, failures (scripted with
+:meth:`FakeOAuthServer.fail_next`, or random at a rate) and revocation;
+counters say what happened.
+
+It checks what a client proves the way a provider does: client assertions
+(``private_key_jwt``, ``client_secret_jwt``: signature, audience, expiry, ``jti``
+replay), JWT bearer grants from registered issuers, client certificates
+(``tls_client_auth``, ``self_signed_tls_client_auth``, with TLS from
+``ssl_context``) and the certificate a bound token must come over again
+(``cnf.x5t#S256``), and DPoP proofs (signature, ``htm``, ``htu``, ``iat``, ``jti``
+replay, ``ath``, nonce) with the key a DPoP token is bound to. Each refusal is
+counted in ``refusals`` under a short reason (``assertion expired``, ``dpop ath``...).
 
 For sign-in code it also serves an authorization endpoint with PKCE (S256 only;
 approving or denying as told), the device authorization grant (RFC 8628) with
@@ -17,7 +27,8 @@ API outcomes counted in ``api_outcomes``: ``ok``, ``missing``, ``unknown``,
 ``revoked``, ``expired`` (a 401 for the token), ``rejected`` (a random 401 for
 a valid token, ``api_401_rate``), ``unavailable`` (a random 503,
 ``api_failure_rate``); a scripted :meth:`FakeOAuthServer.fail_api_next` failure
-counts as ``ok`` (the token was good) and as ``failed <status>``.
+counts as ``ok`` (the token was good) and as ``failed <status>``. A refused
+DPoP proof or certificate counts under its reason (``dpop htu``, ``certificate``...).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import hashlib
 import json
 import random
 import secrets
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
@@ -40,9 +52,14 @@ from urllib.parse import unquote_plus
 
 import aiohttp
 from aiohttp import web
+from multidict import MultiDictProxy
 from yarl import URL
 
+from .._client_auth import CLIENT_ASSERTION_TYPE, certificate_thumbprint
 from .._grants import ClientCredentials, RefreshTokenCredentials
+from .._token_exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
+from ._keys import TestKey, generate_test_key
+from ._proofs import Refused, ReplayCache, public_key, unverified_claims, verify_assertion, verify_dpop_proof
 
 __all__ = ["ApiFailure", "FakeOAuthServer", "IssuedToken", "TokenFailure"]
 
@@ -63,6 +80,10 @@ class IssuedToken:
     grant_type: str
     expires_at: float | None
     revoked: bool = False
+    #: DPoP: the thumbprint of the key the token is bound to (RFC 9449 6).
+    jkt: str | None = None
+    #: mTLS: the ``x5t#S256`` of the client certificate the token is bound to (RFC 8705 3).
+    x5t: str | None = None
     #: The refresh token family it descends from (None: client credentials, JWT bearer).
     family: str | None = None
 
@@ -155,6 +176,16 @@ class FakeOAuthServer:
             server's own, :attr:`issuer`); set another to play a mix-up attack.
         host: Where to listen (loopback).
         port: The port (0: a free one). After ``close()``, ``start()`` listens on the same port again.
+        ssl_context: Serve https with this server-side context (see :class:`TestPKI`);
+            client certificates it lets through can authenticate the client and bind tokens.
+        dpop_nonce: Require a server nonce in DPoP proofs, at the token endpoint and the API
+            (``use_dpop_nonce``); :meth:`rotate_dpop_nonce` makes the current one stale.
+
+    Registration, as a provider's client settings: :meth:`new_client_key` /
+    :meth:`register_client_key` (``private_key_jwt``), the client secret (also for
+    ``client_secret_jwt``), :meth:`new_assertion_issuer` (JWT bearer grants),
+    :meth:`register_client_certificate` (``self_signed_tls_client_auth``) and
+    ``tls_client_auth_subject_dn`` (``tls_client_auth``).
 
     The knobs are plain attributes: change them while the server runs.
     """
@@ -182,6 +213,8 @@ class FakeOAuthServer:
         discovery_issuer: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        dpop_nonce: bool = False,
     ) -> None:
         for name, rate in (
             ("token_failure_rate", token_failure_rate),
@@ -197,7 +230,8 @@ class FakeOAuthServer:
         self.token_lifetime = token_lifetime
         self.token_latency = token_latency
         self.client_id = client_id
-        self.client_secret = client_secret or secrets.token_urlsafe(16)
+        # 43 characters: long enough to key HS256 for client_secret_jwt (RFC 7518 3.2).
+        self.client_secret = client_secret or secrets.token_urlsafe(32)
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.strict_rotation = strict_rotation
         self.public_client = public_client
@@ -257,6 +291,26 @@ class FakeOAuthServer:
         self._api_failures: deque[ApiFailure] = deque()
         self._runner: web.AppRunner | None = None
         self.port: int | None = port or None
+        self.ssl_context = ssl_context
+        #: Public keys registered for ``private_key_jwt`` (joserfc keys).
+        self.client_keys: list[Any] = []
+        #: JWT bearer grant issuers this server trusts, each with its public keys.
+        self.assertion_issuers: dict[str, list[Any]] = {}
+        #: ``x5t#S256`` of self-signed client certificates registered (``self_signed_tls_client_auth``).
+        self.client_certificates: set[str] = set()
+        #: The subject DN a CA-issued client certificate must have (``tls_client_auth``), e.g. ``CN=test-client``.
+        self.tls_client_auth_subject_dn: str | None = None
+        #: Bind tokens to the client certificate they were requested over (RFC 8705 3).
+        self.bind_to_certificates = True
+        #: The nonce DPoP proofs must carry (None: no nonce required).
+        self.dpop_nonce: str | None = secrets.token_urlsafe(12) if dpop_nonce else None
+        #: Why requests were refused: ``assertion expired``, ``dpop htu``, ``certificate``...
+        self.refusals: Counter[str] = Counter()
+        #: Token exchanges made: subject and actor clients, audience, resource, requested type.
+        self.exchanges: list[dict[str, Any]] = []
+        self._assertion_jtis = ReplayCache()
+        self._dpop_jtis = ReplayCache()
+        self._test_keys: list[TestKey] = []
         if FakeOAuthServer._tracked is not None:
             FakeOAuthServer._tracked.append(self)
 
@@ -275,13 +329,16 @@ class FakeOAuthServer:
     def secrets(self) -> set[str]:
         """Every secret this server knows: the client secret, refresh tokens, issued access tokens,
         and the credentials it was shown (JWT assertions, bearer tokens and API keys it did not issue,
-        and what :meth:`add_secret` added), authorization and device codes, and the PKCE verifiers clients sent."""
+        and what :meth:`add_secret` added), authorization and device codes, the PKCE verifiers clients sent,
+        and the private keys it generated (PEM lines, JWK members)."""
+        keys = set().union(*(key.secrets() for key in self._test_keys))
         return {
             self.client_secret,
             *self.refresh_tokens,
             *self.spent_refresh_tokens,
             *self.revoked_refresh_tokens,
             *self.tokens,
+            *keys,
             *self._seen_secrets,
             *self._sign_in_secrets,
         }
@@ -308,7 +365,7 @@ class FakeOAuthServer:
             app, access_log=None, handle_signals=False, handler_cancellation=True, shutdown_timeout=0.1
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port or 0)
+        site = web.TCPSite(self._runner, self.host, self.port or 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -332,7 +389,8 @@ class FakeOAuthServer:
         """The server's base URL, with a trailing slash."""
         if self.port is None:
             raise RuntimeError("the server is not started")
-        return f"http://{self.host}:{self.port}/"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{self.host}:{self.port}/"
 
     @property
     def token_url(self) -> str:
@@ -376,6 +434,42 @@ class FakeOAuthServer:
             client_secret=self.client_secret,
             **kwargs,
         )
+
+    # --- client registration ---------------------------------------------------
+
+    def new_client_key(self, algorithm: str = "ES256", *, kid: str | None = None) -> TestKey:
+        """A new key pair whose public half is registered for ``private_key_jwt``; its private half is a secret."""
+        key = generate_test_key(algorithm, kid=kid)
+        self._test_keys.append(key)
+        self.register_client_key(key.public_jwk)
+        return key
+
+    def register_client_key(self, key: Any) -> None:
+        """Accept client assertions signed by ``key`` (a public JWK, PEM, or a PrivateKeyJwt's key)."""
+        self.client_keys.append(public_key(key))
+
+    def new_assertion_issuer(self, issuer: str, algorithm: str = "RS256", *, kid: str | None = None) -> TestKey:
+        """A new key pair for an issuer of JWT bearer grant assertions (RFC 7523 2.1), registered here."""
+        key = generate_test_key(algorithm, kid=kid)
+        self._test_keys.append(key)
+        self.assertion_issuers.setdefault(issuer, []).append(public_key(key.public_jwk))
+        return key
+
+    def new_dpop_key(self, algorithm: str = "ES256") -> TestKey:
+        """A key pair for a client's DPoP proofs (not registered: DPoP keys are the client's own), kept as a secret."""
+        key = generate_test_key(algorithm)
+        self._test_keys.append(key)
+        return key
+
+    def register_client_certificate(self, certificate: Any) -> None:
+        """Accept a self-signed client certificate (``self_signed_tls_client_auth``): PEM, path, IssuedCertificate."""
+        thumbprint = getattr(certificate, "thumbprint", None)
+        self.client_certificates.add(thumbprint if isinstance(thumbprint, str) else certificate_thumbprint(certificate))
+
+    def rotate_dpop_nonce(self) -> str:
+        """Make the current DPoP nonce stale and require a new one (which the next refusal hands out)."""
+        self.dpop_nonce = secrets.token_urlsafe(12)
+        return self.dpop_nonce
 
     # --- knobs and counters ----------------------------------------------------
 
@@ -435,29 +529,89 @@ class FakeOAuthServer:
 
     # --- handlers --------------------------------------------------------------
 
+    def _audiences(self) -> set[str]:
+        """``aud`` values an assertion may name: the token endpoint, or this server as issuer."""
+        return {self.token_url, self.url, self.url.rstrip("/")}
+
     def _client_id(self, request: web.Request, form: Mapping[str, str], *, public: bool = False) -> str | None:
+        """The client a sign-in request comes from (a public one by its id alone); None if it fails to authenticate."""
+        if public and self._is_public_request(request, form, "sign-in"):
+            return self.client_id
+        try:
+            return self._authenticate_client(request, form)
+        except Refused as refused:
+            self.refusals[refused.reason] += 1
+            return None
+
+    def _is_public_request(self, request: web.Request, form: Mapping[str, str], grant_type: str) -> bool:
+        """Whether a public client (a CLI, a desktop app: no secret) identifies itself by its id alone."""
+        return (
+            self.public_client
+            and grant_type != "client_credentials"
+            and not request.headers.get("Authorization")
+            and not any(name in form for name in ("client_secret", "client_assertion"))
+            and form.get("client_id") == self.client_id
+            and _peer_certificate(request) is None
+        )
+
+    def _authenticate_client(self, request: web.Request, form: Mapping[str, str]) -> str:
+        """The authenticated client's id.
+
+        Raises:
+            Refused: No method succeeded; ``reason`` says which check failed.
+        """
         header = request.headers.get("Authorization", "")
-        if public and self.public_client and not header and "client_secret" not in form:
-            return self.client_id if form.get("client_id") == self.client_id else None
         if header.startswith("Basic "):
             try:
                 pair = base64.b64decode(header[6:], validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
-                return None
+                raise Refused("client secret", "malformed Basic credentials") from None
             client_id, _, secret = pair.partition(":")
-            client_id, secret = unquote_plus(client_id), unquote_plus(secret)
-        else:
-            client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+            return self._check_secret(unquote_plus(client_id), unquote_plus(secret))
+        if "client_assertion" in form:
+            if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+                raise Refused("assertion type", "client_assertion_type is not jwt-bearer")
+            assertion = form["client_assertion"]
+            self._seen_secrets.add(assertion)
+            claimed = form.get("client_id") or unverified_claims(assertion).get("iss")
+            if claimed != self.client_id:
+                raise Refused("assertion issuer", "the assertion is not from a registered client")
+            verify_assertion(
+                assertion,
+                keys=self.client_keys,
+                audiences=self._audiences(),
+                now=time.time(),
+                replay=self._assertion_jtis,
+                hmac_secret=self.client_secret,
+                issuer=self.client_id,
+                subject=self.client_id,
+            )
+            return self.client_id
+        if "client_secret" in form:
+            return self._check_secret(form.get("client_id", ""), form["client_secret"])
+        certificate = _peer_certificate(request)
+        if certificate is not None and form.get("client_id") == self.client_id:
+            if certificate_thumbprint(certificate) in self.client_certificates:
+                return self.client_id  # self_signed_tls_client_auth
+            if (
+                self.tls_client_auth_subject_dn is not None
+                and _subject_dn(certificate) == self.tls_client_auth_subject_dn
+            ):
+                return self.client_id  # tls_client_auth: the TLS handshake checked the chain to our CA
+            raise Refused("certificate", "the client certificate is not registered for this client")
+        raise Refused("client authentication", "no client authentication")
+
+    def _check_secret(self, client_id: str, secret: str) -> str:
         if client_id != self.client_id or not secrets.compare_digest(secret, self.client_secret):
-            return None
+            raise Refused("client secret", "wrong client id or secret")
         return client_id
 
     async def _token(self, request: web.Request) -> web.StreamResponse:
         self.token_requests += 1
         if self.token_latency:
             await asyncio.sleep(self.token_latency)
-        form = dict(await request.post())
-        form_str = {k: v for k, v in form.items() if isinstance(v, str)}
+        posted = await request.post()
+        form_str = {k: v for k, v in posted.items() if isinstance(v, str)}
         self.token_forms.append(form_str)
         failure = self._next_token_failure()
         if failure is not None:
@@ -467,68 +621,172 @@ class FakeOAuthServer:
             if failure.body is not None:
                 return web.Response(status=failure.status, body=failure.body, content_type=failure.content_type)
             return web.json_response({"error": failure.error or "temporarily_unavailable"}, status=failure.status)
+        # DPoP first (RFC 9449 5): a nonce refusal then costs the client no client assertion.
+        jkt = None
+        proof = request.headers.getall("DPoP", [])
+        if proof:
+            try:
+                jkt = self._verify_proof(request, proof, access_token=None)
+            except Refused as refused:
+                self.refusals[refused.reason] += 1
+                if refused.reason == "dpop nonce":
+                    return self._nonce_error(400)
+                return _oauth_error("invalid_dpop_proof", refused.description)
         grant_type = form_str.get("grant_type", "")
         extra: dict[str, Any] = {}
-        if form_str.get("assertion"):
-            self._seen_secrets.add(form_str["assertion"])
         family: str | None = None
         scope = form_str.get("scope")
-        if grant_type == JWT_BEARER:
-            if not _looks_like_jwt(form_str.get("assertion", "")):
-                return self._refuse("invalid_grant", "assertion is not a JWT")
-            client_id = "service-account"
-        else:
-            client_id = self._client_id(request, form_str, public=grant_type != "client_credentials") or ""
-            if not client_id:
-                return self._refuse("invalid_client", "client authentication failed", status=401)
-            if grant_type == "refresh_token":
-                presented = form_str.get("refresh_token", "")
-                if presented not in self.refresh_tokens:
-                    if presented in self.spent_refresh_tokens:
-                        self.refresh_token_reuses += 1
-                        if self.strict_rotation:
-                            self._revoke_family(self.families.get(presented))
-                            return self._refuse("invalid_grant", "refresh token already used: the sign-in is revoked")
-                    return self._refuse("invalid_grant", "refresh token is not valid")
-                family = self.families.get(presented)
-                if self.rotate_refresh_tokens or self.strict_rotation:
-                    self.refresh_tokens.discard(presented)
-                    self.spent_refresh_tokens.add(presented)
-                    extra["refresh_token"] = self._new_refresh_token(family)
-            elif grant_type == "authorization_code":
-                refused = self._redeem_code(form_str)
-                if isinstance(refused, web.Response):
-                    return refused
-                scope = refused
-                family = secrets.token_hex(4)
+        try:
+            if grant_type == JWT_BEARER:
+                client_id = self._jwt_bearer_grant(request, form_str)
+            elif self._is_public_request(request, form_str, grant_type):
+                client_id = self.client_id
+            else:
+                client_id = self._authenticate_client(request, form_str)
+        except Refused as refused:
+            self.refusals[refused.reason] += 1
+            if grant_type == JWT_BEARER and not refused.reason.startswith(("client", "assertion type", "certificate")):
+                return self._refuse("invalid_grant", refused.description)
+            # The reason is in self.refusals; the answer stays as terse as a provider's.
+            return self._refuse("invalid_client", "client authentication failed", status=401)
+        if grant_type == "refresh_token":
+            presented = form_str.get("refresh_token", "")
+            if presented not in self.refresh_tokens:
+                if presented in self.spent_refresh_tokens:
+                    self.refresh_token_reuses += 1
+                    if self.strict_rotation:
+                        self._revoke_family(self.families.get(presented))
+                        return self._refuse("invalid_grant", "refresh token already used: the sign-in is revoked")
+                return self._refuse("invalid_grant", "refresh token is not valid")
+            family = self.families.get(presented)
+            if self.rotate_refresh_tokens or self.strict_rotation:
+                self.refresh_tokens.discard(presented)
+                self.spent_refresh_tokens.add(presented)
                 extra["refresh_token"] = self._new_refresh_token(family)
-            elif grant_type == DEVICE_CODE:
-                refused = self._poll_device(form_str)
-                if isinstance(refused, web.Response):
-                    return refused
-                scope = refused
-                family = secrets.token_hex(4)
-                extra["refresh_token"] = self._new_refresh_token(family)
-            elif grant_type != "client_credentials":
-                return self._refuse("unsupported_grant_type", f"grant_type {grant_type[:40]!r}")
+        elif grant_type == "authorization_code":
+            redeemed = self._redeem_code(form_str)
+            if isinstance(redeemed, web.Response):
+                return redeemed
+            scope = redeemed
+            family = secrets.token_hex(4)
+            extra["refresh_token"] = self._new_refresh_token(family)
+        elif grant_type == DEVICE_CODE:
+            polled = self._poll_device(form_str)
+            if isinstance(polled, web.Response):
+                return polled
+            scope = polled
+            family = secrets.token_hex(4)
+            extra["refresh_token"] = self._new_refresh_token(family)
+        elif grant_type == TOKEN_EXCHANGE:
+            problem = self._exchange(posted, form_str, extra)
+            if problem is not None:
+                return self._refuse("invalid_grant" if "token" in problem else "invalid_request", problem)
+        elif grant_type not in ("client_credentials", JWT_BEARER):
+            return self._refuse("unsupported_grant_type", f"grant_type {grant_type[:40]!r}")
         value = secrets.token_urlsafe(32)
         lifetime = self.token_lifetime
         expires_at = None if lifetime is None else time.monotonic() + lifetime
-        self.tokens[value] = IssuedToken(value, client_id, grant_type, expires_at, family=family)
+        certificate = _peer_certificate(request) if self.bind_to_certificates else None
+        x5t = None if certificate is None else certificate_thumbprint(certificate)
+        self.tokens[value] = IssuedToken(value, client_id, grant_type, expires_at, family=family, jkt=jkt, x5t=x5t)
         self.grants[grant_type] += 1
         self.grant_log.append((time.monotonic(), grant_type))
-        body: dict[str, Any] = {"access_token": value, "token_type": "Bearer", **extra}
+        body: dict[str, Any] = {"access_token": value, "token_type": "DPoP" if jkt else "Bearer", **extra}
         if lifetime is not None:
             body["expires_in"] = lifetime
         if scope:
             body["scope"] = scope
+        headers = {"Cache-Control": "no-store"}
+        if self.dpop_nonce is not None and jkt is not None:
+            headers["DPoP-Nonce"] = self.dpop_nonce
         if self.gzip_tokens:
             return web.Response(
                 body=gzip.compress(json.dumps(body).encode()),
                 content_type="application/json",
-                headers={"Cache-Control": "no-store", "Content-Encoding": "gzip"},
+                headers={**headers, "Content-Encoding": "gzip"},
             )
-        return web.json_response(body, headers={"Cache-Control": "no-store"})
+        return web.json_response(body, headers=headers)
+
+    def _jwt_bearer_grant(self, request: web.Request, form: Mapping[str, str]) -> str:
+        """The client a JWT bearer grant's assertion stands for; a client that authenticates too must succeed."""
+        assertion = form.get("assertion", "")
+        self._seen_secrets.add(assertion)
+        if "client_assertion" in form or "client_secret" in form or request.headers.get("Authorization"):
+            self._authenticate_client(request, form)
+        issuer = unverified_claims(assertion).get("iss")
+        keys = self.assertion_issuers.get(issuer) if isinstance(issuer, str) else None
+        if keys is None:
+            # Issuers not registered here (google-auth's service accounts, whose keys the fake cannot know):
+            # anything shaped like a signed JWT passes, as before.
+            if not _looks_like_jwt(assertion):
+                raise Refused("grant assertion malformed", "assertion is not a JWT")
+            return "service-account"
+        claims = verify_assertion(
+            assertion,
+            keys=keys,
+            audiences=self._audiences(),
+            now=time.time(),
+            replay=self._assertion_jtis,
+            issuer=issuer,
+            what="grant assertion",
+        )
+        return str(claims.get("sub") or issuer)
+
+    def _exchange(self, posted: MultiDictProxy[Any], form: Mapping[str, str], extra: dict[str, Any]) -> str | None:
+        """Check a token exchange (RFC 8693 2.1); None when it may go ahead, else what is wrong."""
+        tokens = {}
+        for role in ("subject", "actor"):
+            presented = form.get(f"{role}_token")
+            if presented is None:
+                if role == "subject":
+                    return "subject_token is missing"
+                continue
+            if form.get(f"{role}_token_type") != ACCESS_TOKEN_TYPE:
+                return f"{role}_token_type must be {ACCESS_TOKEN_TYPE} here"
+            if self.token_verdict(f"Bearer {presented}", bound_ok=True) != "ok":
+                return f"the {role} token is not valid"
+            tokens[role] = self.tokens[presented]
+        requested = form.get("requested_token_type") or ACCESS_TOKEN_TYPE
+        self.exchanges.append(
+            {
+                "subject": tokens["subject"].client_id,
+                "actor": tokens["actor"].client_id if "actor" in tokens else None,
+                "audience": [str(v) for v in posted.getall("audience", [])],
+                "resource": [str(v) for v in posted.getall("resource", [])],
+                "requested_token_type": requested,
+            }
+        )
+        extra["issued_token_type"] = requested
+        if requested != ACCESS_TOKEN_TYPE:
+            extra["token_type"] = "N_A"
+        return None
+
+    def _verify_proof(self, request: web.Request, proofs: list[str], *, access_token: str | None) -> str:
+        if len(proofs) != 1:
+            raise Refused("dpop malformed", "more than one DPoP header")
+        return verify_dpop_proof(
+            proofs[0],
+            method=request.method,
+            url=request.url,
+            now=time.time(),
+            replay=self._dpop_jtis,
+            access_token=access_token,
+            nonce=self.dpop_nonce,
+        )
+
+    def _nonce_error(self, status: int) -> web.Response:
+        assert self.dpop_nonce is not None
+        if status == 400:
+            return web.json_response(
+                {"error": "use_dpop_nonce", "error_description": "a DPoP nonce is required"},
+                status=400,
+                headers={"DPoP-Nonce": self.dpop_nonce, "Cache-Control": "no-store"},
+            )
+        return web.json_response(
+            {"error": "use_dpop_nonce"},
+            status=401,
+            headers={"DPoP-Nonce": self.dpop_nonce, "WWW-Authenticate": 'DPoP error="use_dpop_nonce"'},
+        )
 
     def _refuse(self, error: str, description: str, *, status: int = 400) -> web.Response:
         self.token_errors[error] += 1
@@ -668,24 +926,50 @@ class FakeOAuthServer:
             return TokenFailure(status=503, error="temporarily_unavailable")
         return None
 
-    def token_verdict(self, authorization: str | None) -> str:
+    def token_verdict(self, authorization: str | None, *, bound_ok: bool = False) -> str:
         """What this server thinks of an Authorization header: ``ok``, ``missing``, ``unknown``,
-        ``revoked`` or ``expired`` (no injected failure is drawn here)."""
-        if authorization is None or not authorization.startswith("Bearer "):
+        ``revoked`` or ``expired``; ``dpop as bearer`` for a DPoP-bound token sent as a bearer token
+        (unless ``bound_ok``). Proofs and certificates are not checked here, nor any injected failure drawn."""
+        if authorization is None:
             return "missing"
-        token = self.tokens.get(authorization[7:])
+        if authorization.startswith("Bearer "):
+            value = authorization[7:]
+        elif authorization.startswith("DPoP "):
+            value = authorization[5:]
+        else:
+            return "missing"
+        token = self.tokens.get(value)
         if token is None:
             return "unknown"
         if token.revoked:
             return "revoked"
         if token.expires_at is not None and time.monotonic() >= token.expires_at:
             return "expired"
+        if not bound_ok and (token.jkt is not None) != authorization.startswith("DPoP "):
+            return "dpop as bearer" if token.jkt is not None else "bearer as dpop"
         return "ok"
 
-    def _check_bearer(self, request: web.Request) -> str:
-        verdict = self.token_verdict(request.headers.get("Authorization"))
+    def _check_credentials(self, request: web.Request) -> str:
+        authorization = request.headers.get("Authorization")
+        verdict = self.token_verdict(authorization)
         if verdict != "ok":
             return verdict
+        assert authorization is not None
+        token = self.tokens[authorization.split(" ", 1)[1]]
+        if token.jkt is not None:
+            try:
+                jkt = self._verify_proof(request, request.headers.getall("DPoP", []), access_token=token.value)
+            except Refused as refused:
+                self.refusals[refused.reason] += 1
+                return refused.reason
+            if jkt != token.jkt:
+                self.refusals["dpop key"] += 1
+                return "dpop key"
+        if token.x5t is not None:
+            certificate = _peer_certificate(request)
+            if certificate is None or certificate_thumbprint(certificate) != token.x5t:
+                self.refusals["certificate"] += 1
+                return "certificate"
         if self.api_401_rate and self._random.random() < self.api_401_rate:
             return "rejected"
         if self.api_failure_rate and self._random.random() < self.api_failure_rate:
@@ -694,16 +978,24 @@ class FakeOAuthServer:
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        outcome = self._check_bearer(request)
+        outcome = self._check_credentials(request)
         self.api_outcomes[outcome] += 1
         authorization = request.headers.get("Authorization")
         if outcome == "unknown" and authorization is not None:
-            self._seen_secrets.add(authorization[7:])  # a token of someone else's: a self-signed JWT
+            self._seen_secrets.add(authorization.split(" ", 1)[-1])  # a token of someone else's: a self-signed JWT
         if "x-goog-api-key" in request.headers:
             self._seen_secrets.add(request.headers["x-goog-api-key"])
         self.api_log.append(ApiRequest(request.method, request.path, authorization, outcome, dict(request.headers)))
         if outcome == "unavailable":
             return web.json_response({"error": "unavailable", "reason": "injected failure"}, status=503)
+        if outcome == "dpop nonce":
+            return self._nonce_error(401)
+        if outcome.startswith("dpop"):
+            return web.json_response(
+                {"error": "invalid_dpop_proof", "reason": outcome},
+                status=401,
+                headers={"WWW-Authenticate": 'DPoP error="invalid_dpop_proof"'},
+            )
         if outcome != "ok":
             return web.json_response(
                 {"error": "invalid_token", "reason": outcome},
@@ -789,6 +1081,22 @@ def _is_loopback_redirect(uri: str) -> bool:
 
 def _oauth_error(error: str, description: str, *, status: int = 400) -> web.Response:
     return web.json_response({"error": error, "error_description": description}, status=status)
+
+
+def _peer_certificate(request: web.Request) -> bytes | None:
+    """The DER of the client certificate on the request's TLS connection, if one was presented."""
+    transport = request.transport
+    ssl_object = None if transport is None else transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    der: bytes | None = ssl_object.getpeercert(binary_form=True)
+    return der
+
+
+def _subject_dn(certificate: bytes) -> str:
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(certificate).subject.rfc4514_string()
 
 
 def _looks_like_jwt(assertion: str) -> bool:

@@ -1,0 +1,374 @@
+"""The per-request cost of DPoP against a bearer token (issue 15): time, and CPU instructions where perf counts them.
+
+    python benchmarks/bench_dpop.py [--rounds N] [--calls N] [--quick]
+
+The floor is one signature per request (ES256, the default key): a proof is a
+signed JWT. Two measurements, each the median of interleaved rounds:
+
+- the proof alone: ``DPoPCredentials.request_headers`` (the hook the engine
+  calls for every send) against the bare signature it makes (``SigningKey.sign``
+  on an input of the same size): what a proof costs beyond its signature;
+- a request through ``AuthorizedSession`` with the network stubbed out, with a
+  DPoP token against a bearer token: what DPoP adds per request on the engine's
+  path (the hook, the per-hop credential middleware, the response check), beyond
+  the signature. aiohttp's ``_request`` is replaced by a stub that runs the
+  request's middlewares (as aiohttp runs them for each hop) and suspends once.
+
+Instructions are counted with ``perf stat -e instructions:u`` around the same
+loops in a child process when perf can count here; otherwise the rows say so
+and report time only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import _common
+import aiohttp
+from _common import Row, fmt_rounds, median
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+import authsession
+from authsession import DPoPCredentials, StaticCredentials
+from authsession._token import Token
+
+URL_TEXT = "https://api.example.com/v1/orders/42?expand=items"
+TOKEN = "b" * 43  # the size of a typical opaque token
+#: Target: what a proof (or a DPoP request) may cost beyond its signature.
+BEYOND_SIGNATURE_US = 10.0
+
+
+class _Request:
+    """What a client middleware reads and writes of a ClientRequest."""
+
+    __slots__ = ("headers", "method", "url")
+
+    def __init__(self, method: str, url: URL, headers: Any) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+
+
+class _Response:
+    status = 200
+    headers = CIMultiDictProxy(CIMultiDict())
+    url = URL(URL_TEXT)
+
+    def release(self) -> None:
+        pass
+
+
+_RESPONSE = _Response()
+_ORIGINAL = aiohttp.ClientSession._request
+
+
+class _Suspend:
+    def __await__(self) -> Any:
+        yield
+
+
+async def _answer(req: _Request) -> _Response:
+    await _Suspend()
+    return _RESPONSE
+
+
+async def _stub_request(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
+    """aiohttp's _request with the network cut out: the request's headers, then its middlewares, then a 200."""
+    req = _Request(method, URL(url), CIMultiDict(kwargs.get("headers") or ()))
+    handler: Callable[[Any], Any] = _answer
+    for middleware in reversed(kwargs.get("middlewares") or ()):
+        handler = _chain(middleware, handler)
+    return await handler(req)
+
+
+def _chain(middleware: Any, handler: Any) -> Callable[[Any], Any]:
+    async def call(req: Any) -> Any:
+        return await middleware(req, handler)
+
+    return call
+
+
+def _drive(coro: Any) -> Any:
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
+class _HooksOnly(StaticCredentials):
+    """A bearer token with both per-send hooks, doing nothing: what the engine's hook path costs by itself."""
+
+    def request_headers(self, method: str, url: URL, headers: Any) -> Any:
+        return headers
+
+    def should_resend(self, response: Any) -> bool:
+        return False
+
+
+def _dpop_credentials() -> DPoPCredentials:
+    grant = authsession.ClientCredentials("https://idp.example.com/token", "bench", "s" * 40)
+    creds = DPoPCredentials(grant)
+    creds.adopt(Token(TOKEN, time.monotonic(), None, "DPoP"))
+    return creds
+
+
+def _loops() -> tuple[dict[str, Callable[[int], None]], list[authsession.AuthorizedSession]]:
+    """Each variant as a function running ``n`` calls (the proof and its signature, then the two sessions),
+    and the sessions to close. Call it inside a running event loop."""
+    creds = _dpop_credentials()
+    url = URL(URL_TEXT)
+    headers = {"Authorization": f"DPoP {TOKEN}"}
+    proof = creds.request_headers("GET", url, headers)["DPoP"]
+    signing_input = proof.rsplit(".", 1)[0].encode("ascii")
+    key = creds.prover._key
+
+    def sign(n: int) -> None:
+        for _ in range(n):
+            key.sign(signing_input)
+
+    def request_headers(n: int) -> None:
+        for _ in range(n):
+            creds.request_headers("GET", url, headers)
+
+    sessions = {
+        "bearer": authsession.AuthorizedSession(StaticCredentials(TOKEN), retry=None),
+        "hooks": authsession.AuthorizedSession(_HooksOnly(TOKEN), retry=None),
+        "dpop": authsession.AuthorizedSession(_dpop_credentials(), retry=None),
+    }
+    aiohttp.ClientSession._request = _stub_request  # type: ignore[method-assign]
+    for session in sessions.values():
+        _drive(session._request("GET", URL_TEXT))  # the token is adopted on first use
+
+    def through(session: authsession.AuthorizedSession) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            for _ in range(n):
+                _drive(session._request("GET", URL_TEXT))
+
+        return run
+
+    loops = {
+        "sign": sign,
+        "request_headers": request_headers,
+        "bearer": through(sessions["bearer"]),
+        "hooks": through(sessions["hooks"]),
+        "dpop": through(sessions["dpop"]),
+    }
+    return loops, list(sessions.values())
+
+
+async def _close(sessions: list[authsession.AuthorizedSession]) -> None:
+    aiohttp.ClientSession._request = _ORIGINAL  # type: ignore[method-assign]
+    for session in sessions:
+        await session.close()
+
+
+async def timed(rounds: int, calls: int) -> dict[str, list[float]]:
+    """Microseconds per call of each variant, per round.
+
+    What is compared is timed back to back (the proof with its signature; the three
+    sessions), in an order that reverses from round to round.
+    """
+    loops, sessions = _loops()
+    for run in loops.values():
+        run(calls // 10)  # warm-up
+    per_call: dict[str, list[float]] = {name: [] for name in loops}
+    for index in range(rounds):
+        for group in (["sign", "request_headers"], ["bearer", "hooks", "dpop"]):
+            for name in group if index % 2 == 0 else group[::-1]:
+                started = time.perf_counter()
+                loops[name](calls)
+                per_call[name].append((time.perf_counter() - started) / calls * 1e6)
+    await _close(sessions)
+    return per_call
+
+
+def _counted_by_perf(run: Callable[[], None]) -> None:
+    """Run ``run`` with perf counting switched on around it (perf's control fifo), if perf is the counter."""
+    if not os.environ.get("BENCH_PERF_CTL"):
+        run()  # callgrind counts the whole process; the differential cancels the rest
+        return
+    with (
+        open(os.environ["BENCH_PERF_CTL"], "w", encoding="ascii") as ctl,
+        open(os.environ["BENCH_PERF_ACK"], encoding="ascii") as ack,
+    ):
+        ctl.write("enable\n")
+        ctl.flush()
+        ack.readline()
+        run()
+        ctl.write("disable\n")
+        ctl.flush()
+        ack.readline()
+
+
+async def child(variant: str, calls: int) -> None:
+    """Run ``calls`` of one variant after a warm-up, counted."""
+    loops, sessions = _loops()
+    loops[variant](200)
+    _counted_by_perf(lambda: loops[variant](calls))
+    await _close(sessions)
+
+
+VARIANTS = ("sign", "request_headers", "bearer", "hooks", "dpop")
+
+
+def _perf(variant: str, calls: int) -> float:
+    """Instructions per call, perf stat counting only the measured calls (perf's control fifo)."""
+    with tempfile.TemporaryDirectory() as fifos:
+        ctl, ack = Path(fifos, "ctl"), Path(fifos, "ack")
+        os.mkfifo(ctl)
+        os.mkfifo(ack)
+        out = subprocess.run(
+            [  # noqa: S607 - perf from PATH, checked by perf_unavailable()
+                "perf",
+                "stat",
+                "-x,",
+                "-e",
+                "instructions:u",
+                "-D",
+                "-1",
+                "--control",
+                f"fifo:{ctl},{ack}",
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                str(calls),
+            ],
+            env={**os.environ, "BENCH_PERF_CTL": str(ctl), "BENCH_PERF_ACK": str(ack)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    for fields in (line.split(",") for line in out.stderr.splitlines()):
+        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
+            return int(fields[0]) / calls
+    raise RuntimeError(f"no instruction count from perf: {out.stderr.strip()[-300:]}")
+
+
+def _callgrind_total(variant: str, calls: int) -> int:
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(
+            [  # noqa: S607 - valgrind from PATH, checked by the caller
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}/callgrind.out",
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                str(calls),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"callgrind run failed: {done.stderr.strip()[-300:]}")
+        for line in Path(out, "callgrind.out").read_text().splitlines():
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    raise RuntimeError("callgrind wrote no totals")
+
+
+def _callgrind(variant: str, calls: int) -> float:
+    """Instructions per call by callgrind, start-up cancelled out: (I(few + calls) - I(few)) / calls."""
+    few = 200
+    return (_callgrind_total(variant, few + calls) - _callgrind_total(variant, few)) / calls
+
+
+def counted(calls: int) -> tuple[dict[str, float], str] | tuple[None, str]:
+    """Instructions per call of each variant, each in fresh child processes, and how they were counted."""
+    why_not = _common.perf_unavailable()
+    if why_not is None:
+        return {name: _perf(name, calls) for name in VARIANTS}, "perf stat -e instructions:u"
+    if shutil.which("valgrind") is None:
+        return None, f"{why_not}; valgrind is not installed either"
+    how = f"callgrind ({why_not.split(':')[0]}): I({200 + calls:,} calls) - I(200 calls), divided by {calls:,}"
+    return {name: _callgrind(name, calls) for name in VARIANTS}, how
+
+
+async def measure(rounds: int, calls: int, count_calls: int = 1000) -> list[Row]:
+    """The DPoP rows: time always, instructions when perf counts them here."""
+    times = await timed(rounds, calls)
+    sign, proof = median(times["sign"]), median(times["request_headers"])
+    beyond_proof = [p - s for p, s in zip(times["request_headers"], times["sign"], strict=True)]
+    added = [d - b for d, b in zip(times["dpop"], times["bearer"], strict=True)]
+    beyond_request = [a - s for a, s in zip(added, times["sign"], strict=True)]
+    instructions, how = await asyncio.to_thread(counted, count_calls) if count_calls else (None, "not asked")
+    if instructions is not None:
+        ins_added = instructions["dpop"] - instructions["bearer"]
+        hooks_only = instructions["hooks"] - instructions["bearer"]
+        ins_text = (
+            f"counted ({how}): a proof {instructions['request_headers'] / 1000:.1f}k instructions, its signature"
+            f" {instructions['sign'] / 1000:.1f}k; a DPoP request {ins_added / 1000:.1f}k more than a bearer one"
+            f" ({instructions['dpop'] / 1000:.1f}k vs {instructions['bearer'] / 1000:.1f}k), of which the engine's"
+            f" per-send hook path, with hooks that do nothing, {hooks_only / 1000:.1f}k"
+        )
+    else:
+        ins_text = f"instructions not counted: {how}"
+    return [
+        Row(
+            "15",
+            "DPoP proof (ES256), alone: request_headers() vs its signature",
+            f"{proof:.1f} us per proof = signature {sign:.1f} us + {median(beyond_proof):.1f} us",
+            f"one signature + < {BEYOND_SIGNATURE_US:g} us",
+            median(beyond_proof) < BEYOND_SIGNATURE_US,
+            f"{calls:,} calls per round, {rounds} interleaved rounds; beyond the signature per round "
+            f"{fmt_rounds(beyond_proof, '.1f')} us",
+            beyond_proof,
+        ),
+        Row(
+            "15",
+            "DPoP per request through AuthorizedSession vs a bearer token (network stubbed)",
+            f"+{median(added):.1f} us per request = signature {sign:.1f} us + {median(beyond_request):.1f} us",
+            f"one signature + < {BEYOND_SIGNATURE_US:g} us",
+            median(beyond_request) < BEYOND_SIGNATURE_US,
+            f"bearer {median(times['bearer']):.1f} us vs DPoP {median(times['dpop']):.1f} us per stubbed request; "
+            f"with hooks that do nothing (the engine's per-send path alone: the per-hop middleware, the hook calls, "
+            f"the response check) {median(times['hooks']):.1f} us; beyond the signature per round "
+            f"{fmt_rounds(beyond_request, '.1f')} us",
+            beyond_request,
+        ),
+        Row(
+            "15",
+            "DPoP, counted in CPU instructions",
+            ins_text.split(": ", 1)[-1] if instructions is not None else "not counted",
+            "reported: the noise-free view of the rows above",
+            None,
+            ins_text,
+        ),
+    ]
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        asyncio.run(child(sys.argv[2], int(sys.argv[3])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # Many short rounds: a round is a pair of adjacent blocks, so other tenants' load moves both alike.
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--count-calls", type=int, default=1000, help="calls per counted child (0: do not count)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 1,000 calls, 100 counted calls")
+    args = parser.parse_args()
+    rounds, calls, count_calls = (3, 1000, 100) if args.quick else (args.rounds, args.calls, args.count_calls)
+    for row in asyncio.run(measure(rounds, calls, count_calls)):
+        print(row.markdown())
+
+
+if __name__ == "__main__":
+    main()
