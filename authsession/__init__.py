@@ -26,6 +26,17 @@ from ._errors import (
 from ._events import Event
 from ._failures import handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
+from ._http_cache import (
+    CachedResponse,
+    CacheLookup,
+    MemoryResponseStore,
+    RedisResponseStore,
+    ResponseCache,
+    ResponseCacheStats,
+    ResponseStore,
+    SQLiteResponseStore,
+    StoredResponse,
+)
 from ._identity import token_cache_key
 from ._middleware import AuthMiddleware
 from ._retry import RetryPolicy, compute_backoff, parse_retry_after
@@ -46,6 +57,8 @@ __all__ = [
     "BackendNotAvailable",
     "BackendTimeout",
     "BaseCredentials",
+    "CacheLookup",
+    "CachedResponse",
     "CachedToken",
     "ClientCredentials",
     "Conflict",
@@ -55,17 +68,24 @@ __all__ = [
     "FileTokenCache",
     "HTTPStatusError",
     "Lease",
+    "MemoryResponseStore",
     "MemoryTokenCache",
     "NetworkError",
     "NotFound",
+    "RedisResponseStore",
     "RedisTokenCache",
     "RefreshError",
     "RefreshStats",
     "RefreshTokenCredentials",
     "Request",
     "Response",
+    "ResponseCache",
+    "ResponseCacheStats",
+    "ResponseStore",
     "RetryPolicy",
+    "SQLiteResponseStore",
     "StaticCredentials",
+    "StoredResponse",
     "Token",
     "TokenCache",
     "TokenResponse",

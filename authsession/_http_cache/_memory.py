@@ -1,0 +1,111 @@
+"""Stored responses kept in the process, bounded in bytes (cachetools)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import cachetools
+
+from ._entry import StoredResponse
+
+__all__ = ["MemoryResponseStore"]
+
+# A slot's variants and the monotonic time until which they are kept.
+_Slot = tuple[tuple[StoredResponse, ...], float]
+_Slots = dict[str, _Slot]
+
+#: What one stored response costs besides its body and headers (objects, bookkeeping), for the bound.
+_OVERHEAD = 512
+
+
+class MemoryResponseStore:
+    """Stored responses in this process (any thread, any event loop), least recently used dropped first.
+
+    Args:
+        max_bytes: The bound on what is kept: bodies and headers, plus a small
+            overhead per response. A response larger than this is not kept.
+        clock: Monotonic seconds, for expiry; injectable for tests.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
+        self._urls: cachetools.TLRUCache[str, _Slots] = cachetools.TLRUCache(
+            max_bytes, _kept_until, timer=clock, getsizeof=_size
+        )
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    @property
+    def max_bytes(self) -> int:
+        """The bound on what is kept, in bytes."""
+        return int(self._urls.maxsize)
+
+    @property
+    def size(self) -> int:
+        """What is kept now, in bytes (as counted for the bound)."""
+        with self._lock:
+            self._urls.expire()
+            return int(self._urls.currsize)
+
+    async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
+        """The variants stored for ``url`` in ``slot``; empty if none."""
+        with self._lock:
+            slots = self._urls.get(url)
+        if slots is None:
+            return ()
+        found = slots.get(slot)
+        if found is None or found[1] <= self._clock():
+            return ()
+        return found[0]
+
+    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
+        """Replace the variants of ``url`` in ``slot`` for ``ttl`` seconds (not kept if over the bound)."""
+        if ttl <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            slots = self._urls.get(url)
+            # A new dict each time: the cache sizes a value when it is inserted.
+            updated = {k: v for k, v in (slots or {}).items() if v[1] > now}
+            updated[slot] = (tuple(variants), now + ttl)
+            try:
+                self._urls[url] = updated
+            except ValueError:  # larger than the whole bound
+                self._urls.pop(url, None)
+
+    async def delete(self, url: str) -> None:
+        """Drop every response stored for ``url``."""
+        with self._lock:
+            self._urls.pop(url, None)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        with self._lock:
+            self._urls.clear()
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def __len__(self) -> int:
+        """How many URLs have responses stored."""
+        with self._lock:
+            self._urls.expire()
+            return len(self._urls)
+
+    def __repr__(self) -> str:
+        return f"<MemoryResponseStore max_bytes={self.max_bytes}>"
+
+
+def _kept_until(_url: str, slots: _Slots, _now: float) -> float:
+    return max(until for _, until in slots.values())
+
+
+def _size(slots: _Slots) -> int:
+    return sum(
+        len(r.body) + sum(len(k) + len(v) for k, v in r.headers) + len(r.url) + _OVERHEAD
+        for variants, _ in slots.values()
+        for r in variants
+    )
