@@ -13,8 +13,10 @@ from authsession import (
     AuthorizedSession,
     NetworkError,
     RefreshError,
+    Request,
     RetryPolicy,
     TransportError,
+    get_token,
     handle_exceptions,
 )
 from authsession.testing import FakeOAuthServer
@@ -85,27 +87,31 @@ async def test_bad_token_answers_are_refresh_errors_then_recover(
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "lifetime"),
     [
-        {"access_token": "TOKEN", "token_type": "bearer", "expires_in": 60},  # lowercase type
-        {"access_token": "TOKEN"},  # no expires_in: used until rejected
-        {"access_token": "TOKEN", "expires_in": 10**12},  # absurdly long: capped at a year
-        {"access_token": "TOKEN", "expires_in": "3600"},  # a string number
+        ({"access_token": "TOKEN", "token_type": "bearer", "expires_in": 60}, 60),  # lowercase type
+        ({"access_token": "TOKEN"}, None),  # no expires_in: used until rejected
+        ({"access_token": "TOKEN", "expires_in": 10**12}, 366 * 24 * 3600),  # absurdly long: capped at a year
+        ({"access_token": "TOKEN", "expires_in": "3600"}, 3600),  # a string number
     ],
 )
-async def test_unusual_but_valid_token_answers_work(oauth_server: FakeOAuthServer, body: dict[str, object]) -> None:
-    """Lowercase bearer, no or absurd expires_in, string numbers: the token is used."""
-    issued = f"tok{random.randrange(10**9)}"  # unknown to the server: it answers 401 and a real grant follows
-    body = {**body, "access_token": issued}
-    oauth_server.fail_next(1, status=200, body=json.dumps(body).encode())
-    async with AuthorizedSession(oauth_server.credentials(), retry=FAST) as session:
+async def test_unusual_but_valid_token_answers_work(
+    oauth_server: FakeOAuthServer, body: dict[str, object], lifetime: float | None
+) -> None:
+    """Lowercase bearer, no or absurd expires_in, string numbers: the odd token is taken, read, and sent."""
+    issued = f"tok{random.randrange(10**9)}"  # unknown to the server: the API answers 401 and a real grant follows
+    answer = json.dumps({**body, "access_token": issued}).encode()
+    oauth_server.fail_next(1, status=200, body=answer)
+    async with Request() as request:
+        token = await get_token(oauth_server.credentials(), request, token_cache=None)
+    assert token.value == issued
+    assert token.lifetime == (None if lifetime is None else pytest.approx(lifetime))
+    oauth_server.fail_next(1, status=200, body=answer)
+    async with AuthorizedSession(oauth_server.credentials(), retry=FAST, token_cache=None) as session:
         async with session.get(oauth_server.api_url()) as resp:
-            assert resp.status in (200, 401)
-        assert oauth_server.api_log[0].authorization == f"Bearer {issued}"
-        token = session._tokens.token
-        assert token is not None
-        lifetime = token.lifetime
-        assert lifetime is None or 0 < lifetime <= 366 * 24 * 3600 + 1
+            assert resp.status == 200
+    assert oauth_server.api_log[0].authorization == f"Bearer {issued}"
+    assert oauth_server.api_log[-1].authorization != f"Bearer {issued}"
 
 
 async def test_token_endpoint_closing_mid_body(oauth_server: FakeOAuthServer) -> None:

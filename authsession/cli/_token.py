@@ -72,7 +72,7 @@ async def obtain_token(resolved: Resolved, *, cache: bool = True) -> Token:
     """
     session = AuthorizedSession(resolved.credentials, **session_options(cache=cache))
     try:
-        tokens = session._tokens
+        tokens = session._engine.tokens
         await tokens.headers()
         token = tokens.token
         assert token is not None
