@@ -11,7 +11,7 @@ from ._entry import StoredResponse
 from ._memory import MemoryResponseStore
 from ._redis import RedisResponseStore
 from ._response import CachedResponse
-from ._response_cache import CacheLookup, ResponseCache, ResponseCacheStats
+from ._response_cache import CacheLookup, ResponseCache, ResponseCacheStats, cache_identity
 from ._sqlite import SQLiteResponseStore
 from ._store import ResponseStore
 
@@ -25,4 +25,5 @@ __all__ = [
     "ResponseStore",
     "SQLiteResponseStore",
     "StoredResponse",
+    "cache_identity",
 ]

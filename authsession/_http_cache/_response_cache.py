@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .._events import Event, EventHook, emit
+from .._identity import token_cache_key
 from .._transport import safe_url
 from ._entry import StoredResponse, vary_value
 from ._memory import MemoryResponseStore
@@ -46,7 +48,7 @@ from ._rules import (
 )
 from ._store import ResponseStore
 
-__all__ = ["CACHE_EVENTS", "CacheLookup", "ResponseCache", "ResponseCacheStats"]
+__all__ = ["CACHE_EVENTS", "CacheLookup", "ResponseCache", "ResponseCacheStats", "cache_identity"]
 
 log = logging.getLogger("authsession")
 
@@ -97,21 +99,24 @@ class ResponseCacheStats:
 
 @dataclass(frozen=True)
 class CacheLookup:
-    """What :meth:`ResponseCache.lookup` found for one request.
+    """What :meth:`ResponseCache.lookup` found for one cacheable request; hand it to :meth:`ResponseCache.complete`.
 
     Attributes:
         response: A fresh stored response: return it; send nothing.
-        request_headers: Otherwise, the validators to add to the request
-            (``If-None-Match``, ``If-Modified-Since``); hand this lookup to
-            :meth:`ResponseCache.complete` with the answer.
-        stored: The stored response it is about.
-        started: Unix time of the lookup (when the request was about to be sent).
+        request_headers: The validators to add to the request (``If-None-Match``,
+            ``If-Modified-Since``) when a stored response must be revalidated.
+        Neither: nothing usable is stored (a miss); send the request as it is.
     """
 
     response: CachedResponse | None = None
     request_headers: Mapping[str, str] | None = None
+    #: The stored response this is about (None on a miss).
     stored: StoredResponse | None = field(default=None, repr=False)
+    #: Unix time of the lookup: when the request was about to be sent.
     started: float = 0.0
+    #: Where the answer goes: the URL it is stored under, and the identity's slot.
+    address: str = field(default="", repr=False)
+    slot: str = field(default="", repr=False)
 
 
 class ResponseCache:
@@ -190,13 +195,18 @@ class ResponseCache:
     async def lookup(
         self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str
     ) -> CacheLookup | None:
-        """What is stored for this request: None if nothing usable (or it is not cacheable).
+        """What is stored for this request; None when the cache has nothing to do with it.
+
+        None for methods other than GET and HEAD, and for requests with their
+        own ``Authorization``, ``Range`` or validators. Otherwise a
+        :class:`CacheLookup`: a fresh response to return, validators to send,
+        or neither (a miss).
 
         Args:
             method: The request method.
             url: The absolute URL, query included.
-            headers: The caller's request headers (not the credential's).
-            identity: The credential identity (a digest, never a token).
+            headers: The caller's request headers (before any credential is added).
+            identity: The credential identity (:func:`cache_identity`; a digest, never a token).
         """
         if method not in CACHEABLE_METHODS:
             method = method.upper()
@@ -205,33 +215,29 @@ class ResponseCache:
         request_headers = _ci(headers)
         if request_headers is not None and _bypasses(request_headers):
             return None
-        address = _address(url)
-        variants = await self._store.get(address, _slot(identity, method))
-        stored = next((v for v in variants if v.matches(request_headers)), None)
-        if stored is None:
-            self._stats.misses += 1
-            self._emit(MISS, method, url)
-            return None
+        address, slot = _address(url), _slot(identity, method)
+        variants = await self._store.get(address, slot)
         now = self._clock()
-        request_directives = _directives(request_headers)
-        age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
-        decision = verdict(
-            request_directives,
-            stored.directives,
-            age=age,
-            lifetime=stored.lifetime,
-            has_validator=stored.has_validator,
-        )
-        if decision is Verdict.FRESH:
-            self._stats.hits += 1
-            self._emit(HIT, method, url)
-            response = CachedResponse(stored, age=age, request_headers=request_headers)
-            return CacheLookup(response=response, stored=stored, started=now)
-        if decision is Verdict.REVALIDATE:
-            return CacheLookup(request_headers=conditional_headers(stored.header_map), stored=stored, started=now)
+        stored = next((v for v in variants if v.matches(request_headers)), None)
+        if stored is not None:
+            age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
+            decision = verdict(
+                _directives(request_headers),
+                stored.directives,
+                age=age,
+                lifetime=stored.lifetime,
+                has_validator=stored.has_validator,
+            )
+            if decision is Verdict.FRESH:
+                self._stats.hits += 1
+                self._emit(HIT, method, url)
+                response = CachedResponse(stored, age=age, request_headers=request_headers)
+                return CacheLookup(response, None, stored, now, address, slot)
+            if decision is Verdict.REVALIDATE:
+                return CacheLookup(None, conditional_headers(stored.header_map), stored, now, address, slot)
         self._stats.misses += 1
         self._emit(MISS, method, url)
-        return None
+        return CacheLookup(None, None, None, now, address, slot)
 
     # --- after the network answered ------------------------------------------------
 
@@ -244,45 +250,33 @@ class ResponseCache:
         identity: str,
         response: aiohttp.ClientResponse,
     ) -> aiohttp.ClientResponse | CachedResponse:
-        """What the caller gets for ``response``, the network's answer to a request ``lookup`` was about.
+        """What the caller gets for ``response``, the network's answer to the request ``lookup`` was about.
 
         Stores a cacheable response (its body is read; the response stays
         readable and streamable), returns the stored response a 304 confirmed
         (releasing the 304), and drops the URL's responses after an unsafe
         method answered below 400. Any other response is returned untouched.
         """
-        method = method.upper()
-        if method not in SAFE_METHODS:
-            if response.status < 400:
-                await self._invalidate(url, response, method)
+        if lookup is None:
+            if response.status < 400 and method.upper() not in SAFE_METHODS:
+                await self._invalidate(url, response, method.upper())
             return response
-        if method not in CACHEABLE_METHODS:
+        if lookup.response is not None:  # a hit: nothing was sent
             return response
-        request_headers = _ci(headers)
-        started = None
-        if lookup is not None:
-            if lookup.response is not None:  # a hit: nothing was sent
-                return response
-            if lookup.stored is not None and lookup.request_headers:
-                if response.status == 304:
-                    return await self._revalidated(
-                        lookup.stored, lookup.started, url, identity, response, request_headers
-                    )
-                self._stats.misses += 1
-                self._emit(MISS, method, url)
-            started = lookup.started
-        elif request_headers is not None and _bypasses(request_headers):
-            return response
-        return await self._store_if_cacheable(method, url, request_headers, identity, response, started)
+        stored = lookup.stored
+        if stored is not None:  # a revalidation
+            if response.status == 304:
+                return await self._revalidated(lookup, stored, url, response, _ci(headers))
+            self._stats.misses += 1
+            self._emit(MISS, stored.method, url)
+        return await self._store_if_cacheable(lookup, url, _ci(headers), response)
 
     async def _store_if_cacheable(
         self,
-        method: str,
+        lookup: CacheLookup,
         url: URL,
         request_headers: CIMultiDictProxy[str] | None,
-        identity: str,
         response: aiohttp.ClientResponse,
-        started: float | None,
     ) -> aiohttp.ClientResponse:
         headers = response.headers
         if not self._overrides and not any(name in headers for name in _FRESHNESS_HEADERS):
@@ -290,10 +284,10 @@ class ResponseCache:
         if response.status not in CACHEABLE_STATUSES or response.history:
             # A response reached through redirects answers another URL.
             return response
-        address = _address(url)
+        method = response.method
         now = self._clock()
         response_directives = parse_cache_control(headers.getall("Cache-Control", ()))
-        lifetime = freshness_lifetime(response_directives, headers, now, self._override_for(address))
+        lifetime = freshness_lifetime(response_directives, headers, now, self._override_for(lookup.address))
         has_validator = "ETag" in headers or "Last-Modified" in headers
         if not storable(
             method,
@@ -314,49 +308,47 @@ class ResponseCache:
             return response
         stored = StoredResponse(
             method=method,
-            url=address,
+            url=lookup.address,
             status=response.status,
             reason=response.reason or "",
             headers=_kept_headers(headers.items()),
             body=body,
-            request_time=now if started is None else started,
+            request_time=lookup.started,
             response_time=now,
             lifetime=lifetime,
             vary=tuple((name, vary_value(request_headers, name)) for name in names),
             keep_until=now + lifetime + (self._keep_stale if has_validator else 0.0),
         )
-        await self._put(address, _slot(identity, method), stored, now)
+        await self._put(lookup.address, lookup.slot, stored, now)
         self._stats.stores += 1
         self._emit(STORED, method, url)
         return response
 
     async def _revalidated(
         self,
+        lookup: CacheLookup,
         stored: StoredResponse,
-        started: float,
         url: URL,
-        identity: str,
         response: aiohttp.ClientResponse,
         request_headers: CIMultiDictProxy[str] | None,
     ) -> CachedResponse:
         """The stored response, renewed by the 304 ``response`` (which is released)."""
         response.release()
         now = self._clock()
-        address = _address(url)
-        slot = _slot(identity, stored.method)
         if not same_etag(stored.header_map.get("ETag"), response.headers.get("ETag")):
             # The 304 confirms some other representation: serve ours this once, keep it no longer.
-            await self._store.delete(address)
+            await self._store.delete(lookup.address)
         else:
             merged = refreshed_headers(stored.headers, _kept_headers(response.headers.items()))
-            renewed = stored.renewed(headers=merged, request_time=started, response_time=now)
-            lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, self._override_for(address))
+            renewed = stored.renewed(headers=merged, request_time=lookup.started, response_time=now)
+            override = self._override_for(lookup.address)
+            lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, override)
             keep = now + lifetime + (self._keep_stale if renewed.has_validator else 0.0)
             stored = renewed.renewed(lifetime=lifetime, keep_until=keep)
             if "no-store" in stored.directives:
-                await self._store.delete(address)
+                await self._store.delete(lookup.address)
             else:
-                await self._put(address, slot, stored, now)
+                await self._put(lookup.address, lookup.slot, stored, now)
         self._stats.revalidations += 1
         self._emit(REVALIDATED, stored.method, url)
         age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
@@ -423,6 +415,16 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"<ResponseCache store={type(self._store).__name__}>"
+
+
+def cache_identity(credentials: Any) -> str:
+    """Whose responses are whose: the credential's token cache key, or one of its own for a credential without one.
+
+    Equal credentials (same client, scopes, audience...) share responses, in
+    any process; a credential with no stable identity (a static token,
+    unknown google-auth kinds) gets a random identity: it shares with nobody.
+    """
+    return token_cache_key(credentials) or "unshared:" + secrets.token_hex(16)
 
 
 def _compile_overrides(ttl_for: Mapping[str, float] | None) -> tuple[tuple[re.Pattern[str], float], ...]:
