@@ -87,7 +87,8 @@ async def test_a_fresh_response_is_served_without_a_request(door: str, oauth_ser
         second, again = await fetch(session, url)
     assert not isinstance(first, CachedResponse)
     assert isinstance(second, CachedResponse)
-    assert second.status == 200 and again == body
+    assert second.status == 200
+    assert again == body
     assert oauth_server.api_served == 1
     assert cache.stats == ResponseCacheStats(hits=1, misses=1, stores=1)
 
@@ -143,11 +144,12 @@ async def test_head_and_get_are_stored_apart(door: str, oauth_server: FakeOAuthS
     cache = ResponseCache()
     url = cacheable(oauth_server, cache="max-age=60")
     async with client(door, oauth_server.credentials(), cache) as session:
-        head, _ = await fetch(session, url, "HEAD")
-        get, body = await fetch(session, url)
+        await fetch(session, url, "HEAD")
+        _, body = await fetch(session, url)
         head_again, _ = await fetch(session, url, "HEAD")
     assert body["method"] == "GET"
-    assert isinstance(head_again, CachedResponse) and await head_again.read() == b""
+    assert isinstance(head_again, CachedResponse)
+    assert await head_again.read() == b""
     assert oauth_server.api_served == 2
 
 
@@ -162,8 +164,10 @@ async def test_a_stale_response_is_revalidated_and_a_304_serves_it(door: str, oa
         _, body = await fetch(session, url)
         second, again = await fetch(session, url)
     assert oauth_server.not_modified == 1
-    assert isinstance(second, CachedResponse) and second.revalidated
-    assert second.status == 200 and again == body  # the stored body: "served" is the first answer's number
+    assert isinstance(second, CachedResponse)
+    assert second.revalidated
+    assert second.status == 200
+    assert again == body
     assert cache.stats == ResponseCacheStats(misses=1, revalidations=1, stores=1)
 
 
@@ -180,7 +184,9 @@ async def test_a_response_goes_stale_when_its_max_age_passes(door: str, oauth_se
         revalidated, _ = await fetch(session, url)
         clock.now += 30
         renewed, _ = await fetch(session, url)  # the 304 made it fresh for another 60 s
-    assert not hit.revalidated and revalidated.revalidated and not renewed.revalidated
+    assert not hit.revalidated
+    assert revalidated.revalidated
+    assert not renewed.revalidated
     assert oauth_server.not_modified == 1
     assert cache.stats == ResponseCacheStats(hits=2, misses=1, revalidations=1, stores=1)
 
@@ -196,7 +202,8 @@ async def test_a_changed_resource_replaces_the_stored_response(door: str, oauth_
         confirmed, again = await fetch(session, url)
     assert (old["version"], new["version"]) == (0, 1)
     assert not isinstance(changed, CachedResponse)
-    assert confirmed.revalidated and again == new
+    assert confirmed.revalidated
+    assert again == new
     assert cache.stats == ResponseCacheStats(misses=2, revalidations=1, stores=2)
 
 
@@ -207,7 +214,8 @@ async def test_the_callers_no_cache_forces_a_revalidation(door: str, oauth_serve
     async with client(door, oauth_server.credentials(), cache) as session:
         await fetch(session, url)
         forced, _ = await fetch(session, url, headers={"Cache-Control": "no-cache"})
-    assert forced.revalidated and oauth_server.not_modified == 1
+    assert forced.revalidated
+    assert oauth_server.not_modified == 1
 
 
 async def test_the_callers_own_validators_bypass_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
@@ -232,7 +240,8 @@ async def test_no_store_is_never_stored(door: str, oauth_server: FakeOAuthServer
         for _ in range(3):
             response, _ = await fetch(session, url)
             assert not isinstance(response, CachedResponse)
-    assert oauth_server.api_served == 3 and oauth_server.not_modified == 0
+    assert oauth_server.api_served == 3
+    assert oauth_server.not_modified == 0
     assert cache.stats.stores == 0
 
 
@@ -244,7 +253,8 @@ async def test_no_cache_is_stored_but_always_revalidated(door: str, oauth_server
         for _ in range(3):
             await fetch(session, url)
     assert oauth_server.not_modified == 2
-    assert cache.stats.hits == 0 and cache.stats.revalidations == 2
+    assert cache.stats.hits == 0
+    assert cache.stats.revalidations == 2
 
 
 async def test_responses_without_cache_headers_are_not_stored_unless_a_url_pattern_says(
@@ -278,7 +288,31 @@ async def test_the_callers_own_authorization_bypasses_the_cache(door: str, oauth
         for _ in range(2):
             response, _ = await fetch(session, url, headers={"Authorization": token})
             assert not isinstance(response, CachedResponse)
-    assert oauth_server.api_served == 3 and cache.stats.stores == 1
+    assert oauth_server.api_served == 3
+    assert cache.stats.stores == 1
+
+
+async def test_bodies_over_max_body_size_are_not_stored(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A response larger than max_body_size goes to the caller whole, and is fetched again next time."""
+    cache = ResponseCache(max_body_size=16)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, first = await fetch(session, url)
+        _, second = await fetch(session, url)
+    assert first["path"] == second["path"] == "/api/things"
+    assert oauth_server.api_served == 2
+    assert cache.stats.stores == 0
+
+
+async def test_invalidate_by_hand(door: str, oauth_server: FakeOAuthServer) -> None:
+    """cache.invalidate(url) drops what is stored for that URL, for when the caller knows it changed."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        await cache.invalidate(url)
+        again, _ = await fetch(session, url)
+    assert not isinstance(again, CachedResponse)
 
 
 # --- Vary ------------------------------------------------------------------------------------
@@ -294,8 +328,10 @@ async def test_vary_keeps_one_variant_per_request_header_value(door: str, oauth_
         _, b = await fetch(session, url, headers=text)
         hit_a, a_again = await fetch(session, url, headers=json_)
         hit_b, b_again = await fetch(session, url, headers=text)
-    assert a["vary"] == {"Accept": "application/json"} and b["vary"] == {"Accept": "text/plain"}
-    assert isinstance(hit_a, CachedResponse) and isinstance(hit_b, CachedResponse)
+    assert a["vary"] == {"Accept": "application/json"}
+    assert b["vary"] == {"Accept": "text/plain"}
+    assert isinstance(hit_a, CachedResponse)
+    assert isinstance(hit_b, CachedResponse)
     assert (a_again, b_again) == (a, b)
     assert oauth_server.api_served == 2
 
@@ -307,7 +343,8 @@ async def test_vary_star_is_never_stored(door: str, oauth_server: FakeOAuthServe
     async with client(door, oauth_server.credentials(), cache) as session:
         await fetch(session, url)
         await fetch(session, url)
-    assert oauth_server.api_served == 2 and cache.stats.stores == 0
+    assert oauth_server.api_served == 2
+    assert cache.stats.stores == 0
 
 
 # --- identities ------------------------------------------------------------------------------
@@ -338,7 +375,8 @@ async def test_equal_credentials_in_two_sessions_share(door: str, oauth_server: 
         await fetch(one, url)
     async with client(door, oauth_server.credentials(), cache) as two:
         response, _ = await fetch(two, url)
-    assert isinstance(response, CachedResponse) and oauth_server.api_served == 1
+    assert isinstance(response, CachedResponse)
+    assert oauth_server.api_served == 1
 
 
 # --- invalidation ------------------------------------------------------------------------------
@@ -356,7 +394,8 @@ async def test_a_post_invalidates_the_url_for_every_identity(door: str, oauth_se
         after_one, after = await fetch(one, url)
         after_two, _ = await fetch(two, url)
     assert (before["version"], after["version"]) == (0, 1)
-    assert not isinstance(after_one, CachedResponse) and not isinstance(after_two, CachedResponse)
+    assert not isinstance(after_one, CachedResponse)
+    assert not isinstance(after_two, CachedResponse)
     assert cache.stats.invalidations == 1
 
 
@@ -370,7 +409,8 @@ async def test_a_failed_post_invalidates_nothing(door: str, oauth_server: FakeOA
         async with session.post(url, json={}) as refused:
             assert refused.status == 409
         response, _ = await fetch(session, url)
-    assert isinstance(response, CachedResponse) and cache.stats.invalidations == 0
+    assert isinstance(response, CachedResponse)
+    assert cache.stats.invalidations == 0
 
 
 async def test_a_post_invalidates_the_url_its_location_names(door: str, oauth_server: FakeOAuthServer) -> None:
@@ -383,7 +423,8 @@ async def test_a_post_invalidates_the_url_its_location_names(door: str, oauth_se
         async with session.post(created) as response:
             assert response.status == 201
         again, _ = await fetch(session, url)
-    assert not isinstance(again, CachedResponse) and oauth_server.api_served == 2
+    assert not isinstance(again, CachedResponse)
+    assert oauth_server.api_served == 2
 
 
 # --- what a hit looks like to calling code -------------------------------------------------------
@@ -396,17 +437,27 @@ async def test_a_hit_reads_like_an_aiohttp_response(door: str, oauth_server: Fak
     async with client(door, oauth_server.credentials(), cache) as session:
         await fetch(session, url)
         async with session.get(url, headers={"X-Trace": "1"}) as hit:
-            assert isinstance(hit, CachedResponse) and hit.from_cache
-            assert hit.ok and hit.status == 200 and hit.reason == "OK"
-            assert hit.url == url and hit.method == "GET" and hit.history == ()
-            assert hit.content_type == "application/json" and hit.charset == "utf-8"
-            assert hit.headers["Cache-Control"] == "max-age=60" and int(hit.headers["Age"]) >= 0
-            assert hit.request_info.url == url and hit.request_info.headers.get("X-Trace") == "1"
+            assert isinstance(hit, CachedResponse)
+            assert hit.from_cache
+            assert hit.ok
+            assert hit.status == 200
+            assert hit.reason == "OK"
+            assert hit.url == url
+            assert hit.method == "GET"
+            assert hit.history == ()
+            assert hit.content_type == "application/json"
+            assert hit.charset == "utf-8"
+            assert hit.headers["Cache-Control"] == "max-age=60"
+            assert int(hit.headers["Age"]) >= 0
+            assert hit.request_info.url == url
+            assert hit.request_info.headers.get("X-Trace") == "1"
             raw = await hit.read()
-            assert (await hit.json())["path"] == "/api/things" and await hit.text() == raw.decode()
+            assert (await hit.json())["path"] == "/api/things"
+            assert await hit.text() == raw.decode()
             assert b"".join([chunk async for chunk in hit.content.iter_chunked(7)]) == raw
             hit.raise_for_status()
-            assert "token" not in repr(hit) and "max-age" not in repr(hit)  # no query in the repr
+            assert "token" not in repr(hit)
+            assert "max-age" not in repr(hit)
         assert hit.closed
 
 
@@ -436,7 +487,8 @@ async def test_a_stored_error_status_raises_as_aiohttp_would(door: str, oauth_se
     async with client(door, oauth_server.credentials(), cache) as session:
         await fetch(session, url)
         async with session.get(url) as hit:
-            assert isinstance(hit, CachedResponse) and not hit.ok
+            assert isinstance(hit, CachedResponse)
+            assert not hit.ok
             with pytest.raises(aiohttp.ClientResponseError) as raised:
                 hit.raise_for_status()
             assert raised.value.status == 404
@@ -473,12 +525,13 @@ async def test_no_cache_means_no_cache(door: str, oauth_server: FakeOAuthServer)
     async with client(door, oauth_server.credentials(), None) as session:
         await fetch(session, url)
         response, _ = await fetch(session, url)
-    assert not isinstance(response, CachedResponse) and oauth_server.api_served == 2
+    assert not isinstance(response, CachedResponse)
+    assert oauth_server.api_served == 2
 
 
 def test_bad_options_are_refused_with_what_is_wrong() -> None:
     """A cache that is not a ResponseCache, or bad ResponseCache options, fail at construction and say why."""
-    with pytest.raises(TypeError, match="cache must be an authsession.ResponseCache"):
+    with pytest.raises(TypeError, match=r"cache must be an authsession\.ResponseCache"):
         AuthMiddleware(object(), cache={})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"ttl_for\['\*'\] must be a number of seconds"):
         ResponseCache(ttl_for={"*": -1})

@@ -1,7 +1,9 @@
 """What a response store keeps: a stored response with the times that date it, and its byte form.
 
 The byte form is what the SQLite and Redis stores write: a small JSON header
-per variant and the bodies after it. Whoever can write to a store can only
+per variant and the bodies after it. It holds no URL (a query may carry an API
+key): stores key entries by a digest of the URL, and a hit takes its URL from
+the request. Whoever can write to a store can only
 make a reader miss: anything malformed decodes to nothing.
 """
 
@@ -34,7 +36,6 @@ class StoredResponse:
 
     Attributes:
         method: The request method it answered (``GET`` or ``HEAD``).
-        url: The URL it answered.
         status: Its status code.
         reason: Its reason phrase.
         headers: Its header fields in order (``Set-Cookie`` is never kept).
@@ -47,7 +48,6 @@ class StoredResponse:
     """
 
     method: str
-    url: str
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...]
@@ -85,7 +85,6 @@ class StoredResponse:
     def _meta(self) -> dict[str, object]:
         return {
             "method": self.method,
-            "url": self.url,
             "status": self.status,
             "reason": self.reason,
             "headers": [list(pair) for pair in self.headers],
@@ -166,14 +165,13 @@ def _pairs(raw: Iterable[object]) -> tuple[tuple[str, str], ...]:
 
 
 def _from_meta(meta: dict[str, object], body: bytes) -> StoredResponse:
-    method, url, reason, status = meta["method"], meta["url"], meta["reason"], meta["status"]
-    if not isinstance(method, str) or not isinstance(url, str) or not isinstance(reason, str):
+    method, reason, status = meta["method"], meta["reason"], meta["status"]
+    if not isinstance(method, str) or not isinstance(reason, str):
         raise ValueError("not a stored response")
     if not isinstance(status, int) or not 100 <= status <= 999:
         raise ValueError("not a status code")
     return StoredResponse(
         method=method,
-        url=url,
         status=status,
         reason=reason,
         headers=_pairs(meta["headers"]),  # type: ignore[arg-type]

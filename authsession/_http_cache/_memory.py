@@ -105,7 +105,7 @@ def _kept_until(_url: str, slots: _Slots, _now: float) -> float:
 
 def _size(slots: _Slots) -> int:
     return sum(
-        len(r.body) + sum(len(k) + len(v) for k, v in r.headers) + len(r.url) + _OVERHEAD
+        len(r.body) + sum(len(k) + len(v) for k, v in r.headers) + _OVERHEAD
         for variants, _ in slots.values()
         for r in variants
     )

@@ -63,6 +63,7 @@ class CachedResponse:
     def __init__(
         self,
         stored: StoredResponse,
+        url: URL,
         *,
         age: float,
         request_headers: CIMultiDictProxy[str] | None = None,
@@ -74,7 +75,7 @@ class CachedResponse:
         self.status = stored.status
         self.reason = stored.reason
         self.method = stored.method
-        self.url = URL(stored.url)
+        self.url = url
         self.real_url = self.url
         self._body = stored.body
         self._request_headers = request_headers if request_headers is not None else CIMultiDictProxy(CIMultiDict())

@@ -231,7 +231,7 @@ class ResponseCache:
             if decision is Verdict.FRESH:
                 self._stats.hits += 1
                 self._emit(HIT, method, url)
-                response = CachedResponse(stored, age=age, request_headers=request_headers)
+                response = CachedResponse(stored, url, age=age, request_headers=request_headers)
                 return CacheLookup(response, None, stored, now, address, slot)
             if decision is Verdict.REVALIDATE:
                 return CacheLookup(None, conditional_headers(stored.header_map), stored, now, address, slot)
@@ -308,7 +308,6 @@ class ResponseCache:
             return response
         stored = StoredResponse(
             method=method,
-            url=lookup.address,
             status=response.status,
             reason=response.reason or "",
             headers=_kept_headers(headers.items()),
@@ -352,7 +351,7 @@ class ResponseCache:
         self._stats.revalidations += 1
         self._emit(REVALIDATED, stored.method, url)
         age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
-        return CachedResponse(stored, age=age, request_headers=request_headers, revalidated=True)
+        return CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=True)
 
     async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> None:
         """Store ``stored`` in its slot, beside the other Vary variants still worth keeping."""

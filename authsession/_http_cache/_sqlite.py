@@ -47,13 +47,17 @@ class SQLiteResponseStore:
     Args:
         path: The database file; created (mode 0600) with its table if missing.
         timeout: Seconds a call waits for another process's write lock.
+        clock: Unix time, for expiry; injectable for tests.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 5.0, clock: Callable[[], float] = time.time
+    ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.path = os.fspath(path)
         self._timeout = timeout
+        self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
         self._db: sqlite3.Connection | None = None
         self._writes = 0
@@ -131,14 +135,14 @@ class SQLiteResponseStore:
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none (or unreadable)."""
-        data = await self._run(None, self._get, url, slot, time.time())
+        data = await self._run(None, self._get, url, slot, self._clock())
         return () if data is None else decode_variants(data)
 
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
         if ttl <= 0:
             return
-        now = time.time()
+        now = self._clock()
         await self._run(None, self._set, url, slot, encode_variants(variants), now + ttl, now)
 
     async def delete(self, url: str) -> None:

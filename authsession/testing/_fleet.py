@@ -235,23 +235,41 @@ def _make_cache(spec: dict[str, Any]) -> Any:
     return None
 
 
+def _make_response_cache(spec: dict[str, Any] | None) -> Any:
+    from authsession import RedisResponseStore, ResponseCache, SQLiteResponseStore
+
+    if not spec:
+        return None
+    kind = spec.get("kind", "memory")
+    if kind == "redis":
+        return ResponseCache(RedisResponseStore(spec["url"], prefix=spec.get("prefix", "authsession:")))
+    if kind == "sqlite":
+        return ResponseCache(SQLiteResponseStore(spec["path"]))
+    return ResponseCache()
+
+
 async def _work(config: dict[str, Any]) -> dict[str, Any]:
     from authsession import AuthorizedSession, ClientCredentials
 
     warnings_seen = _Warnings()
     logging.getLogger("authsession").addHandler(warnings_seen)
-    creds = ClientCredentials(config["token_uri"], config["client_id"], config["client_secret"])
+    creds = ClientCredentials(
+        config["token_uri"], config["client_id"], config["client_secret"], scopes=config.get("scopes")
+    )
     cache = _make_cache(config.get("cache", {}))
+    # A response cache (issue 16): {"kind": "redis", "url": ...}; requests use ``method`` (GET by default).
+    responses = _make_response_cache(config.get("response_cache"))
+    method = config.get("method", "GET")
     statuses: Counter[int] = Counter()
     errors: Counter[str] = Counter()
     url = config["api_url"]
     try:
-        session = AuthorizedSession(creds, token_cache=cache)
+        session = AuthorizedSession(creds, token_cache=cache, cache=responses)
         async with session:
 
             async def one() -> None:
                 try:
-                    async with session.get(url) as resp:
+                    async with session.request(method, url) as resp:
                         await resp.read()
                         statuses[resp.status] += 1
                 except Exception as exc:  # noqa: BLE001 - counted and reported
@@ -279,6 +297,8 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
         close = getattr(cache, "close", None)
         if close is not None:
             await close()
+        if responses is not None:
+            await responses.close()
     return {
         "event": "done",
         "pid": os.getpid(),
@@ -288,6 +308,7 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
         "requests": sum(statuses.values()) + sum(errors.values()),
         "elapsed": elapsed,
         "stats": stats,
+        "cache": None if responses is None else asdict(responses.stats),
         "warnings": warnings_seen.messages,
     }
 
