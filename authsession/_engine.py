@@ -214,7 +214,8 @@ class Engine:
         """The request through the response cache: a fresh stored response at once, else :meth:`run` and store."""
         cache = self.cache
         assert cache is not None  # only run() calls this, when there is a cache
-        target = _absolute(door, url)
+        # Parsed once: the absolute URL goes on to aiohttp, which takes a URL as it is.
+        url = target = _absolute(door, url)
         params = options.get("params") if isinstance(options, dict) else None
         if params:
             target = target.extend_query(params)

@@ -18,6 +18,8 @@ _Slots = dict[str, _Slot]
 
 #: What one stored response costs besides its body and headers (objects, bookkeeping), for the bound.
 _OVERHEAD = 512
+#: What one header field is counted as.
+_HEADER = 100
 
 
 class MemoryResponseStore:
@@ -32,9 +34,9 @@ class MemoryResponseStore:
     def __init__(self, max_bytes: int = 64 * 2**20, *, clock: Callable[[], float] = time.monotonic) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
-        self._urls: cachetools.TLRUCache[str, _Slots] = cachetools.TLRUCache(
-            max_bytes, _kept_until, timer=clock, getsizeof=_size
-        )
+        # Least recently used first; expired slots are dropped as they are met (a
+        # TLRUCache would check expiry on every read, several times the cost of a miss).
+        self._urls: cachetools.LRUCache[str, _Slots] = cachetools.LRUCache(max_bytes, getsizeof=_size)
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -47,7 +49,7 @@ class MemoryResponseStore:
     def size(self) -> int:
         """What is kept now, in bytes (as counted for the bound)."""
         with self._lock:
-            self._urls.expire()
+            self._expire()
             return int(self._urls.currsize)
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
@@ -57,7 +59,12 @@ class MemoryResponseStore:
         if slots is None:
             return ()
         found = slots.get(slot)
-        if found is None or found[1] <= self._clock():
+        if found is None:
+            return ()
+        if found[1] <= self._clock():
+            with self._lock:
+                if self._urls.get(url) is slots and _kept_until(slots) <= self._clock():
+                    del self._urls[url]
             return ()
         return found[0]
 
@@ -69,7 +76,7 @@ class MemoryResponseStore:
         with self._lock:
             slots = self._urls.get(url)
             # A new dict each time: the cache sizes a value when it is inserted.
-            updated = {k: v for k, v in (slots or {}).items() if v[1] > now}
+            updated = {} if slots is None else {k: v for k, v in slots.items() if v[1] > now}
             updated[slot] = (tuple(variants), now + ttl)
             try:
                 self._urls[url] = updated
@@ -92,20 +99,23 @@ class MemoryResponseStore:
     def __len__(self) -> int:
         """How many URLs have responses stored."""
         with self._lock:
-            self._urls.expire()
+            self._expire()
             return len(self._urls)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for url in [url for url, slots in self._urls.items() if _kept_until(slots) <= now]:
+            del self._urls[url]
 
     def __repr__(self) -> str:
         return f"<MemoryResponseStore max_bytes={self.max_bytes}>"
 
 
-def _kept_until(_url: str, slots: _Slots, _now: float) -> float:
+def _kept_until(slots: _Slots) -> float:
     return max(until for _, until in slots.values())
 
 
 def _size(slots: _Slots) -> int:
-    return sum(
-        len(r.body) + sum(len(k) + len(v) for k, v in r.headers) + _OVERHEAD
-        for variants, _ in slots.values()
-        for r in variants
-    )
+    # Headers counted at a flat rate (aiohttp bounds each field): measuring each
+    # one would cost more than the rest of storing a response.
+    return sum(len(r.body) + _HEADER * len(r.headers) + _OVERHEAD for variants, _ in slots.values() for r in variants)

@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -77,7 +77,6 @@ _BYPASS = (
     "If-Unmodified-Since",
     "If-Range",
 )
-_FRESHNESS_HEADERS = ("Cache-Control", "Expires", "ETag", "Last-Modified")
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
@@ -97,26 +96,45 @@ class ResponseCacheStats:
     invalidations: int = 0
 
 
-@dataclass(frozen=True)
 class CacheLookup:
     """What :meth:`ResponseCache.lookup` found for one cacheable request; hand it to :meth:`ResponseCache.complete`.
+
+    Read-only by convention: a plain class with slots rather than a frozen
+    dataclass, because one is made for every cacheable request and a frozen
+    dataclass costs several times as much to make.
 
     Attributes:
         response: A fresh stored response: return it; send nothing.
         request_headers: The validators to add to the request (``If-None-Match``,
             ``If-Modified-Since``) when a stored response must be revalidated.
-        Neither: nothing usable is stored (a miss); send the request as it is.
+            Neither: nothing usable is stored (a miss); send the request as it is.
+        stored: The stored response this is about (None on a miss).
+        started: Unix time of the lookup: when the request was about to be sent.
+        address: The URL the answer is stored under.
+        slot: The identity's (and method's) slot for it.
     """
 
-    response: CachedResponse | None = None
-    request_headers: Mapping[str, str] | None = None
-    #: The stored response this is about (None on a miss).
-    stored: StoredResponse | None = field(default=None, repr=False)
-    #: Unix time of the lookup: when the request was about to be sent.
-    started: float = 0.0
-    #: Where the answer goes: the URL it is stored under, and the identity's slot.
-    address: str = field(default="", repr=False)
-    slot: str = field(default="", repr=False)
+    __slots__ = ("address", "request_headers", "response", "slot", "started", "stored")
+
+    def __init__(
+        self,
+        response: CachedResponse | None,
+        request_headers: Mapping[str, str] | None,
+        stored: StoredResponse | None,
+        started: float,
+        address: str,
+        slot: str,
+    ) -> None:
+        self.response = response
+        self.request_headers = request_headers
+        self.stored = stored
+        self.started = started
+        self.address = address
+        self.slot = slot
+
+    def __repr__(self) -> str:
+        outcome = "hit" if self.response is not None else "revalidate" if self.request_headers else "miss"
+        return f"<CacheLookup {outcome}>"
 
 
 class ResponseCache:
@@ -218,7 +236,11 @@ class ResponseCache:
         address, slot = _address(url), _slot(identity, method)
         variants = await self._store.get(address, slot)
         now = self._clock()
-        stored = next((v for v in variants if v.matches(request_headers)), None)
+        stored = None
+        for variant in variants:
+            if variant.matches(request_headers):
+                stored = variant
+                break
         if stored is not None:
             age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
             decision = verdict(
@@ -279,7 +301,13 @@ class ResponseCache:
         response: aiohttp.ClientResponse,
     ) -> aiohttp.ClientResponse:
         headers = response.headers
-        if not self._overrides and not any(name in headers for name in _FRESHNESS_HEADERS):
+        if not (
+            self._overrides
+            or "Cache-Control" in headers
+            or "Expires" in headers
+            or "ETag" in headers
+            or "Last-Modified" in headers
+        ):
             return response  # the usual API answer: nothing says it may be reused
         if response.status not in CACHEABLE_STATUSES or response.history:
             # A response reached through redirects answers another URL.
@@ -400,6 +428,8 @@ class ResponseCache:
         return None
 
     def _emit(self, reason: str, method: str, url: URL) -> None:
+        if self._on_event is None and not log.isEnabledFor(logging.DEBUG):
+            return  # nobody listens: no event, no URL to clean (a miss must cost next to nothing)
         emit(self._on_event, Event("cache", reason, 1, 0.0, method, safe_url(url)))
 
     async def close(self) -> None:
@@ -477,4 +507,4 @@ def _directives(headers: CIMultiDictProxy[str] | None) -> dict[str, str | None]:
 
 def _kept_headers(items: Any) -> tuple[tuple[str, str], ...]:
     """Response headers worth storing: all but cookies (session state, not content)."""
-    return tuple((name, value) for name, value in items if name.lower() != "set-cookie")
+    return tuple([(name, value) for name, value in items if name.lower() != "set-cookie"])
