@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 by nox
     from async_timeout import timeout_at as _timeout_at  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Deadline", "current_deadline", "deadline", "timeout_after"]
+__all__ = ["DEADLINE", "Deadline", "check_seconds", "current_deadline", "deadline", "timeout_after"]
 
 
 class Deadline:
@@ -56,12 +56,13 @@ class Deadline:
         return DeadlineExceededError(f"{what} did not complete within {self.label}")
 
 
-_current: ContextVar[Deadline | None] = ContextVar("authsession_deadline", default=None)
+#: The innermost deadline in force (``DEADLINE.get()``: a C call, for the hot path).
+DEADLINE: ContextVar[Deadline | None] = ContextVar("authsession_deadline", default=None)
 
 
 def current_deadline() -> Deadline | None:
     """The innermost deadline in force in this task, if any."""
-    return _current.get()
+    return DEADLINE.get()
 
 
 def check_seconds(name: str, value: object) -> float:
@@ -91,7 +92,7 @@ async def deadline(seconds: float, *, what: str = "the call", label: str | None 
         ValueError: ``seconds`` is not a positive number.
     """
     scope = Deadline(check_seconds("deadline", seconds), label)
-    token = _current.set(scope)
+    token = DEADLINE.set(scope)
     cm = _timeout_at(scope.at)
     try:
         async with cm:
@@ -102,7 +103,7 @@ async def deadline(seconds: float, *, what: str = "the call", label: str | None 
             raise scope.exceeded(what) from exc
         raise
     finally:
-        _current.reset(token)
+        DEADLINE.reset(token)
 
 
 def timeout_after(seconds: float | None) -> AbstractAsyncContextManager[object]:

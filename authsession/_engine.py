@@ -43,6 +43,7 @@ __all__ = [
     "TOKEN_POOL_LIMIT",
     "Door",
     "Engine",
+    "EngineDoor",
     "PerHop",
     "TokenRequests",
     "check_refresh_attempts",
@@ -66,7 +67,9 @@ class Door(Protocol):
     retry: RetryPolicy | None
     authorizes: bool
 
-    def send(self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any) -> Awaitable[Any]:
+    def send(
+        self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any
+    ) -> Awaitable[ClientResponse]:
         """One send of the request, with ``credentials`` added to the caller's ``headers`` (None: none)."""
 
     def rewind(self, options: Any) -> bool:
@@ -195,7 +198,10 @@ class Engine:
             if sent is None:
                 sent = await self.wait_for_token(door, method, url, options)
         try:
-            response = await self.send(door, method, url, headers, sent, options)
+            if self.limiter is None and (sent is None or sent is self._plain):
+                response = await door.send(method, url, headers, sent, options)  # self.send, inlined: the hot path
+            else:
+                response = await self.send(door, method, url, headers, sent, options)
         except Exception as exc:
             if door.retry is None:
                 raise
@@ -297,6 +303,31 @@ class Engine:
         """Stop any refresh in flight and refuse new ones."""
         self.closed = True
         await self.tokens.close()
+
+
+class EngineDoor:
+    """What both doors show of their engine: the credentials (assignable), refresh stats, retry policy."""
+
+    _engine: Engine
+
+    @property
+    def credentials(self) -> Any:
+        """The credentials requests are authorized with; assign new ones to switch later requests to them."""
+        return self._engine.credentials
+
+    @credentials.setter
+    def credentials(self, credentials: Any) -> None:
+        self._engine.use(credentials)
+
+    @property
+    def refresh_stats(self) -> RefreshStats:
+        """How many refreshes happened, why, and how many requests waited for one."""
+        return self._engine.stats
+
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        """The default retry policy (None: no retries)."""
+        return self._engine.retry
 
 
 class TokenRequests(Request):

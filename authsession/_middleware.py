@@ -22,12 +22,12 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, ClientTime
 from yarl import URL
 
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
-from ._engine import Engine, PerHop
+from ._engine import Engine, EngineDoor, PerHop
 from ._events import EventHook
 from ._http_cache import ResponseCache
 from ._origins import OriginScope
 from ._retry import DEFAULT_RETRY, RetryPolicy
-from ._tokens import Headers, RefreshStats
+from ._tokens import Headers
 from ._transport import Request
 
 __all__ = ["AuthMiddleware"]
@@ -75,7 +75,7 @@ class _MiddlewareDoor:
         return timeout.total if isinstance(timeout, ClientTimeout) else None
 
 
-class AuthMiddleware:
+class AuthMiddleware(EngineDoor):
     """A client middleware that authorizes requests with ``credentials``.
 
     Takes the options of :class:`AuthorizedSession` with the same defaults, and
@@ -132,25 +132,6 @@ class AuthMiddleware:
         self._trusted = trusted_origins
         OriginScope.for_base_url(None, trusted_origins)  # refuse bad input now, not at the first request
         self._scopes: dict[URL | None, OriginScope | None] = {}
-
-    @property
-    def credentials(self) -> Any:
-        """The credentials requests are authorized with; assign new ones to switch for later requests."""
-        return self._engine.credentials
-
-    @credentials.setter
-    def credentials(self, credentials: Any) -> None:
-        self._engine.use(credentials)
-
-    @property
-    def refresh_stats(self) -> RefreshStats:
-        """How many refreshes happened, why, and how many requests waited for one."""
-        return self._engine.stats
-
-    @property
-    def retry_policy(self) -> RetryPolicy | None:
-        """The default retry policy (None: no retries)."""
-        return self._engine.retry
 
     async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         pending = _pending_redirect.get()

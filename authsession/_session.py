@@ -27,14 +27,14 @@ from yarl import URL
 
 from ._body import ReplayableForm, is_replayable, replayable_form
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
-from ._deadline import check_seconds, current_deadline, deadline
-from ._engine import Engine, PerHop, check_retry, merge
+from ._deadline import DEADLINE, check_seconds, deadline
+from ._engine import Engine, EngineDoor, PerHop, check_retry, merge
 from ._events import EventHook
 from ._failures import raise_for_status
 from ._http_cache import ResponseCache
 from ._origins import OriginScope
 from ._retry import DEFAULT_RETRY, RetryPolicy
-from ._tokens import Headers, RefreshStats
+from ._tokens import Headers
 from ._transport import Request
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class _SessionDoor:
     ) -> Coroutine[Any, Any, ClientResponse]:
         # aiohttp's coroutine itself, not one awaiting it: a frame less per request (the hot path).
         session = self.session
-        scope = current_deadline()
+        scope = DEADLINE.get()
         if scope is not None:
             options["timeout"] = _clamp_timeout(options.get("timeout", session.timeout), scope.remaining())
         if credentials is not None:
@@ -85,7 +85,7 @@ class _SessionDoor:
                 theirs = options.get("middlewares") or session._middlewares
                 options = {**options, "middlewares": (*theirs, _hop(credentials))}
             else:
-                headers = merge(headers, credentials)
+                headers = credentials if headers is None else merge(headers, credentials)
         # ClientSession._request looked up on the class each time, not cached: a mock
         # that patches it (aioresponses) must still be reached.
         return aiohttp.ClientSession._request(session, method, url, headers=headers, **options)
@@ -126,7 +126,7 @@ with warnings.catch_warnings():
         _final_client_session = True
     _Base: Any = object if _final_client_session else aiohttp.ClientSession
 
-    class AuthorizedSession(_Base):  # type: ignore[misc]
+    class AuthorizedSession(EngineDoor, _Base):  # type: ignore[misc]
         """A ClientSession that authorizes every request with ``credentials``.
 
         Args:
@@ -230,25 +230,6 @@ with warnings.catch_warnings():
             self._scope = OriginScope.for_base_url(self._base_url, trusted_origins)
 
         @property
-        def credentials(self) -> Any:
-            """The credentials this session authorizes with; assign new ones to switch for later requests."""
-            return self._engine.credentials
-
-        @credentials.setter
-        def credentials(self, credentials: Any) -> None:
-            self._engine.use(credentials)
-
-        @property
-        def refresh_stats(self) -> RefreshStats:
-            """How many refreshes happened, why, and how many requests waited for one."""
-            return self._engine.stats
-
-        @property
-        def retry_policy(self) -> RetryPolicy | None:
-            """The session's default retry policy (None: no retries)."""
-            return self._engine.retry
-
-        @property
         def raise_for_status(self) -> RaiseForStatus:
             """Whether (or how) every response is checked, as given to the constructor."""
             return self._status_rule
@@ -304,8 +285,8 @@ with warnings.catch_warnings():
             door = self._door
             if headers is not None:
                 headers = _caller_headers(headers)
-            if kwargs:
-                auth = kwargs.get("auth")
+            if kwargs.get("auth") is not None:
+                auth = kwargs["auth"]
                 if isinstance(auth, BasicAuth):
                     # The caller authorizes this request; aiohttp would turn auth= into this header too.
                     headers = CIMultiDict() if headers is None else headers
@@ -313,9 +294,9 @@ with warnings.catch_warnings():
                         raise ValueError("Cannot combine AUTHORIZATION header with AUTH argument")
                     headers[hdrs.AUTHORIZATION] = auth.encode()
                     del kwargs["auth"]
-                data = kwargs.get("data")
-                if isinstance(data, FormData):
-                    kwargs["data"] = replayable_form(data)
+            data = kwargs.get("data")
+            if data is not None and isinstance(data, FormData):
+                kwargs["data"] = replayable_form(data)
             authorizes = self._scope is None or self._scope.allows(self, str_or_url)
             if retry is not _UNSET or not authorizes:
                 door = _SessionDoor(self, door.retry if retry is _UNSET else check_retry(retry), authorizes)
