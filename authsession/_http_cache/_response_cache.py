@@ -230,7 +230,7 @@ class ResponseCache:
             method = method.upper()
             if method not in CACHEABLE_METHODS:
                 return None
-        request_headers = _ci(headers)
+        request_headers = None if headers is None else _ci(headers)
         if request_headers is not None and _bypasses(request_headers):
             return None
         address, slot = _address(url), _slot(identity, method)
@@ -258,7 +258,8 @@ class ResponseCache:
             if decision is Verdict.REVALIDATE:
                 return CacheLookup(None, conditional_headers(stored.header_map), stored, now, address, slot)
         self._stats.misses += 1
-        self._emit(MISS, method, url)
+        if self._on_event is not None or log.isEnabledFor(logging.DEBUG):
+            self._emit(MISS, method, url)
         return CacheLookup(None, None, None, now, address, slot)
 
     # --- after the network answered ------------------------------------------------
@@ -291,6 +292,15 @@ class ResponseCache:
                 return await self._revalidated(lookup, stored, url, response, _ci(headers))
             self._stats.misses += 1
             self._emit(MISS, stored.method, url)
+        answer = response.headers
+        if not (
+            self._overrides
+            or "Cache-Control" in answer
+            or "Expires" in answer
+            or "ETag" in answer
+            or "Last-Modified" in answer
+        ):
+            return response  # the usual API answer: nothing says it may be reused
         return await self._store_if_cacheable(lookup, url, _ci(headers), response)
 
     async def _store_if_cacheable(
@@ -301,14 +311,6 @@ class ResponseCache:
         response: aiohttp.ClientResponse,
     ) -> aiohttp.ClientResponse:
         headers = response.headers
-        if not (
-            self._overrides
-            or "Cache-Control" in headers
-            or "Expires" in headers
-            or "ETag" in headers
-            or "Last-Modified" in headers
-        ):
-            return response  # the usual API answer: nothing says it may be reused
         if response.status not in CACHEABLE_STATUSES or response.history:
             # A response reached through redirects answers another URL.
             return response
@@ -475,7 +477,7 @@ def _address(url: URL) -> str:
     """The URL a response is stored under: the whole URL but its fragment."""
     if not isinstance(url, URL):
         url = URL(url)
-    return str(url.with_fragment(None)) if url.fragment else str(url)
+    return str(url.with_fragment(None)) if url.raw_fragment else str(url)
 
 
 @functools.lru_cache(maxsize=4096)
