@@ -6,7 +6,14 @@ The public surface is re-exported here; every other module is private.
 from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
 from ._deadline import deadline
-from ._defaults import create_client_session, create_tcp_connector
+from ._defaults import (
+    DEFAULT_LIMIT,
+    DEFAULT_LIMIT_PER_HOST,
+    DEFAULT_TIMEOUT,
+    create_client_session,
+    create_tcp_connector,
+)
+from ._discovery import DiscoveryError, ProviderMetadata, discover
 from ._errors import (
     AccessDenied,
     AuthenticationRequired,
@@ -25,7 +32,7 @@ from ._errors import (
     UnknownBackendResponse,
 )
 from ._events import Event
-from ._failures import handle_exceptions, raise_for_status
+from ._failures import handle_exception, handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
 from ._http_cache import (
     CachedResponse,
@@ -42,8 +49,10 @@ from ._identity import token_cache_key
 from ._middleware import AuthMiddleware
 from ._retry import RetryPolicy, compute_backoff, parse_retry_after
 from ._session import AuthorizedSession
+from ._signin import DeviceCode, SignInError, SignInTimeoutError
+from ._signin_store import SignIn
 from ._token import Token
-from ._tokens import RefreshStats, get_token
+from ._tokens import RefreshStats, get_token, refresh
 from ._transport import Request, Response
 
 __version__ = "0.1.0"
@@ -64,7 +73,12 @@ __all__ = [
     "ClientCredentials",
     "Conflict",
     "Credentials",
+    "DEFAULT_LIMIT",
+    "DEFAULT_LIMIT_PER_HOST",
+    "DEFAULT_TIMEOUT",
     "DeadlineExceededError",
+    "DeviceCode",
+    "DiscoveryError",
     "Event",
     "FileTokenCache",
     "HTTPStatusError",
@@ -73,6 +87,7 @@ __all__ = [
     "MemoryTokenCache",
     "NetworkError",
     "NotFound",
+    "ProviderMetadata",
     "RedisResponseStore",
     "RedisTokenCache",
     "RefreshError",
@@ -85,6 +100,9 @@ __all__ = [
     "ResponseStore",
     "RetryPolicy",
     "SQLiteResponseStore",
+    "SignIn",
+    "SignInError",
+    "SignInTimeoutError",
     "StaticCredentials",
     "StoredResponse",
     "Token",
@@ -97,10 +115,13 @@ __all__ = [
     "create_client_session",
     "create_tcp_connector",
     "deadline",
+    "discover",
     "get_token",
+    "handle_exception",
     "handle_exceptions",
     "parse_retry_after",
     "parse_token_response",
     "raise_for_status",
+    "refresh",
     "token_cache_key",
 ]

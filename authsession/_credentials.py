@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ._token import Token
 
-__all__ = ["BaseCredentials", "Credentials", "StaticCredentials", "validate_token_value"]
+__all__ = ["BaseCredentials", "Credentials", "StaticCredentials", "validate_refresh_token", "validate_token_value"]
 
 Clock = Callable[[], float]
 
@@ -44,6 +44,20 @@ def validate_token_value(value: object, what: str = "access token") -> str:
         raise ValueError(f"the {what} must be a non-empty string")
     if not all("\x21" <= ch <= "\x7e" for ch in value):
         raise ValueError(f"the {what} holds characters not allowed in an HTTP header")
+    return value
+
+
+def validate_refresh_token(value: object) -> str:
+    """Check a refresh token read from somewhere others can write (a shared token store).
+
+    Raises:
+        ValueError: It is not a non-empty string of RFC 6749's VSCHAR (visible
+            ASCII and space).
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError("the refresh token must be a non-empty string")
+    if not all("\x20" <= ch <= "\x7e" for ch in value):
+        raise ValueError("the refresh token holds characters RFC 6749 does not allow")
     return value
 
 

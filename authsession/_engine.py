@@ -153,11 +153,12 @@ class Engine:
             retry=self.retry,
             on_event=self.on_event,
             token_cache=self._token_cache,
+            request_hook=True,
         )
         previous = getattr(self, "tokens", None)
         self.tokens = tokens
-        # Credentials whose headers depend on each send (DPoP proofs) say so by these hooks.
-        self.signer = getattr(credentials, "request_headers", None)
+        # Credentials whose headers depend on each send (DPoP proofs, google-auth's on-demand JWTs) say so.
+        self.signer = tokens.request_headers if tokens.per_request else getattr(credentials, "request_headers", None)
         self.resend_hook = getattr(credentials, "should_resend", None)
         self._plain: Headers | None = None
         # Whose responses the cache keeps apart: a digest of the credential's identity, never a token.

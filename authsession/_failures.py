@@ -26,7 +26,7 @@ from ._errors import (
 )
 from ._retry import parse_retry_after
 
-__all__ = ["BODY_EXCERPT", "handle_exceptions", "map_exception", "raise_for_status", "status_error"]
+__all__ = ["BODY_EXCERPT", "handle_exception", "handle_exceptions", "map_exception", "raise_for_status", "status_error"]
 
 #: How much of an error response's body an HTTPStatusError keeps.
 BODY_EXCERPT = 2048
@@ -165,3 +165,7 @@ class handle_exceptions:
         tb: TracebackType | None,
     ) -> Literal[False]:
         return self.__exit__(exc_type, exc, tb)
+
+
+#: GOG ``galaxy.http``'s name for :class:`handle_exceptions` (``with handle_exception(): ...``).
+handle_exception = handle_exceptions

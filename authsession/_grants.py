@@ -21,9 +21,10 @@ from urllib.parse import quote_plus, urlencode
 
 from yarl import URL
 
+from ._cache import TokenCache, fetch_through
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._errors import RefreshError
-from ._identity import digest
+from ._identity import digest, refresh_token_key
 from ._token import Token
 from ._transport import safe_url
 
@@ -154,8 +155,8 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def check_token_uri(token_uri: str, *, allow_insecure_http: bool = False) -> str:
-    """Refuse a token endpoint that would put secrets on the wire in clear.
+def check_token_uri(token_uri: str, *, allow_insecure_http: bool = False, what: str = "token_uri") -> str:
+    """Refuse a token endpoint (or any OAuth endpoint, named ``what``) that would put secrets on the wire in clear.
 
     Raises:
         ValueError: The URI is not absolute http(s), or is plain http to a host
@@ -163,10 +164,10 @@ def check_token_uri(token_uri: str, *, allow_insecure_http: bool = False) -> str
     """
     url = URL(token_uri)
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"token_uri must be an absolute http(s) URL, got {safe_url(token_uri)!r}")
+        raise ValueError(f"{what} must be an absolute http(s) URL, got {safe_url(token_uri)!r}")
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
         raise ValueError(
-            f"token_uri {safe_url(token_uri)!r} is plain http to a non-loopback host: secrets would travel"
+            f"{what} {safe_url(token_uri)!r} is plain http to a non-loopback host: secrets would travel"
             " in clear; use https, or pass allow_insecure_http=True if you really mean it"
         )
     return token_uri
@@ -328,14 +329,28 @@ class RefreshTokenCredentials(_OAuth2Credentials):
     ``on_refresh`` raises, the new token is still kept and the error surfaces
     as a :class:`RefreshError`.
 
+    With a ``store`` (a :class:`FileTokenCache`, :class:`RedisTokenCache`...), the
+    refresh token lives there, beside the access token it last produced, and is
+    safe to share between processes and machines: it is presented only under the
+    store's lease, after reading the newest one from the store, and replaced there
+    with its successor in the same write as the new access token. A process that
+    needs a token takes the one another process just published instead of
+    presenting the refresh token again.
+
     Args:
         token_uri: The token endpoint.
         client_id: The client's id.
-        refresh_token: The refresh token (never logged or shown).
+        refresh_token: The refresh token (never logged or shown). With a store,
+            only the first one: the store's is used once there is one; None when
+            the store already holds it (then ``grant_id`` names it).
         client_secret: The client's secret, for confidential clients.
         scopes: Scopes to ask for (a subset of those granted).
-        on_refresh: Called after every successful refresh.
+        on_refresh: Called after every refresh this process makes (not for a
+            token taken from the store).
         auth_method: How a confidential client authenticates (see ClientCredentials).
+        store: Where the refresh token is shared with other processes.
+        grant_id: What names this grant in the store, the same in every process
+            (default: a digest of ``refresh_token``).
         allow_insecure_http: Allow plain http to a non-loopback token endpoint.
     """
 
@@ -343,18 +358,25 @@ class RefreshTokenCredentials(_OAuth2Credentials):
         self,
         token_uri: str,
         client_id: str,
-        refresh_token: str,
+        refresh_token: str | None,
         *,
         client_secret: str | None = None,
         scopes: Iterable[str] | str | None = None,
         on_refresh: OnRefresh | None = None,
         auth_method: str = "client_secret_basic",
         extra_params: Mapping[str, str] | None = None,
+        store: TokenCache | None = None,
+        grant_id: str | None = None,
         allow_insecure_http: bool = False,
         clock: Clock = time.monotonic,
     ) -> None:
-        if not isinstance(refresh_token, str) or not refresh_token:
+        if refresh_token is None:
+            if store is None or grant_id is None:
+                raise ValueError("refresh_token may be None only with a store and a grant_id: the store then holds it")
+        elif not isinstance(refresh_token, str) or not refresh_token:
             raise ValueError("refresh_token must be a non-empty string")
+        if grant_id is not None and (not isinstance(grant_id, str) or not grant_id):
+            raise ValueError("grant_id must be a non-empty string")
         if on_refresh is not None and not callable(on_refresh):
             raise TypeError("on_refresh must be callable")
         super().__init__(
@@ -369,15 +391,31 @@ class RefreshTokenCredentials(_OAuth2Credentials):
         )
         self._refresh_token = refresh_token
         # The grant this credential stands for: its first refresh token, whatever rotation does later.
-        self._subject = digest(refresh_token)
+        if grant_id is not None:
+            self._subject = f"grant:{grant_id}"
+        else:
+            assert refresh_token is not None
+            self._subject = digest(refresh_token)
         self._on_refresh = on_refresh
         self._lock: asyncio.Lock | None = None
         self._grants = 0
+        self._store = store
+        self._slot = _StoreSlot(self)
 
     @property
-    def refresh_token(self) -> str:
-        """The refresh token in use (the latest, after rotation)."""
+    def refresh_token(self) -> str | None:
+        """The refresh token in use (the latest, after rotation); None until read from the store."""
         return self._refresh_token
+
+    @property
+    def store(self) -> TokenCache | None:
+        """Where the refresh token is shared, if anywhere."""
+        return self._store
+
+    @property
+    def store_key(self) -> str:
+        """The key of this grant's entry in the store: the same for every process using the grant."""
+        return refresh_token_key(self.token_uri, self.client_id, self._subject)
 
     def cache_identity(self) -> dict[str, Any] | None:
         """The client's identity and (as a digest) the refresh token it started with."""
@@ -398,13 +436,14 @@ class RefreshTokenCredentials(_OAuth2Credentials):
             current = self._token
             if self._grants != grants_seen and current is not None and current.is_usable(self._clock()):
                 return current
-            form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
-            parsed, token = await self._grant(request, form)
-            if parsed.refresh_token:
-                self._refresh_token = parsed.refresh_token
+            if self._store is None:
+                parsed: TokenResponse | None
+                parsed, token = await self._redeem(request)
+            else:
+                token, parsed = await self._through_store(request, self._store)
             self._token = token
             self._grants += 1
-        if self._on_refresh is not None:
+        if parsed is not None and self._on_refresh is not None:
             info = dict(parsed.raw)
             info["refresh_token"] = self._refresh_token
             try:
@@ -414,3 +453,57 @@ class RefreshTokenCredentials(_OAuth2Credentials):
             except Exception as exc:
                 raise RefreshError(f"on_refresh callback failed: {type(exc).__name__}") from exc
         return token
+
+    async def _redeem(self, request: Any) -> tuple[TokenResponse, Token]:
+        if self._refresh_token is None:
+            raise RefreshError("the token store holds no refresh token for this grant (signed out?): sign in again")
+        form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
+        parsed, token = await self._grant(request, form)
+        if parsed.refresh_token:
+            self._refresh_token = parsed.refresh_token
+        return parsed, token
+
+    async def _through_store(self, request: Any, store: TokenCache) -> tuple[Token, TokenResponse | None]:
+        """A token another process just published in the store, or one redeemed under the store's lease."""
+        previous = self._token
+
+        def accept(candidate: Token) -> bool:
+            if previous is not None and candidate.value == previous.value:
+                return False  # the very token this refresh is meant to replace
+            if self.scopes and not set(self.scopes) <= set(candidate.scopes or ()):
+                return False
+            now = self._clock()
+            if previous is not None and previous.is_usable(now):
+                # Replacing a token that is still usable (stale, or rejected by a server) takes a fresh one.
+                return candidate.is_fresh(now)
+            return candidate.is_usable(now)
+
+        async def redeem() -> tuple[Token, TokenResponse]:
+            parsed, token = await self._redeem(request)
+            self._slot.in_store = True  # published with the token, in the same write
+            return token, parsed
+
+        return await fetch_through(store, self.store_key, redeem, accept, clock=self._clock, refresh_token=self._slot)
+
+
+class _StoreSlot:
+    """The credential's side of a refresh token shared through a store (see ``fetch_through``)."""
+
+    def __init__(self, credentials: RefreshTokenCredentials) -> None:
+        self._credentials = credentials
+        #: Whether the refresh token in hand is (or was) in the store: then it may not outlive its entry.
+        self.in_store = False
+
+    def current(self) -> str | None:
+        return self._credentials._refresh_token
+
+    def adopt(self, refresh_token: str) -> None:
+        self._credentials._refresh_token = refresh_token
+        self.in_store = True
+
+    def entry_missing(self) -> None:
+        if self.in_store:
+            raise RefreshError(
+                "the token store no longer holds this grant's refresh token (signed out, or the store lost it);"
+                " the one in hand may have been used by another process: sign in again"
+            )

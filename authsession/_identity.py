@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["digest", "token_cache_key"]
+__all__ = ["digest", "refresh_token_key", "token_cache_key"]
 
 
 def digest(secret: str) -> str:
@@ -96,4 +96,15 @@ def token_cache_key(credentials: Any) -> str | None:
     if not isinstance(identity, Mapping):
         raise TypeError(f"{type(credentials).__name__}.cache_identity() must return a mapping or None")
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def refresh_token_key(token_uri: str, client_id: str, subject: str) -> str:
+    """The key under which a grant's rotating refresh token is shared (with the access token it produced).
+
+    It names the grant, not the scopes asked for: every process using the grant
+    must present the same, newest refresh token, whatever scopes it asks for.
+    """
+    identity = {"kind": "authsession.refresh_token", "token_uri": token_uri, "client_id": client_id, "subject": subject}
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

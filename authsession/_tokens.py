@@ -17,6 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+from yarl import URL
+
 from ._cache import TokenCache, fetch_through
 from ._credentials import Clock
 from ._deadline import timeout_after
@@ -24,11 +27,11 @@ from ._errors import AuthSessionError, RefreshError, TransportError
 from ._events import Event, EventHook, emit
 from ._identity import token_cache_key
 from ._retry import RetryPolicy
-from ._sources import apply_headers, make_source
+from ._sources import make_source
 from ._token import Token
 from ._transport import Request
 
-__all__ = ["RefreshStats", "TokenManager", "get_token"]
+__all__ = ["RefreshStats", "TokenManager", "get_token", "refresh"]
 
 log = logging.getLogger("authsession")
 
@@ -71,6 +74,10 @@ class TokenManager:
         token_cache: Where to share tokens with other sessions (None: nowhere).
             Consulted only when a refresh is due, never on the hot path.
         clock: Monotonic clock, injectable for tests.
+        request_hook: The caller calls :meth:`request_headers` for each send
+            when :attr:`per_request` is true. Without it, per-request
+            credentials are refused (TypeError) rather than sent without
+            their headers.
     """
 
     def __init__(
@@ -83,6 +90,7 @@ class TokenManager:
         on_event: EventHook | None = None,
         token_cache: TokenCache | None = None,
         clock: Clock = time.monotonic,
+        request_hook: bool = False,
     ) -> None:
         if refresh_timeout is not None and not (isinstance(refresh_timeout, (int, float)) and refresh_timeout > 0):
             raise ValueError(f"refresh_timeout must be a positive number of seconds or None, got {refresh_timeout!r}")
@@ -106,11 +114,28 @@ class TokenManager:
         self._cache = token_cache
         self._cache_key = None if token_cache is None else token_cache_key(credentials)
         self._rejected: str | None = None
+        self._request_hook = request_hook
 
     @property
     def can_refresh(self) -> bool:
         """Whether a refresh can yield a different token."""
         return self._source.can_refresh
+
+    @property
+    def per_request(self) -> bool:
+        """Whether the credentials make their headers for each send: the door must call :meth:`request_headers`."""
+        return self._source.per_request
+
+    def request_headers(self, method: str, url: URL | str, headers: Mapping[str, str]) -> dict[str, str]:
+        """The credential headers for one send (or redirect hop) to ``url``, for :attr:`per_request` credentials.
+
+        ``headers`` are the credential headers so far (those :meth:`headers_now`
+        gave); the result is them as the credentials' ``before_request`` leaves
+        them, on a copy: an on-demand JWT adds a token whose audience is ``url``
+        without its query, signed once per audience and cached. Synchronous and
+        without I/O, so a door can call it for each send.
+        """
+        return self._source.request_headers(method, url, headers)
 
     @property
     def token(self) -> Token | None:
@@ -141,6 +166,17 @@ class TokenManager:
         headers = self.headers_now()
         if headers is not None:
             return headers
+        if self._source.per_request and not self._request_hook:
+            # Their headers need each request's URL: refuse rather than send without them.
+            raise TypeError(
+                f"{type(self.credentials).__name__} makes its headers for each request (an on-demand JWT's "
+                "audience is the request URL), and this session does not call TokenManager.request_headers"
+            )
+        if self._source.fixed:
+            # Anonymous, API key, per-request: headers that no token refresh will change.
+            self._install(None, await self._source.headers())
+            assert self._headers is not None
+            return self._headers
         if not self._adopted:
             self._adopted = True
             if await self._adopt_existing():
@@ -178,14 +214,15 @@ class TokenManager:
         token = self._source.existing()
         if token is None or not token.is_usable(self._clock()):
             return False
-        self._install(token, await apply_headers(self.credentials))
+        self._install(token, await self._source.headers())
         return True
 
-    def _install(self, token: Token, headers: dict[str, str]) -> None:
+    def _install(self, token: Token | None, headers: dict[str, str]) -> None:
+        """Send ``headers`` from now on: until ``token`` needs a refresh, or forever without one."""
         self._token = token
         self._headers = headers
-        self._fresh_until = token.fresh_until
-        self._usable_until = token.usable_until
+        self._fresh_until = math.inf if token is None else token.fresh_until
+        self._usable_until = math.inf if token is None else token.usable_until
         self._generation += 1
 
     def _start(self, reason: str) -> asyncio.Task[None]:
@@ -264,7 +301,7 @@ class TokenManager:
             return token, *fetched
         self._source.adopt(token)
         self.stats.from_cache += 1
-        return token, await apply_headers(self.credentials), 0
+        return token, await self._source.headers(), 0
 
     async def _fetch_with_retries(self, reason: str) -> tuple[Token, dict[str, str], int]:
         policy = self._retry
@@ -314,6 +351,7 @@ async def get_token(credentials: Any, request: Request, *, token_cache: TokenCac
     Raises:
         RefreshError: The issuer refused.
         TransportError: The issuer could not be reached.
+        TypeError: The credentials have no access token (anonymous, API key, on-demand JWT).
     """
     manager = TokenManager(credentials, transport=lambda: request, token_cache=token_cache)
     try:
@@ -321,8 +359,66 @@ async def get_token(credentials: Any, request: Request, *, token_cache: TokenCac
     finally:
         await manager.close()
     token = manager.token
-    assert token is not None
+    if token is None:
+        raise TypeError(
+            f"{type(credentials).__name__} has no access token to get: it authorizes requests by "
+            "their headers alone (anonymous, API key, on-demand JWT)"
+        )
     return token
+
+
+async def refresh(
+    credentials: Any,
+    session_or_request: aiohttp.ClientSession | Request | None = None,
+    *,
+    timeout: float | None = None,
+) -> None:
+    """Refresh any credentials by hand over aiohttp: authsession's or google-auth's, sync or async.
+
+    Sync google-auth credentials refresh in a worker thread with their HTTP
+    sent on this loop; async ones are awaited. Credentials with nothing to
+    refresh (anonymous, API key, on-demand JWT, a fixed token) are left as
+    they are. A session that authorizes requests (:class:`AuthorizedSession`,
+    or one with an :class:`AuthMiddleware`) sends the token request without
+    adding credentials of its own.
+
+    Args:
+        credentials: The credentials to refresh; their ``token`` and ``expiry`` change.
+        session_or_request: The ``aiohttp.ClientSession`` or :class:`Request` to send
+            token requests through; None opens a session for the call and closes it.
+        timeout: Bound on the whole refresh, in seconds (None: each token request's
+            own 180 s).
+
+    Raises:
+        RefreshError: The issuer refused.
+        TransportError: The issuer could not be reached, or ``timeout`` passed.
+        TypeError: ``credentials`` are not credentials, or ``session_or_request``
+            is neither a session nor a Request.
+    """
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    source = make_source(credentials, time.monotonic)
+    if isinstance(session_or_request, Request):
+        request, owned = session_or_request, False
+    elif isinstance(session_or_request, aiohttp.ClientSession):
+        request, owned = Request(session_or_request), False
+    elif session_or_request is None:
+        request, owned = Request(), True
+    else:
+        raise TypeError(
+            "session_or_request must be an aiohttp.ClientSession, an authsession.Request or None, "
+            f"got {type(session_or_request).__name__}"
+        )
+    try:
+        async with timeout_after(timeout):
+            await source.refresh(request, timeout)
+    except TimeoutError as exc:
+        if isinstance(exc, AuthSessionError) or timeout is None:
+            raise
+        raise TransportError(f"refreshing {type(credentials).__name__} took longer than {timeout:g}s") from exc
+    finally:
+        if owned:
+            await request.close()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -30,7 +30,7 @@ import bench_storms
 import bench_throughput
 from _common import HERE, Row
 
-SECTIONS = ("startup", "throughput", "instructions", "storms", "rotation", "memory", "fleet", "cache")
+SECTIONS = ("startup", "throughput", "instructions", "storms", "rotation", "memory", "fleet", "signin", "cache")
 
 
 async def run(sections: list[str], quick: bool) -> tuple[list[Row], dict[str, float]]:
@@ -49,7 +49,11 @@ async def run(sections: list[str], quick: bool) -> tuple[list[Row], dict[str, fl
     if "fleet" in sections:
         started = time.perf_counter()
         done("fleet", started, fleet_rows(await asyncio.to_thread(bench_fleet.run)))
-    server_sections = [s for s in sections if s not in ("startup", "fleet")]
+    if "signin" in sections:
+        started = time.perf_counter()
+        rotations = 3 if quick else bench_fleet.ROTATIONS
+        done("signin", started, signin_rows(await asyncio.to_thread(bench_fleet.run_rotation, rotations)))
+    server_sections = [s for s in sections if s not in ("startup", "fleet", "signin")]
     if not server_sections:
         return rows, timings
     with _common.server_process() as server:
@@ -93,6 +97,38 @@ def fleet_rows(results: list[dict[str, object]]) -> list[Row]:
             float(shared["grants per lifetime"]) <= 2.5 and shared["failed"] == 0 and plain["failed"] == 0,  # type: ignore[arg-type]
             f"{plain['lifetimes']} lifetimes; requests {plain['requests']:,} / {shared['requests']:,}, "
             f"failed {plain['failed']} / {shared['failed']} (without / with the cache)",
+        )
+    ]
+
+
+def signin_rows(results: list[dict[str, object]]) -> list[Row]:
+    """Issue 14's row: one rotating sign-in shared by a fleet, against strict rotation with reuse detection."""
+    measured = [r for r in results if "skipped" not in r]
+    skipped = [f"{r['cache']}: {r['skipped']}" for r in results if "skipped" in r]
+    name = "fleet sharing one rotating sign-in: " + ", ".join(
+        f"{r['processes']} processes via {r['cache']}" for r in results
+    )
+    if not measured:
+        return [Row("14", name, "not measured", "reported", None, "; ".join(skipped))]
+    lifetime = float(measured[0]["token lifetime"])  # type: ignore[arg-type]
+    window = lifetime / 2
+    invalid = sum(int(r["invalid_grant"]) for r in measured)  # type: ignore[call-overload]
+    reused = sum(int(r["reused refresh tokens"]) for r in measured)  # type: ignore[call-overload]
+    failed = sum(int(r["failed"]) for r in measured)  # type: ignore[call-overload]
+    gaps = [float(r["shortest gap"]) for r in measured if r["shortest gap"] is not None]  # type: ignore[arg-type]
+    grants = " / ".join(f"{r['refresh grants']} in {r['refresh windows']} windows" for r in measured)
+    requests = " / ".join(f"{r['requests']:,}" for r in measured)
+    return [
+        Row(
+            "14",
+            name,
+            f"{invalid} invalid_grant, {reused} refresh tokens reused; refresh grants {grants};"
+            f" shortest gap between grants {' / '.join(f'{g:.2f}' for g in gaps)} s (window {window:g} s)",
+            "0 invalid_grant; one grant per refresh window",
+            invalid == 0 and reused == 0 and failed == 0 and bool(gaps) and min(gaps) > window / 2,
+            f"{lifetime:g} s tokens, {measured[0]['refresh windows']} refresh windows; strict rotation"
+            f" (a reused refresh token revokes the sign-in); requests {requests}, failed {failed}"
+            + (f"; skipped {'; '.join(skipped)}" if skipped else ""),
         )
     ]
 

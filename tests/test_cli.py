@@ -8,6 +8,7 @@ and the installed console script as a user would.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import credentials as google_user
 
+from authsession import FileTokenCache
+from authsession._cache import DEFAULT_TOKEN_CACHE
 from authsession.cli import main
 from authsession.cli._app import describe
 from authsession.cli._config import CredentialFlags, parse_scopes, resolve
@@ -569,3 +572,117 @@ async def test_token_twice_reuses_the_cached_token(
     assert third.status == 0
     assert third.out != first.out
     assert oauth_server.grant_count == 2
+
+
+# --- login, logout, and the stored sign-in ------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def sign_in_file(clean_environment: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every test keeps its sign-in (and rotating refresh tokens) in its own directory."""
+    path = tmp_path / "config" / "signin.json"
+    monkeypatch.setenv("AUTHSESSION_SIGNIN_FILE", str(path))
+    return path
+
+
+async def test_login_on_a_device_then_token_request_and_logout(
+    run: RunCli, monkeypatch: pytest.MonkeyPatch, sign_in_file: Path
+) -> None:
+    """login --device shows the code, keeps the sign-in (0600, no token in the profile); token and
+    request use it with no new grant; logout revokes it, and then nothing is signed in."""
+    async with FakeOAuthServer(public_client=True, strict_rotation=True, device_interval=0) as server:
+        server.script_device("authorization_pending")
+        result = await run("login", "--issuer", server.issuer, "--client-id", server.client_id, "--device")
+        assert result.status == 0, result.err
+        assert "enter the code" in result.err
+        assert "Signed in at" in result.err
+        assert result.out == ""
+        profile = await asyncio.to_thread(sign_in_file.read_text)
+        assert not [secret for secret in server.secrets() if secret in profile]
+        for path in (sign_in_file, sign_in_file.with_name("signin-tokens.json")):
+            assert path.stat().st_mode & 0o777 == 0o600
+
+        token = await run("token")
+        assert token.status == 0, token.err
+        assert token.out.strip() in server.tokens
+        answer = await run("request", "GET", server.api_url("me"))
+        assert answer.status == 0, answer.err
+        assert json.loads(answer.out)["path"] == "/api/me"
+        assert server.grant_count == 1  # the sign-in's own token, kept
+
+        out = await run("logout")
+        assert out.status == 0, out.err
+        assert "revoked" in out.err
+        assert len(server.revoked_families) == 1
+        assert not await asyncio.to_thread(sign_in_file.exists)
+        after = await run("token")
+        assert after.status == 2
+        assert "authsession login" in after.err
+        assert (await run("logout")).err == "authsession: not signed in\n"
+
+
+async def test_login_errors_are_one_line(run: RunCli) -> None:
+    """A denied device sign-in and a mismatched issuer each end in one clear line and exit 1."""
+    async with FakeOAuthServer(public_client=True, device_interval=0) as server:
+        server.script_device("access_denied")
+        denied = await run("login", "--issuer", server.issuer, "--client-id", server.client_id, "--device")
+        assert denied.status == 1
+        assert denied.err.splitlines()[-1].startswith("authsession: error: sign-in failed: the sign-in was denied")
+        server.discovery_issuer = "https://idp.example"  # login discovers afresh, whatever an earlier run found
+        mixed = await run("login", "--issuer", server.issuer, "--client-id", server.client_id, "--device")
+        assert mixed.status == 1
+        assert "names the issuer 'https://idp.example': refused" in mixed.err
+        assert mixed.err.count("\n") == 1
+
+
+async def test_login_in_the_browser_named_by_BROWSER(tmp_path: Path) -> None:
+    """`authsession login` opens the sign-in page with webbrowser ($BROWSER here: a script playing the user)."""
+    player = tmp_path / "browser"
+    player.write_text(
+        f"#!{sys.executable}\nimport sys, urllib.request\nurllib.request.urlopen(sys.argv[1], timeout=20).read()\n"
+    )
+    player.chmod(0o700)
+    env = {"BROWSER": str(player), "AUTHSESSION_SIGNIN_FILE": str(tmp_path / "signin.json"), "DISPLAY": ""}
+    async with FakeOAuthServer(public_client=True) as server:
+        login = await _python_m("login", "--issuer", server.issuer, "--client-id", server.client_id, env=env)
+        assert login.status == 0, login.err
+        assert server.grants == {"authorization_code": 1}
+        token = await _python_m("token", env=env)
+        assert token.status == 0, token.err
+        assert token.out.strip() in server.tokens
+
+
+async def test_a_rotating_refresh_token_from_the_environment_survives_runs(
+    run: RunCli, monkeypatch: pytest.MonkeyPatch, sign_in_file: Path
+) -> None:
+    """AUTHSESSION_REFRESH_TOKEN names the first refresh token only: each later run presents the rotated one."""
+    async with FakeOAuthServer(strict_rotation=True, token_lifetime=2) as server:
+        for name, value in _env_for(server).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AUTHSESSION_REFRESH_TOKEN", next(iter(server.refresh_tokens)))
+        store = FileTokenCache(sign_in_file.with_name("signin-tokens.json"))
+        for _ in range(3):  # three runs, each a new process with nothing in memory
+            DEFAULT_TOKEN_CACHE.clear()
+            result = await run("token", "--no-cache")
+            assert result.status == 0, result.err
+            await _expire_stored_access_tokens(store)
+        assert server.grants == {"refresh_token": 3}
+        assert server.invalid_grants == 0
+
+
+async def _expire_stored_access_tokens(store: FileTokenCache) -> None:
+    """What an hour does to the store: access tokens expire, refresh tokens stay."""
+    state = json.loads(await asyncio.to_thread(Path(store.path).read_text))
+    for key in state["tokens"]:
+        entry = await store.get(key)
+        assert entry is not None
+        await store.set(key, dataclasses.replace(entry, obtained_at=0.0, expires_at=1.0), 3600)
+
+
+@pytest.mark.parametrize("command", [["login"], ["logout"]])
+def test_login_and_logout_have_help_with_examples(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """login and logout explain themselves with examples, like every other command."""
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    assert "examples:" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from ._file import FileTokenCache
 from ._memory import DEFAULT_TOKEN_CACHE, MemoryTokenCache
 from ._model import DEFAULT_LEASE_TIME, CachedToken, Lease, TokenCache
 from ._redis import RedisTokenCache
-from ._shared_refresh import fetch_through
+from ._shared_refresh import RefreshTokenSlot, fetch_through
 
 __all__ = [
     "DEFAULT_LEASE_TIME",
@@ -30,6 +30,7 @@ __all__ = [
     "Lease",
     "MemoryTokenCache",
     "RedisTokenCache",
+    "RefreshTokenSlot",
     "TokenCache",
     "fetch_through",
 ]

@@ -73,6 +73,14 @@ class FileTokenCache:
 
         await self._io(lambda: self._update(put), None)
 
+    async def delete(self, key: str) -> None:
+        """Forget the token stored under ``key``."""
+
+        def drop(state: dict[str, Any], _now: float) -> None:
+            state["tokens"].pop(key, None)
+
+        await self._io(lambda: self._update(drop), None)
+
     async def acquire(self, key: str) -> Lease | None:
         """Take the lease on ``key`` unless another process holds it."""
         fence = secrets.token_hex(8)

@@ -43,6 +43,11 @@ class MemoryTokenCache:
         with self._lock:
             self._tokens[key] = (token, time.monotonic() + ttl)
 
+    async def delete(self, key: str) -> None:
+        """Forget the token stored under ``key``."""
+        with self._lock:
+            self._tokens.pop(key, None)
+
     async def acquire(self, key: str) -> Lease | None:
         """Take the lease on ``key`` unless another session holds it."""
         now = time.monotonic()

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from .._credentials import validate_token_value
+from .._credentials import validate_refresh_token, validate_token_value
 from .._token import Token
 
 __all__ = [
     "DEFAULT_LEASE_TIME",
     "FORMAT_VERSION",
     "MAX_POLL_INTERVAL",
+    "REFRESH_TOKEN_TTL",
     "UNKNOWN_EXPIRY_TTL",
     "CachedToken",
     "Codec",
@@ -36,6 +37,9 @@ DEFAULT_LEASE_TIME = 10.0
 UNKNOWN_EXPIRY_TTL = 3600.0
 #: Longest pause between two looks at the cache while another session holds the lease.
 MAX_POLL_INTERVAL = 0.1
+#: How long an entry that carries a refresh token is kept (a year): it outlives the access token beside it.
+REFRESH_TOKEN_TTL = 366 * 24 * 3600.0
+#: Entries with a refresh token keep this version: the field is optional, so older readers still read them.
 FORMAT_VERSION = 1
 
 
@@ -49,6 +53,8 @@ class CachedToken:
         expires_at: Unix time at which it expires, or None when the issuer did not say.
         token_type: The Authorization scheme, normally ``Bearer``.
         scopes: The scopes granted, when known.
+        refresh_token: The refresh token to use next, for a grant whose refresh
+            token rotates and is shared through the cache (never shown in ``repr``).
     """
 
     value: str = field(repr=False)
@@ -56,13 +62,14 @@ class CachedToken:
     expires_at: float | None
     token_type: str = "Bearer"
     scopes: tuple[str, ...] | None = None
+    refresh_token: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_token(cls, token: Token, *, now: float, wall_now: float) -> CachedToken:
+    def from_token(cls, token: Token, *, now: float, wall_now: float, refresh_token: str | None = None) -> CachedToken:
         """The cache form of ``token``, whose times are on the monotonic clock that reads ``now``."""
         offset = wall_now - now
         expires = None if token.expires_at is None else token.expires_at + offset
-        return cls(token.value, token.obtained_at + offset, expires, token.token_type, token.scopes)
+        return cls(token.value, token.obtained_at + offset, expires, token.token_type, token.scopes, refresh_token)
 
     def to_token(self, *, now: float, wall_now: float) -> Token:
         """This token on the local monotonic clock, anchored at the read (``now`` and ``wall_now`` together)."""
@@ -75,24 +82,30 @@ class CachedToken:
         )
 
     def ttl(self, *, now: float, wall_now: float) -> float:
-        """How long a cache should keep it: until it stops being sendable, so no reader gets a dead token."""
+        """How long a cache should keep it: until it stops being sendable, so no reader gets a dead token.
+
+        An entry with a refresh token is kept for :data:`REFRESH_TOKEN_TTL`: the
+        next refresh needs it long after the access token beside it expired.
+        """
+        if self.refresh_token is not None:
+            return REFRESH_TOKEN_TTL
         if self.expires_at is None:
             return UNKNOWN_EXPIRY_TTL
         return self.to_token(now=now, wall_now=wall_now).usable_until - now
 
     def to_json(self) -> bytes:
         """Serialise (the token in clear: encrypt before storing it where others can read)."""
-        return json.dumps(
-            {
-                "v": FORMAT_VERSION,
-                "access_token": self.value,
-                "token_type": self.token_type,
-                "obtained_at": self.obtained_at,
-                "expires_at": self.expires_at,
-                "scopes": None if self.scopes is None else list(self.scopes),
-            },
-            separators=(",", ":"),
-        ).encode()
+        fields: dict[str, Any] = {
+            "v": FORMAT_VERSION,
+            "access_token": self.value,
+            "token_type": self.token_type,
+            "obtained_at": self.obtained_at,
+            "expires_at": self.expires_at,
+            "scopes": None if self.scopes is None else list(self.scopes),
+        }
+        if self.refresh_token is not None:  # absent otherwise: entries without one are as they always were
+            fields["refresh_token"] = self.refresh_token
+        return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> CachedToken:
@@ -111,12 +124,16 @@ class CachedToken:
             validate_token_value(value)
             if not isinstance(token_type, str) or token_type.lower() != "bearer":
                 raise ValueError("cached token of a type other than Bearer")
+            refresh_token = raw.get("refresh_token")
+            if refresh_token is not None:
+                validate_refresh_token(refresh_token)
             return cls(
                 value,
                 obtained_at,
                 None if expires_at is None else float(expires_at),
                 token_type,
                 None if scopes is None else tuple(str(s) for s in scopes),
+                refresh_token,
             )
         except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed cached token ({type(exc).__name__})") from None

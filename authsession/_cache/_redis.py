@@ -147,6 +147,10 @@ class RedisTokenCache:
         data = self._codec.encode(token)
         await self._call(None, self._client.set, self._token_key(key), data, px=millis)
 
+    async def delete(self, key: str) -> None:
+        """Forget the token stored under ``key``."""
+        await self._call(None, self._client.delete, self._token_key(key))
+
     async def acquire(self, key: str) -> Lease | None:
         """Take the lease on ``key`` unless another process holds it (a local lease when Redis is down)."""
         fence = secrets.token_hex(16)

@@ -4,6 +4,13 @@
 the ``TokenManager`` calls it only when it needs a new token, never on the hot path.
 A cache never fails a request: when it is unreachable or broken, sessions fetch
 their own tokens and one warning is logged per outage.
+
+A grant whose refresh token rotates keeps that refresh token in the entry, beside
+the access token it produced (:class:`RefreshTokenSlot`): every read hands it to
+the credential, the lease holder presents the newest one, and publishes its
+successor with the new access token in one write. Such a refresh token is never
+presented without the shared lease: while the cache is unreachable the fetch
+fails (retryably) instead, since another process may already have used it.
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ import random
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from .._errors import RefreshError
 from .._token import Token
 from ._model import MAX_POLL_INTERVAL, CachedToken, Lease, Outage, TokenCache
 
-__all__ = ["fetch_through"]
+__all__ = ["RefreshTokenSlot", "fetch_through"]
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -26,6 +34,23 @@ T = TypeVar("T")
 _FIRST_POLL_INTERVAL = 0.005
 
 _outages: weakref.WeakKeyDictionary[Any, Outage] = weakref.WeakKeyDictionary()
+
+
+class RefreshTokenSlot(Protocol):
+    """Where a credential keeps the rotating refresh token that travels with its cache entries."""
+
+    def current(self) -> str | None:
+        """The refresh token to publish beside a token just fetched."""
+
+    def adopt(self, refresh_token: str) -> None:
+        """Take the refresh token of an entry read from the cache: the newest there is."""
+
+    def entry_missing(self) -> None:
+        """The lease holder found no entry: raise if the refresh token in hand came from one.
+
+        An entry that vanished (signed out elsewhere, evicted, unreadable) leaves a
+        refresh token that another process may already have used.
+        """
 
 
 def _outage_of(cache: TokenCache) -> Outage:
@@ -49,10 +74,14 @@ async def _guarded(cache: TokenCache, default: T, call: Callable[..., Awaitable[
     return result
 
 
-async def _read(cache: TokenCache, key: str, clock: Clock, wall_clock: Clock) -> Token | None:
+async def _read(
+    cache: TokenCache, key: str, clock: Clock, wall_clock: Clock, slot: RefreshTokenSlot | None
+) -> Token | None:
     cached = await _guarded(cache, None, cache.get, key)
     if not isinstance(cached, CachedToken):
         return None
+    if slot is not None and cached.refresh_token is not None:
+        slot.adopt(cached.refresh_token)
     return cached.to_token(now=clock(), wall_now=wall_clock())
 
 
@@ -65,6 +94,7 @@ async def fetch_through(
     clock: Clock = time.monotonic,
     wall_clock: Clock = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    refresh_token: RefreshTokenSlot | None = None,
 ) -> tuple[Token, T | None]:
     """A token from ``cache`` if it holds one that ``accept`` takes, else one fetched once for all.
 
@@ -83,20 +113,27 @@ async def fetch_through(
         clock: The local monotonic clock of the tokens.
         wall_clock: Unix time.
         sleep: How to pause between polls.
+        refresh_token: For a grant whose refresh token rotates: the slot that
+            adopts the refresh token of every entry read, and whose refresh token
+            is published with every token fetched.
 
     Returns:
         The token, and what ``fetch`` returned with it, or None when it came from the cache.
+
+    Raises:
+        RefreshError: With ``refresh_token``, when the cache could not grant a
+            shared lease (retryable).
     """
-    token = await _read(cache, key, clock, wall_clock)
+    token = await _read(cache, key, clock, wall_clock, refresh_token)
     pause = _FIRST_POLL_INTERVAL
     while token is None or not accept(token):
         unreachable = Lease(key, "", shared=False)
         lease: Lease | None = await _guarded(cache, unreachable, cache.acquire, key)
         if lease is not None:
-            return await _fetch_under(lease, cache, fetch, accept, clock, wall_clock)
+            return await _fetch_under(lease, cache, fetch, accept, clock, wall_clock, refresh_token)
         await sleep(pause * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrecy
         pause = min(pause * 2, MAX_POLL_INTERVAL)
-        token = await _read(cache, key, clock, wall_clock)
+        token = await _read(cache, key, clock, wall_clock, refresh_token)
     return token, None
 
 
@@ -107,15 +144,26 @@ async def _fetch_under(
     accept: Callable[[Token], bool],
     clock: Clock,
     wall_clock: Clock,
+    slot: RefreshTokenSlot | None,
 ) -> tuple[Token, T | None]:
     """Holding ``lease``: the token the previous holder just published, or a new one, published."""
     try:
         if lease.shared:
-            token = await _read(cache, lease.key, clock, wall_clock)
+            token = await _read(cache, lease.key, clock, wall_clock, slot)
             if token is not None and accept(token):
                 return token, None
+            if token is None and slot is not None:
+                slot.entry_missing()
+        elif slot is not None:
+            # Without the shared lease another process may be presenting this very
+            # refresh token: a provider that detects reuse would revoke the sign-in.
+            raise RefreshError(
+                "the token store is unreachable: a rotating refresh token is only used under its shared lease",
+                retryable=True,
+            )
         token, extra = await fetch()
-        cached = CachedToken.from_token(token, now=clock(), wall_now=wall_clock())
+        rotated = None if slot is None else slot.current()
+        cached = CachedToken.from_token(token, now=clock(), wall_now=wall_clock(), refresh_token=rotated)
         ttl = cached.ttl(now=clock(), wall_now=wall_clock())
         if ttl > 0:
             await _guarded(cache, None, cache.set, lease.key, cached, ttl)

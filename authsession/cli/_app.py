@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import __version__
-from . import _demo, _request, _token
+from . import _demo, _request, _signin, _token
 from ._errors import CommandError
 
 __all__ = ["build_parser", "main"]
@@ -25,14 +25,16 @@ PROG = "authsession"
 
 DESCRIPTION = """\
 authsession: an aiohttp ClientSession that calls OAuth-protected APIs for you.
-This command shows it at work (demo), prints tokens for scripts (token) and sends
-authorized requests (request)."""
+This command shows it at work (demo), prints tokens for scripts (token), sends
+authorized requests (request), and signs you in with your own account (login,
+logout)."""
 
 EXAMPLES = """\
 examples:
   authsession demo                                   # see it work, nothing leaves the machine
   authsession token --credentials service-account.json
   authsession request GET https://api.example.com/v1/things --credentials client.toml
+  authsession login --issuer https://idp.example.com --client-id my-cli && authsession token
 
 Each command has its own --help."""
 
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
-    for module in (_demo, _token, _request):
+    for module in (_demo, _token, _request, _signin):
         before = set(subparsers.choices)
         module.add_parser(subparsers)
         for name in set(subparsers.choices) - before:
@@ -101,10 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong, from any exception (no secrets: see the module docstring)."""
     from .._errors import AuthSessionError, HTTPStatusError, RefreshError
+    from .._signin import SignInError
 
     text = " ".join(str(exc).split())
     if isinstance(exc, CommandError):
         return text
+    if isinstance(exc, SignInError):
+        return f"sign-in failed: {text}"
     if isinstance(exc, RefreshError):
         return f"could not get a token: {text}"
     if isinstance(exc, HTTPStatusError):

@@ -12,8 +12,9 @@ Order (the first that applies wins):
 3. ``$AUTHSESSION_CREDENTIALS`` (a file)
 4. ``$AUTHSESSION_TOKEN_URI``, ``$AUTHSESSION_CLIENT_ID`` and
    ``$AUTHSESSION_CLIENT_SECRET`` or ``$AUTHSESSION_REFRESH_TOKEN``
-5. ``$GOOGLE_APPLICATION_CREDENTIALS`` (a google-auth JSON file)
-6. gcloud's application default credentials file
+5. the stored sign-in of ``authsession login``
+6. ``$GOOGLE_APPLICATION_CREDENTIALS`` (a google-auth JSON file)
+7. gcloud's application default credentials file
    (``gcloud auth application-default login``)
 
 A file is either a google-auth JSON (service account, authorized user, external
@@ -120,21 +121,30 @@ def resolve(flags: CredentialFlags, environ: Mapping[str, str]) -> Resolved:
     if flags.credentials is not None:
         if flags.names_a_client:
             raise UsageError("give either --credentials or --client-id/--client-secret/--token-uri, not both")
-        return load_file(flags.credentials, scopes=scopes, audience=flags.audience, origin="--credentials")
+        return load_file(
+            flags.credentials, scopes=scopes, audience=flags.audience, origin="--credentials", environ=environ
+        )
     env_fields = {key: environ.get(ENV_PREFIX + key.upper()) or None for key in CONFIG_KEYS if key != "scopes"}
     if flags.names_a_client:
         fields = {
             **env_fields,
             **{k: v for k, v in vars(flags).items() if k in CONFIG_KEYS and v is not None},
         }
-        return _from_fields(fields, scopes, "command-line options")
+        return _from_fields(fields, scopes, "command-line options", environ)
     env_file = environ.get(ENV_PREFIX + "CREDENTIALS")
     if env_file:
-        return load_file(env_file, scopes=scopes, audience=flags.audience, origin="$AUTHSESSION_CREDENTIALS")
+        return load_file(
+            env_file, scopes=scopes, audience=flags.audience, origin="$AUTHSESSION_CREDENTIALS", environ=environ
+        )
     if any(env_fields.values()):
         if flags.audience:
             env_fields["audience"] = flags.audience
-        return _from_fields(env_fields, scopes, "AUTHSESSION_* environment variables")
+        return _from_fields(env_fields, scopes, "AUTHSESSION_* environment variables", environ)
+    from ._signin import stored_sign_in  # the sign-in module reads this one's types
+
+    signed_in = stored_sign_in(environ, scopes=flags.scopes)
+    if signed_in is not None:
+        return signed_in
     google_file = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if google_file:
         return load_file(google_file, scopes=scopes, origin="$GOOGLE_APPLICATION_CREDENTIALS")
@@ -144,8 +154,8 @@ def resolve(flags: CredentialFlags, environ: Mapping[str, str]) -> Resolved:
     raise UsageError(
         "no credentials found; looked for --credentials FILE, --client-id/--client-secret/--token-uri, "
         "$AUTHSESSION_CREDENTIALS, $AUTHSESSION_TOKEN_URI with $AUTHSESSION_CLIENT_ID and "
-        "$AUTHSESSION_CLIENT_SECRET (or $AUTHSESSION_REFRESH_TOKEN), $GOOGLE_APPLICATION_CREDENTIALS, "
-        f"and {adc} (not found)"
+        "$AUTHSESSION_CLIENT_SECRET (or $AUTHSESSION_REFRESH_TOKEN), a stored sign-in (authsession login), "
+        f"$GOOGLE_APPLICATION_CREDENTIALS, and {adc} (not found)"
     )
 
 
@@ -155,8 +165,13 @@ def load_file(
     scopes: tuple[str, ...] | None = None,
     audience: str | None = None,
     origin: str = "--credentials",
+    environ: Mapping[str, str] | None = None,
 ) -> Resolved:
     """Credentials from a google-auth JSON file or an authsession client config (JSON or TOML).
+
+    With ``environ``, a refresh token rotates in the command's refresh token store
+    (see :func:`authsession.cli._signin.refresh_token_store`), so the next run
+    presents the rotated one.
 
     Raises:
         UsageError: The file cannot be read or parsed, or its settings are incomplete.
@@ -193,7 +208,7 @@ def load_file(
     fields = {k: v for k, v in info.items() if k != "scopes"}
     if audience:
         fields["audience"] = audience
-    return _from_fields(fields, scopes or parse_scopes(info.get("scopes")), str(file))
+    return _from_fields(fields, scopes or parse_scopes(info.get("scopes")), str(file), environ)
 
 
 def _parse(file: Path, text: str) -> dict[str, Any]:
@@ -301,7 +316,12 @@ _FLAG = {
 }
 
 
-def _from_fields(fields: Mapping[str, str | None], scopes: tuple[str, ...] | None, source: str) -> Resolved:
+def _from_fields(
+    fields: Mapping[str, str | None],
+    scopes: tuple[str, ...] | None,
+    source: str,
+    environ: Mapping[str, str] | None = None,
+) -> Resolved:
     from_file = source not in ("command-line options", "AUTHSESSION_* environment variables")
     required = ["token_uri", "client_id"]
     if not fields.get("refresh_token"):
@@ -317,6 +337,10 @@ def _from_fields(fields: Mapping[str, str | None], scopes: tuple[str, ...] | Non
     try:
         refresh_token = fields.get("refresh_token")
         if refresh_token:
+            # A provider that rotates refresh tokens invalidates this one at the first refresh: the
+            # rotated one is kept in the store, and the next run presents it instead.
+            from ._signin import refresh_token_store
+
             credentials: ClientCredentials | RefreshTokenCredentials = RefreshTokenCredentials(
                 token_uri,
                 client_id,
@@ -324,6 +348,7 @@ def _from_fields(fields: Mapping[str, str | None], scopes: tuple[str, ...] | Non
                 client_secret=fields.get("client_secret"),
                 scopes=scopes,
                 auth_method=auth_method,
+                store=None if environ is None else refresh_token_store(environ),
             )
         else:
             secret = fields.get("client_secret")

@@ -12,6 +12,7 @@ throwaway ``redis-server`` on a loopback port.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-__all__ = ["FleetWorker", "RedisServer", "free_port"]
+__all__ = ["FleetWorker", "RedisServer", "free_port", "rotating_sign_in_fleet"]
 
 # Workers import the same authsession as their parent, installed or not.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -209,6 +210,75 @@ class FleetWorker:
                 await stream.read()
 
 
+async def rotating_sign_in_fleet(
+    store: Any,
+    cache: dict[str, Any],
+    *,
+    processes: int,
+    lifetime: float,
+    rotations: int,
+    concurrency: int = 2,
+    interval: float = 0.02,
+) -> dict[str, Any]:
+    """Processes sharing one user's sign-in against a provider with strict refresh token rotation.
+
+    The parent signs in (device flow, approved at once) into ``store``; ``processes``
+    workers build the sign-in's credentials from ``cache`` (the same store, as the
+    workers open it) and send requests for ``rotations + 1.5`` refresh windows of
+    ``lifetime / 2``. Returns what the provider saw: refresh grants, the shortest
+    gap between two, ``invalid_grant`` answers, reused refresh tokens, revoked
+    families; and what the workers saw: requests, failures, warnings.
+    """
+    from authsession import SignIn, discover
+    from authsession.testing import FakeOAuthServer
+
+    duration = (rotations + 1.5) * lifetime / 2
+    async with FakeOAuthServer(token_lifetime=lifetime, strict_rotation=True, public_client=True) as server:
+        sign_in = SignIn(await discover(server.issuer), server.client_id, store=store, scopes=["api"])
+
+        async def no_wait(_seconds: float) -> None:
+            return None
+
+        await sign_in.with_device(show_code=lambda _code: None, sleep=no_wait)
+        config = {
+            "token_uri": server.token_url,
+            "client_id": server.client_id,
+            "client_secret": None,
+            "api_url": server.api_url(),
+            "cache": cache,
+            "sign_in": {"issuer": server.issuer, "scopes": ["api"]},
+            "duration": duration,
+            "concurrency": concurrency,
+            "interval": interval,
+        }
+        workers = [FleetWorker(config) for _ in range(processes)]
+        try:
+            await asyncio.gather(*(w.start() for w in workers))
+            for worker in workers:
+                worker.go()
+            results = await asyncio.gather(*(w.finish() for w in workers))
+        finally:
+            await asyncio.gather(*(w.kill() for w in workers))
+        refreshed = [at for at, grant in server.grant_log if grant == "refresh_token"]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(refreshed)]
+        return {
+            "processes": processes,
+            "cache": cache["kind"],
+            "token lifetime": lifetime,
+            "refresh windows": round(duration / (lifetime / 2), 1),
+            "refresh grants": len(refreshed),
+            "shortest gap": round(min(gaps), 3) if gaps else None,
+            "invalid_grant": server.invalid_grants,
+            "reused refresh tokens": server.refresh_token_reuses,
+            "revoked families": len(server.revoked_families),
+            "requests": sum(r["requests"] for r in results),
+            "failed": sum(r["failed"] for r in results),
+            "errors": dict(sum((Counter(r["errors"]) for r in results), Counter())),
+            "warnings": [w for r in results for w in r["warnings"]],
+            "refreshes per process": sorted(r["stats"]["background"] + r["stats"]["cold"] for r in results),
+        }
+
+
 # --- the worker --------------------------------------------------------------------
 
 
@@ -248,15 +318,28 @@ def _make_response_cache(spec: dict[str, Any] | None) -> Any:
     return ResponseCache()
 
 
+def _credentials(config: dict[str, Any], cache: Any) -> Any:
+    """Client credentials, or with ``sign_in`` the credentials of a sign-in whose refresh token is in ``cache``."""
+    from authsession import ClientCredentials, ProviderMetadata, SignIn
+
+    sign_in = config.get("sign_in")
+    if sign_in is None:
+        return ClientCredentials(
+            config["token_uri"], config["client_id"], config["client_secret"], scopes=config.get("scopes")
+        )
+    provider = ProviderMetadata(sign_in["issuer"], config["token_uri"])
+    return SignIn(provider, config["client_id"], store=cache, scopes=sign_in.get("scopes")).credentials()
+
+
 async def _work(config: dict[str, Any]) -> dict[str, Any]:
-    from authsession import AuthorizedSession, ClientCredentials
+    from authsession import AuthorizedSession
 
     warnings_seen = _Warnings()
     logging.getLogger("authsession").addHandler(warnings_seen)
-    creds = ClientCredentials(
-        config["token_uri"], config["client_id"], config["client_secret"], scopes=config.get("scopes")
-    )
     cache = _make_cache(config.get("cache", {}))
+    creds = _credentials(config, cache)
+    # A sign-in shares through its own store; the session's cache is then another (per process by default).
+    session_cache = _make_cache(config.get("session_cache", {})) if "sign_in" in config else cache
     # A response cache (issue 16): {"kind": "redis", "url": ...}; requests use ``method`` (GET by default).
     responses = _make_response_cache(config.get("response_cache"))
     method = config.get("method", "GET")
@@ -264,7 +347,7 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     url = config["api_url"]
     try:
-        session = AuthorizedSession(creds, token_cache=cache, cache=responses)
+        session = AuthorizedSession(creds, token_cache=session_cache, cache=responses)
         async with session:
 
             async def one() -> None:
@@ -294,9 +377,10 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
             elapsed = time.monotonic() - started
             stats = asdict(session.refresh_stats)
     finally:
-        close = getattr(cache, "close", None)
-        if close is not None:
-            await close()
+        for used in {id(cache): cache, id(session_cache): session_cache}.values():
+            close = getattr(used, "close", None)
+            if close is not None:
+                await close()
         if responses is not None:
             await responses.close()
     return {

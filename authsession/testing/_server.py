@@ -6,6 +6,13 @@ service accounts use) and an echo resource that checks bearer tokens. Knobs
 inject latency, failures (scripted with :meth:`FakeOAuthServer.fail_next`, or
 random at a rate) and revocation; counters say what happened.
 
+For sign-in code it also serves an authorization endpoint with PKCE (S256 only;
+approving or denying as told), the device authorization grant (RFC 8628) with
+scripted ``authorization_pending`` / ``slow_down`` answers, discovery documents
+(RFC 8414 and OpenID Connect), token revocation (RFC 7009), and strict refresh
+token rotation: a refresh token presented twice revokes its whole family (every
+refresh and access token descended from the same sign-in).
+
 API outcomes counted in ``api_outcomes``: ``ok``, ``missing``, ``unknown``,
 ``revoked``, ``expired`` (a 401 for the token), ``rejected`` (a random 401 for
 a valid token, ``api_401_rate``), ``unavailable`` (a random 503,
@@ -27,6 +34,7 @@ import base64
 import binascii
 import email.utils
 import gzip
+import hashlib
 import json
 import random
 import secrets
@@ -38,13 +46,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import unquote_plus
 
+import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from .._grants import ClientCredentials, RefreshTokenCredentials
 
 __all__ = ["ApiFailure", "FakeOAuthServer", "IssuedToken", "TokenFailure"]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+#: The outcomes a device poll can be scripted to answer (:meth:`FakeOAuthServer.script_device`).
+DEVICE_OUTCOMES = frozenset({"authorization_pending", "slow_down", "access_denied", "expired_token", "approve"})
+#: Discovery documents the server can serve (``discovery_documents``).
+DISCOVERY_DOCUMENTS = ("openid-configuration", "oauth-authorization-server")
 
 
 @dataclass
@@ -56,6 +71,26 @@ class IssuedToken:
     grant_type: str
     expires_at: float | None
     revoked: bool = False
+    #: The refresh token family it descends from (None: client credentials, JWT bearer).
+    family: str | None = None
+
+
+@dataclass
+class _PendingCode:
+    """An authorization code waiting to be redeemed."""
+
+    redirect_uri: str
+    challenge: str = field(repr=False)
+    scope: str | None
+    expires_at: float
+
+
+@dataclass
+class _PendingDevice:
+    """A device authorization waiting for the user."""
+
+    scope: str | None
+    expires_at: float
 
 
 @dataclass
@@ -91,6 +126,8 @@ class ApiRequest:
     path: str
     authorization: str | None = field(repr=False)
     outcome: str
+    #: Every header of the request, as received (it holds credentials: never shown in ``repr``).
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 class FakeOAuthServer:
@@ -111,6 +148,19 @@ class FakeOAuthServer:
         api_401_rate: Probability that an API request with a valid token is
             answered 401 anyway (as after a key rotation or clock skew).
         seed: Seed of the random failures, for a reproducible run.
+        gzip_tokens: Answer token requests gzip-compressed (``Content-Encoding: gzip``),
+            as some providers and proxies do.
+        strict_rotation: Rotate refresh tokens, and treat a spent one presented
+            again as theft: its whole family is revoked (``invalid_grant``).
+        public_client: Accept the client by its id alone (no secret) for every
+            grant but client credentials, as for a CLI or desktop app.
+        sign_in_decision: What the user answers at the authorization endpoint and
+            on the device: ``"approve"`` or ``"deny"``.
+        device_interval: The polling ``interval`` the device endpoint asks for.
+        device_code_lifetime: ``expires_in`` of device codes.
+        discovery_documents: Which well-known documents are served.
+        discovery_issuer: The ``issuer`` the documents claim (default: the
+            server's own, :attr:`issuer`); set another to play a mix-up attack.
         host: Where to listen (loopback).
         port: The port (0: a free one). After ``close()``, ``start()`` listens on the same port again.
 
@@ -130,6 +180,14 @@ class FakeOAuthServer:
         api_failure_rate: float = 0.0,
         api_401_rate: float = 0.0,
         seed: int | None = None,
+        gzip_tokens: bool = False,
+        strict_rotation: bool = False,
+        public_client: bool = False,
+        sign_in_decision: str = "approve",
+        device_interval: float = 5.0,
+        device_code_lifetime: float = 600.0,
+        discovery_documents: tuple[str, ...] = DISCOVERY_DOCUMENTS,
+        discovery_issuer: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -139,21 +197,59 @@ class FakeOAuthServer:
             ("api_401_rate", api_401_rate),
         ):
             _check_rate(name, rate)
+        if sign_in_decision not in ("approve", "deny"):
+            raise ValueError(f"sign_in_decision must be 'approve' or 'deny', got {sign_in_decision!r}")
+        unknown = set(discovery_documents) - set(DISCOVERY_DOCUMENTS)
+        if unknown:
+            raise ValueError(f"discovery_documents: unknown {sorted(unknown)}; choose from {DISCOVERY_DOCUMENTS}")
         self.token_lifetime = token_lifetime
         self.token_latency = token_latency
         self.client_id = client_id
         self.client_secret = client_secret or secrets.token_urlsafe(16)
         self.rotate_refresh_tokens = rotate_refresh_tokens
-        self.refresh_tokens: set[str] = {refresh_token or secrets.token_urlsafe(24)}
+        self.strict_rotation = strict_rotation
+        self.public_client = public_client
+        self.sign_in_decision = sign_in_decision
+        self.device_interval = device_interval
+        self.device_code_lifetime = device_code_lifetime
+        self.discovery_documents = discovery_documents
+        self.discovery_issuer = discovery_issuer
+        initial = refresh_token or secrets.token_urlsafe(24)
+        self.refresh_tokens: set[str] = {initial}
         self.spent_refresh_tokens: set[str] = set()
+        #: Refresh tokens revoked with their family (reuse, or a revocation request).
+        self.revoked_refresh_tokens: set[str] = set()
+        #: Which family each refresh token belongs to; a sign-in starts a new one.
+        self.families: dict[str, str] = {initial: "initial"}
+        #: Families revoked, by reuse of a spent refresh token or by revocation.
+        self.revoked_families: set[str] = set()
+        #: Spent refresh tokens presented again (each revoked its family under strict rotation).
+        self.refresh_token_reuses = 0
+        #: Token endpoint answers by RFC 6749 error code (``invalid_grant``...).
+        self.token_errors: Counter[str] = Counter()
+        #: Query parameters of every request to the authorization endpoint.
+        self.authorization_requests: list[dict[str, str]] = []
+        #: Device polls answered, scripted or not.
+        self.device_polls = 0
+        #: Discovery documents served, by name.
+        self.discovery_requests: Counter[str] = Counter()
+        #: Revocation requests (RFC 7009) received.
+        self.revocation_requests = 0
+        self._codes: dict[str, _PendingCode] = {}
+        self._devices: dict[str, _PendingDevice] = {}
+        self._device_script: deque[str] = deque()
+        self._sign_in_secrets: set[str] = set()
         self.token_failure_rate = token_failure_rate
         self.api_failure_rate = api_failure_rate
         self.api_401_rate = api_401_rate
+        self.gzip_tokens = gzip_tokens
         # Failure injection, not cryptography: a seedable PRNG is what is wanted.
         self._random = random.Random(seed)  # noqa: S311
         self.host = host
         self.tokens: dict[str, IssuedToken] = {}
         self.grants: Counter[str] = Counter()
+        #: When each token was issued (monotonic time) and by which grant, oldest first.
+        self.grant_log: deque[tuple[float, str]] = deque(maxlen=10_000)
         self.token_requests = 0
         #: Token requests answered with an injected failure (scripted or random).
         self.token_failures = 0
@@ -168,6 +264,9 @@ class FakeOAuthServer:
         self.api_served = 0
         #: Conditional API requests answered 304 Not Modified.
         self.not_modified = 0
+        # Credentials this server saw but did not issue: JWT assertions, self-signed
+        # JWTs and API keys presented to the API, and any a test adds (add_secret).
+        self._seen_secrets: set[str] = set()
         self._token_failures: deque[TokenFailure] = deque()
         self._api_failures: deque[ApiFailure] = deque()
         self._runner: web.AppRunner | None = None
@@ -188,8 +287,22 @@ class FakeOAuthServer:
             cls._tracked = previous
 
     def secrets(self) -> set[str]:
-        """Every secret this server knows: the client secret, refresh tokens, issued access tokens."""
-        return {self.client_secret, *self.refresh_tokens, *self.spent_refresh_tokens, *self.tokens}
+        """Every secret this server knows: the client secret, refresh tokens, issued access tokens,
+        and the credentials it was shown (JWT assertions, bearer tokens and API keys it did not issue,
+        and what :meth:`add_secret` added), authorization and device codes, and the PKCE verifiers clients sent."""
+        return {
+            self.client_secret,
+            *self.refresh_tokens,
+            *self.spent_refresh_tokens,
+            *self.revoked_refresh_tokens,
+            *self.tokens,
+            *self._seen_secrets,
+            *self._sign_in_secrets,
+        }
+
+    def add_secret(self, *values: str) -> None:
+        """Count ``values`` (a private key, an API key...) among :meth:`secrets`, e.g. to check no log shows them."""
+        self._seen_secrets.update(value for value in values if value)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -197,6 +310,10 @@ class FakeOAuthServer:
         """Start listening on a free port."""
         app = web.Application()
         app.router.add_post("/token", self._token)
+        app.router.add_get("/authorize", self._authorize)
+        app.router.add_post("/device_authorization", self._device_authorization)
+        app.router.add_post("/revoke", self._revoke)
+        app.router.add_get("/.well-known/{document}", self._discovery)
         app.router.add_route("*", "/redirect", self._redirect)
         app.router.add_route("*", "/api/{tail:.*}", self._api)
         # Handlers of clients that gave up are cancelled, and shutdown does not
@@ -236,6 +353,26 @@ class FakeOAuthServer:
         """The token endpoint."""
         return self.url + "token"
 
+    @property
+    def issuer(self) -> str:
+        """The issuer identifier (RFC 8414): the base URL without its trailing slash."""
+        return self.url.rstrip("/")
+
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document this server serves."""
+        return {
+            "issuer": self.discovery_issuer or self.issuer,
+            "authorization_endpoint": self.url + "authorize",
+            "token_endpoint": self.token_url,
+            "device_authorization_endpoint": self.url + "device_authorization",
+            "revocation_endpoint": self.url + "revoke",
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", DEVICE_CODE],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "authorization_response_iss_parameter_supported": True,
+        }
+
     def api_url(self, path: str = "") -> str:
         """A URL of the protected echo resource."""
         return self.url + "api/" + path.lstrip("/")
@@ -265,6 +402,29 @@ class FakeOAuthServer:
         """Make the next ``count`` token requests fail (see :class:`TokenFailure`)."""
         self._token_failures.extend(TokenFailure(**failure) for _ in range(count))
 
+    def script_device(self, *outcomes: str) -> None:
+        """Answer the next device polls with these, in order: ``authorization_pending``, ``slow_down``,
+        ``access_denied``, ``expired_token`` or ``approve``; after them, ``sign_in_decision`` decides."""
+        unknown = set(outcomes) - DEVICE_OUTCOMES
+        if unknown:
+            raise ValueError(f"unknown device outcomes {sorted(unknown)}; choose from {sorted(DEVICE_OUTCOMES)}")
+        self._device_script.extend(outcomes)
+
+    @property
+    def invalid_grants(self) -> int:
+        """Token requests refused with ``invalid_grant``."""
+        return self.token_errors["invalid_grant"]
+
+    async def open_browser(self, url: str) -> bool:
+        """Play the user's browser: open an authorization URL and follow the redirect back to the app.
+
+        Pass it as a sign-in's ``open_browser``; ``sign_in_decision`` says whether
+        the user approves.
+        """
+        async with aiohttp.ClientSession() as browser, browser.get(url) as page:
+            await page.read()
+        return True
+
     def fail_api_next(self, count: int = 1, **failure: Any) -> None:
         """Make the next ``count`` authorized API requests fail (see :class:`ApiFailure`)."""
         self._api_failures.extend(ApiFailure(**failure) for _ in range(count))
@@ -289,8 +449,10 @@ class FakeOAuthServer:
 
     # --- handlers --------------------------------------------------------------
 
-    def _client_id(self, request: web.Request, form: Mapping[str, str]) -> str | None:
+    def _client_id(self, request: web.Request, form: Mapping[str, str], *, public: bool = False) -> str | None:
         header = request.headers.get("Authorization", "")
+        if public and self.public_client and not header and "client_secret" not in form:
+            return self.client_id if form.get("client_id") == self.client_id else None
         if header.startswith("Basic "):
             try:
                 pair = base64.b64decode(header[6:], validate=True).decode()
@@ -321,37 +483,197 @@ class FakeOAuthServer:
             return web.json_response({"error": failure.error or "temporarily_unavailable"}, status=failure.status)
         grant_type = form_str.get("grant_type", "")
         extra: dict[str, Any] = {}
+        if form_str.get("assertion"):
+            self._seen_secrets.add(form_str["assertion"])
+        family: str | None = None
+        scope = form_str.get("scope")
         if grant_type == JWT_BEARER:
             if not _looks_like_jwt(form_str.get("assertion", "")):
-                return _oauth_error("invalid_grant", "assertion is not a JWT")
+                return self._refuse("invalid_grant", "assertion is not a JWT")
             client_id = "service-account"
         else:
-            client_id = self._client_id(request, form_str) or ""
+            client_id = self._client_id(request, form_str, public=grant_type != "client_credentials") or ""
             if not client_id:
-                return _oauth_error("invalid_client", "client authentication failed", status=401)
+                return self._refuse("invalid_client", "client authentication failed", status=401)
             if grant_type == "refresh_token":
                 presented = form_str.get("refresh_token", "")
                 if presented not in self.refresh_tokens:
-                    return _oauth_error("invalid_grant", "refresh token is not valid")
-                if self.rotate_refresh_tokens:
+                    if presented in self.spent_refresh_tokens:
+                        self.refresh_token_reuses += 1
+                        if self.strict_rotation:
+                            self._revoke_family(self.families.get(presented))
+                            return self._refuse("invalid_grant", "refresh token already used: the sign-in is revoked")
+                    return self._refuse("invalid_grant", "refresh token is not valid")
+                family = self.families.get(presented)
+                if self.rotate_refresh_tokens or self.strict_rotation:
                     self.refresh_tokens.discard(presented)
                     self.spent_refresh_tokens.add(presented)
-                    rotated = secrets.token_urlsafe(24)
-                    self.refresh_tokens.add(rotated)
-                    extra["refresh_token"] = rotated
+                    extra["refresh_token"] = self._new_refresh_token(family)
+            elif grant_type == "authorization_code":
+                refused = self._redeem_code(form_str)
+                if isinstance(refused, web.Response):
+                    return refused
+                scope = refused
+                family = secrets.token_hex(4)
+                extra["refresh_token"] = self._new_refresh_token(family)
+            elif grant_type == DEVICE_CODE:
+                refused = self._poll_device(form_str)
+                if isinstance(refused, web.Response):
+                    return refused
+                scope = refused
+                family = secrets.token_hex(4)
+                extra["refresh_token"] = self._new_refresh_token(family)
             elif grant_type != "client_credentials":
-                return _oauth_error("unsupported_grant_type", f"grant_type {grant_type[:40]!r}")
+                return self._refuse("unsupported_grant_type", f"grant_type {grant_type[:40]!r}")
         value = secrets.token_urlsafe(32)
         lifetime = self.token_lifetime
         expires_at = None if lifetime is None else time.monotonic() + lifetime
-        self.tokens[value] = IssuedToken(value, client_id, grant_type, expires_at)
+        self.tokens[value] = IssuedToken(value, client_id, grant_type, expires_at, family=family)
         self.grants[grant_type] += 1
+        self.grant_log.append((time.monotonic(), grant_type))
         body: dict[str, Any] = {"access_token": value, "token_type": "Bearer", **extra}
         if lifetime is not None:
             body["expires_in"] = lifetime
-        if "scope" in form_str:
-            body["scope"] = form_str["scope"]
+        if scope:
+            body["scope"] = scope
+        if self.gzip_tokens:
+            return web.Response(
+                body=gzip.compress(json.dumps(body).encode()),
+                content_type="application/json",
+                headers={"Cache-Control": "no-store", "Content-Encoding": "gzip"},
+            )
         return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    def _refuse(self, error: str, description: str, *, status: int = 400) -> web.Response:
+        self.token_errors[error] += 1
+        return _oauth_error(error, description, status=status)
+
+    def _new_refresh_token(self, family: str | None) -> str:
+        token = secrets.token_urlsafe(24)
+        self.refresh_tokens.add(token)
+        if family is not None:
+            self.families[token] = family
+        return token
+
+    def _revoke_family(self, family: str | None) -> None:
+        """Revoke every refresh and access token of ``family`` (reuse detected, or a revocation)."""
+        if family is None:
+            return
+        self.revoked_families.add(family)
+        for token in [t for t in self.refresh_tokens if self.families.get(t) == family]:
+            self.refresh_tokens.discard(token)
+            self.revoked_refresh_tokens.add(token)
+        for token in [t for t in self.spent_refresh_tokens if self.families.get(t) == family]:
+            self.spent_refresh_tokens.discard(token)
+            self.revoked_refresh_tokens.add(token)
+        for issued in self.tokens.values():
+            if issued.family == family:
+                issued.revoked = True
+
+    def _redeem_code(self, form: Mapping[str, str]) -> web.Response | str | None:
+        """The scope of a valid authorization code, or the refusal (RFC 6749 4.1.3, RFC 7636 4.6)."""
+        code = form.get("code", "")
+        pending = self._codes.pop(code, None)  # one use only
+        if pending is None or time.monotonic() >= pending.expires_at:
+            return self._refuse("invalid_grant", "authorization code is not valid")
+        if form.get("redirect_uri") != pending.redirect_uri:
+            return self._refuse("invalid_grant", "redirect_uri does not match the authorization request")
+        verifier = form.get("code_verifier", "")
+        if verifier:
+            self._sign_in_secrets.add(verifier)
+        if not verifier or not secrets.compare_digest(_s256(verifier), pending.challenge):
+            return self._refuse("invalid_grant", "PKCE verification failed: code_verifier does not match")
+        return pending.scope
+
+    def _poll_device(self, form: Mapping[str, str]) -> web.Response | str | None:
+        """The scope of an approved device authorization, or the answer that says why not yet (RFC 8628 3.5)."""
+        device_code = form.get("device_code", "")
+        pending = self._devices.get(device_code)
+        self.device_polls += 1
+        if pending is None:
+            return self._refuse("invalid_grant", "device_code is not valid")
+        if time.monotonic() >= pending.expires_at:
+            return self._refuse("expired_token", "the device code expired")
+        outcome = self._device_script.popleft() if self._device_script else self.sign_in_decision
+        if outcome == "deny":
+            outcome = "access_denied"
+        if outcome != "approve":
+            if outcome in ("access_denied", "expired_token"):
+                del self._devices[device_code]
+            return self._refuse(outcome, f"scripted answer: {outcome}")
+        del self._devices[device_code]
+        return pending.scope
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        self.authorization_requests.append(query)
+        redirect_uri = query.get("redirect_uri", "")
+        # Errors about the client or the redirect are shown to the user, never redirected (RFC 6749 4.1.2.1).
+        if query.get("client_id") != self.client_id:
+            return web.Response(status=400, text="unknown client_id")
+        if not _is_loopback_redirect(redirect_uri):
+            return web.Response(status=400, text="redirect_uri must be http://127.0.0.1:<port>/... (RFC 8252)")
+        state = query.get("state")
+
+        def back(**params: str) -> web.Response:
+            if state is not None:
+                params["state"] = state
+            params["iss"] = self.discovery_issuer or self.issuer  # RFC 9207
+            return web.Response(status=302, headers={"Location": str(URL(redirect_uri).update_query(params))})
+
+        if query.get("response_type") != "code":
+            return back(error="unsupported_response_type")
+        challenge = query.get("code_challenge", "")
+        if query.get("code_challenge_method") != "S256" or not challenge:
+            return back(error="invalid_request", error_description="PKCE with S256 is required")
+        if self.sign_in_decision == "deny":
+            return back(error="access_denied", error_description="the user denied the request")
+        code = secrets.token_urlsafe(24)
+        self._sign_in_secrets.add(code)
+        self._codes[code] = _PendingCode(redirect_uri, challenge, query.get("scope"), time.monotonic() + 60)
+        return back(code=code)
+
+    async def _device_authorization(self, request: web.Request) -> web.Response:
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        if not self._client_id(request, form, public=True):
+            return self._refuse("invalid_client", "client authentication failed", status=401)
+        device_code = secrets.token_urlsafe(24)
+        self._sign_in_secrets.add(device_code)
+        letters = "BCDFGHJKLMNPQRSTVWXZ"
+        user_code = "".join(secrets.choice(letters) for _ in range(4)) + "-"
+        user_code += "".join(secrets.choice(letters) for _ in range(4))
+        self._devices[device_code] = _PendingDevice(form.get("scope"), time.monotonic() + self.device_code_lifetime)
+        verification_uri = self.url + "device"
+        return web.json_response(
+            {
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": verification_uri,
+                "verification_uri_complete": f"{verification_uri}?user_code={user_code}",
+                "expires_in": self.device_code_lifetime,
+                "interval": self.device_interval,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _revoke(self, request: web.Request) -> web.Response:
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        self.revocation_requests += 1
+        if not self._client_id(request, form, public=True):
+            return _oauth_error("invalid_client", "client authentication failed", status=401)
+        token = form.get("token", "")
+        if token in self.families:
+            self._revoke_family(self.families[token])  # RFC 7009 2.1: the grant's access tokens go too
+        elif token in self.tokens:
+            self.tokens[token].revoked = True
+        return web.Response(status=200)  # also for an unknown token (RFC 7009 2.2)
+
+    async def _discovery(self, request: web.Request) -> web.Response:
+        document = request.match_info["document"]
+        if document not in self.discovery_documents:
+            return web.Response(status=404, text="not found")
+        self.discovery_requests[document] += 1
+        return web.json_response(self.metadata())
 
     def _next_token_failure(self) -> TokenFailure | None:
         if self._token_failures:
@@ -388,7 +710,12 @@ class FakeOAuthServer:
         body = await request.read()
         outcome = self._check_bearer(request)
         self.api_outcomes[outcome] += 1
-        self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), outcome))
+        authorization = request.headers.get("Authorization")
+        if outcome == "unknown" and authorization is not None:
+            self._seen_secrets.add(authorization[7:])  # a token of someone else's: a self-signed JWT
+        if "x-goog-api-key" in request.headers:
+            self._seen_secrets.add(request.headers["x-goog-api-key"])
+        self.api_log.append(ApiRequest(request.method, request.path, authorization, outcome, dict(request.headers)))
         if outcome == "unavailable":
             return web.json_response({"error": "unavailable", "reason": "injected failure"}, status=503)
         if outcome != "ok":
@@ -518,6 +845,19 @@ async def _truncated(request: web.Request, status: int, part: bytes) -> web.Stre
     assert request.transport is not None
     request.transport.close()
     return response
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _is_loopback_redirect(uri: str) -> bool:
+    try:
+        url = URL(uri)
+    except (ValueError, TypeError):
+        return False
+    return url.scheme == "http" and url.host in ("127.0.0.1", "::1") and url.fragment == ""
 
 
 def _oauth_error(error: str, description: str, *, status: int = 400) -> web.Response:
