@@ -44,6 +44,17 @@ from ._errors import (
 from ._events import Event
 from ._failures import handle_exception, handle_exceptions, raise_for_status
 from ._grants import ClientCredentials, RefreshTokenCredentials, TokenResponse, parse_token_response
+from ._http_cache import (
+    CachedResponse,
+    CacheLookup,
+    MemoryResponseStore,
+    RedisResponseStore,
+    ResponseCache,
+    ResponseCacheStats,
+    ResponseStore,
+    SQLiteResponseStore,
+    StoredResponse,
+)
 from ._identity import token_cache_key
 from ._jwt_bearer import JwtBearerCredentials
 from ._middleware import AuthMiddleware
@@ -68,6 +79,8 @@ __all__ = [
     "BackendNotAvailable",
     "BackendTimeout",
     "BaseCredentials",
+    "CacheLookup",
+    "CachedResponse",
     "CachedToken",
     "ClientAuth",
     "ClientCredentials",
@@ -89,23 +102,30 @@ __all__ = [
     "HTTPStatusError",
     "JwtBearerCredentials",
     "Lease",
+    "MemoryResponseStore",
     "MemoryTokenCache",
     "NetworkError",
     "NotFound",
     "PrivateKeyJwt",
     "ProviderMetadata",
+    "RedisResponseStore",
     "RedisTokenCache",
     "RefreshError",
     "RefreshStats",
     "RefreshTokenCredentials",
     "Request",
     "Response",
+    "ResponseCache",
+    "ResponseCacheStats",
+    "ResponseStore",
     "RetryPolicy",
+    "SQLiteResponseStore",
     "SelfSignedTlsClientAuth",
     "SignIn",
     "SignInError",
     "SignInTimeoutError",
     "StaticCredentials",
+    "StoredResponse",
     "TlsClientAuth",
     "Token",
     "TokenCache",

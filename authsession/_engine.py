@@ -25,12 +25,14 @@ from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import ClientResponse, hdrs
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._cache import TokenCache
 from ._deadline import current_deadline, timeout_after
 from ._errors import BackendTimeout
 from ._events import EventHook
+from ._http_cache import ResponseCache, cache_identity
 from ._ratelimit import RateLimiter
 from ._replay import Replay
 from ._retry import RetryPolicy
@@ -101,6 +103,8 @@ class Engine:
         rate_limit: At most this many sends start per second (None: no limit).
         on_event: Called with an :class:`Event` for every refresh and retry.
         token_cache: Where tokens are shared with other sessions (None: nowhere).
+        cache: The :class:`ResponseCache` that answers GET and HEAD requests it
+            holds fresh responses for, before any token work (None: no caching).
     """
 
     def __init__(
@@ -115,7 +119,11 @@ class Engine:
         rate_limit: float | None = None,
         on_event: EventHook | None = None,
         token_cache: TokenCache | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
+        if cache is not None and not isinstance(cache, ResponseCache):
+            raise TypeError(f"cache must be an authsession.ResponseCache or None, got {type(cache).__name__}")
+        self.cache = cache
         self.max_refresh_attempts = check_refresh_attempts(max_refresh_attempts)
         if isinstance(refresh_status_codes, (str, bytes, int)):
             raise TypeError("refresh_status_codes must be a collection of status codes")
@@ -153,6 +161,8 @@ class Engine:
         self.signer = tokens.request_headers if tokens.per_request else getattr(credentials, "request_headers", None)
         self.resend_hook = getattr(credentials, "should_resend", None)
         self._plain: Headers | None = None
+        # Whose responses the cache keeps apart: a digest of the credential's identity, never a token.
+        self.identity = "" if self.cache is None else cache_identity(credentials)
         if previous is not None:
             previous.abandon()
 
@@ -166,7 +176,9 @@ class Engine:
         """What the token manager did."""
         return self.tokens.stats
 
-    async def run(self, door: Door, method: str, url: Any, headers: Any, options: Any) -> ClientResponse:
+    async def run(
+        self, door: Door, method: str, url: Any, headers: Any, options: Any, consulted: bool = False
+    ) -> ClientResponse:
         """Send the request through ``door`` and see it through: the whole flow, hot path first.
 
         Args:
@@ -176,7 +188,10 @@ class Engine:
             headers: The caller's own headers (a case-insensitive mapping, or None);
                 an Authorization among them means the caller authorizes this request.
             options: Whatever else the door needs to send (opaque here).
+            consulted: The response cache was asked already (by :meth:`cached`).
         """
+        if self.cache is not None and not consulted:
+            return await self.cached(door, method, url, headers, options)
         if not door.authorizes or (headers is not None and hdrs.AUTHORIZATION in headers):
             sent: Headers | None = None
         else:
@@ -203,6 +218,28 @@ class Engine:
         ):
             return await Replay(self, door, method, url, headers, options).settle(response, sent, asks_again)
         return response
+
+    async def cached(self, door: Door, method: str, url: Any, headers: Any, options: Any) -> ClientResponse:
+        """The request through the response cache: a fresh stored response at once, else :meth:`run` and store."""
+        cache = self.cache
+        assert cache is not None  # only run() calls this, when there is a cache
+        # Parsed once: the absolute URL goes on to aiohttp, which takes a URL as it is.
+        url = target = _absolute(door, url)
+        params = options.get("params") if isinstance(options, dict) else None
+        if params:
+            target = target.extend_query(params)
+        lookup = await cache.lookup(method, target, headers, self.identity)
+        if lookup is not None:
+            if lookup.response is not None:
+                # A stand-in with ClientResponse's reading side (authsession.CachedResponse).
+                return lookup.response  # type: ignore[return-value]
+            if lookup.request_headers:
+                # In place: the session door's headers are its own copy, the middleware door's are the request's.
+                if headers is None:
+                    headers = CIMultiDict()
+                headers.update(lookup.request_headers)
+        response = await self.run(door, method, url, headers, options, True)
+        return await cache.complete(lookup, method, target, headers, self.identity, response)  # type: ignore[return-value]
 
     def send(
         self, door: Door, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any

@@ -16,9 +16,10 @@ class Event:
     """One refresh or retry, as passed to ``on_event``.
 
     Attributes:
-        kind: ``"refresh"`` or ``"retry"``.
+        kind: ``"refresh"``, ``"retry"``, or ``"cache"`` (from a :class:`ResponseCache`).
         reason: Why: for a refresh ``cold``, ``background`` or ``after_rejection``;
-            for a retry the status (``"503"``) or the exception's class name.
+            for a retry the status (``"503"``) or the exception's class name; for
+            the cache ``hit``, ``miss``, ``revalidated``, ``stored`` or ``invalidated``.
         attempt: For a retry, the attempt about to be made (2 for the first retry);
             for a refresh, the token request attempt (1 unless the endpoint failed;
             0 when a shared token cache supplied the token).

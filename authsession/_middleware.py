@@ -24,6 +24,7 @@ from yarl import URL
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
 from ._engine import Engine, EngineDoor, PerHop
 from ._events import EventHook
+from ._http_cache import ResponseCache
 from ._origins import OriginScope
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._tokens import Headers
@@ -98,6 +99,7 @@ class AuthMiddleware(EngineDoor):
             with nobody.
         trusted_origins: With the session's ``base_url``, credentials go only to
             its origin and these (``"*"``: any).
+        cache: A :class:`ResponseCache` (see ``AuthorizedSession``); None caches nothing.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class AuthMiddleware(EngineDoor):
         on_event: EventHook | None = None,
         token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
         trusted_origins: Iterable[str] | str = (),
+        cache: ResponseCache | None = None,
     ) -> None:
         self._engine = Engine(
             credentials,
@@ -124,6 +127,7 @@ class AuthMiddleware(EngineDoor):
             rate_limit=rate_limit,
             on_event=on_event,
             token_cache=token_cache,
+            cache=cache,
         )
         self._trusted = trusted_origins
         OriginScope.for_base_url(None, trusted_origins)  # refuse bad input now, not at the first request

@@ -31,6 +31,7 @@ from ._deadline import DEADLINE, check_seconds, deadline
 from ._engine import Engine, EngineDoor, PerHop, check_retry, merge
 from ._events import EventHook
 from ._failures import raise_for_status
+from ._http_cache import ResponseCache
 from ._origins import OriginScope
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._tokens import Headers
@@ -152,6 +153,9 @@ with warnings.catch_warnings():
             trusted_origins: With ``base_url``, credentials go only to its origin;
                 list other origins here (``"https://files.example.com"``), or
                 ``"*"`` for any. Without ``base_url``, every origin gets them.
+            cache: A :class:`ResponseCache`: GET and HEAD responses reused as HTTP
+                caching allows, kept apart per credential; None (the default) caches
+                nothing. The session does not close it.
             **kwargs: Passed to ``aiohttp.ClientSession`` unchanged, except that
                 ``timeout`` defaults to ``ClientTimeout(total=180)`` and may be
                 a number of seconds, and ``raise_for_status=True`` raises
@@ -185,6 +189,7 @@ with warnings.catch_warnings():
             on_event: EventHook | None = None,
             token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
             trusted_origins: Iterable[str] | str = (),
+            cache: ResponseCache | None = None,
             **kwargs: Any,
         ) -> None:
             if _final_client_session:
@@ -204,6 +209,7 @@ with warnings.catch_warnings():
                 rate_limit=rate_limit,
                 on_event=on_event,
                 token_cache=token_cache,
+                cache=cache,
             )
             timeout = kwargs.get("timeout")
             if timeout is None:

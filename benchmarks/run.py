@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import _common
+import bench_cache
 import bench_fleet
 import bench_instructions
 import bench_memory
@@ -29,7 +30,7 @@ import bench_storms
 import bench_throughput
 from _common import HERE, Row
 
-SECTIONS = ("startup", "throughput", "instructions", "storms", "rotation", "memory", "fleet", "signin")
+SECTIONS = ("startup", "throughput", "instructions", "storms", "rotation", "memory", "fleet", "signin", "cache")
 
 
 async def run(sections: list[str], quick: bool) -> tuple[list[Row], dict[str, float]]:
@@ -73,6 +74,9 @@ async def run(sections: list[str], quick: bool) -> tuple[list[Row], dict[str, fl
         if "memory" in sections:
             started = time.perf_counter()
             done("memory", started, await asyncio.to_thread(bench_memory.measure, server, 3, quick))
+        if "cache" in sections:
+            started = time.perf_counter()
+            done("cache", started, await bench_cache.measure(server, 1 if quick else 7))
     return rows, timings
 
 

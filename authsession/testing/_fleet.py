@@ -305,13 +305,28 @@ def _make_cache(spec: dict[str, Any]) -> Any:
     return None
 
 
+def _make_response_cache(spec: dict[str, Any] | None) -> Any:
+    from authsession import RedisResponseStore, ResponseCache, SQLiteResponseStore
+
+    if not spec:
+        return None
+    kind = spec.get("kind", "memory")
+    if kind == "redis":
+        return ResponseCache(RedisResponseStore(spec["url"], prefix=spec.get("prefix", "authsession:")))
+    if kind == "sqlite":
+        return ResponseCache(SQLiteResponseStore(spec["path"]))
+    return ResponseCache()
+
+
 def _credentials(config: dict[str, Any], cache: Any) -> Any:
     """Client credentials, or with ``sign_in`` the credentials of a sign-in whose refresh token is in ``cache``."""
     from authsession import ClientCredentials, ProviderMetadata, SignIn
 
     sign_in = config.get("sign_in")
     if sign_in is None:
-        return ClientCredentials(config["token_uri"], config["client_id"], config["client_secret"])
+        return ClientCredentials(
+            config["token_uri"], config["client_id"], config["client_secret"], scopes=config.get("scopes")
+        )
     provider = ProviderMetadata(sign_in["issuer"], config["token_uri"])
     return SignIn(provider, config["client_id"], store=cache, scopes=sign_in.get("scopes")).credentials()
 
@@ -325,16 +340,19 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
     creds = _credentials(config, cache)
     # A sign-in shares through its own store; the session's cache is then another (per process by default).
     session_cache = _make_cache(config.get("session_cache", {})) if "sign_in" in config else cache
+    # A response cache (issue 16): {"kind": "redis", "url": ...}; requests use ``method`` (GET by default).
+    responses = _make_response_cache(config.get("response_cache"))
+    method = config.get("method", "GET")
     statuses: Counter[int] = Counter()
     errors: Counter[str] = Counter()
     url = config["api_url"]
     try:
-        session = AuthorizedSession(creds, token_cache=session_cache)
+        session = AuthorizedSession(creds, token_cache=session_cache, cache=responses)
         async with session:
 
             async def one() -> None:
                 try:
-                    async with session.get(url) as resp:
+                    async with session.request(method, url) as resp:
                         await resp.read()
                         statuses[resp.status] += 1
                 except Exception as exc:  # noqa: BLE001 - counted and reported
@@ -363,6 +381,8 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
             close = getattr(used, "close", None)
             if close is not None:
                 await close()
+        if responses is not None:
+            await responses.close()
     return {
         "event": "done",
         "pid": os.getpid(),
@@ -372,6 +392,7 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
         "requests": sum(statuses.values()) + sum(errors.values()),
         "elapsed": elapsed,
         "stats": stats,
+        "cache": None if responses is None else asdict(responses.stats),
         "warnings": warnings_seen.messages,
     }
 

@@ -29,6 +29,13 @@ a valid token, ``api_401_rate``), ``unavailable`` (a random 503,
 ``api_failure_rate``); a scripted :meth:`FakeOAuthServer.fail_api_next` failure
 counts as ``ok`` (the token was good) and as ``failed <status>``. A refused
 DPoP proof or certificate counts under its reason (``dpop htu``, ``certificate``...).
+
+HTTP caching knobs of the echo resource, for response cache tests (query
+parameters): ``cache`` (a Cache-Control value), ``expires`` (seconds from now,
+as an Expires date), ``validator`` (``etag``, ``last-modified`` or ``both``:
+the resource's version, which every unsafe request to its path bumps; a
+matching conditional GET is answered 304 and counted in ``not_modified``) and
+``vary`` (a Vary value; the echo shows those request headers).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import email.utils
 import gzip
 import hashlib
 import json
@@ -284,6 +292,12 @@ class FakeOAuthServer:
         self.api_outcomes: Counter[str] = Counter()
         self.api_log: deque[ApiRequest] = deque(maxlen=10_000)
         self.token_forms: deque[dict[str, str]] = deque(maxlen=1_000)
+        #: Versions of API paths: every unsafe request (POST, PUT, PATCH, DELETE) to a path bumps its own.
+        self.versions: Counter[str] = Counter()
+        #: API requests answered with an echo (or a 304): a new number on every answer the API computed.
+        self.api_served = 0
+        #: Conditional API requests answered 304 Not Modified.
+        self.not_modified = 0
         # Credentials this server saw but did not issue: JWT assertions, self-signed
         # JWTs and API keys presented to the API, and any a test adds (add_secret).
         self._seen_secrets: set[str] = set()
@@ -1012,9 +1026,14 @@ class FakeOAuthServer:
             if failure.truncate:
                 return await _truncated(request, failure.status, failure.body or b'{"partial": ')
             return web.Response(status=failure.status, headers=failure.headers, body=failure.body)
+        if request.method not in {"GET", "HEAD", "OPTIONS", "TRACE"}:
+            self.versions[request.path] += 1
         delay = float(request.query.get("delay", "0"))
         if delay:
             await asyncio.sleep(delay)
+        self.api_served += 1
+        if _CACHE_KNOBS.intersection(request.query):
+            return self._cacheable(request, body)
         echo = {
             "method": request.method,
             "path": request.path,
@@ -1032,6 +1051,40 @@ class FakeOAuthServer:
             )
         return web.json_response(echo, status=status)
 
+    def _cacheable(self, request: web.Request, body: bytes) -> web.Response:
+        """The echo with the caching headers its query asks for; 304 for a matching conditional GET."""
+        query = request.query
+        version = self.versions[request.path]
+        headers: dict[str, str] = {}
+        if "cache" in query:
+            headers["Cache-Control"] = query["cache"]
+        if "expires" in query:
+            headers["Expires"] = email.utils.formatdate(time.time() + float(query["expires"]), usegmt=True)
+        if "vary" in query:
+            headers["Vary"] = query["vary"]
+        validator = query.get("validator", "")
+        etag = f'"v{version}"'
+        # A fixed date per version: 2020-01-01 plus a day per version.
+        last_modified = email.utils.formatdate(1577836800 + 86400 * version, usegmt=True)
+        if validator in {"etag", "both"}:
+            headers["ETag"] = etag
+        if validator in {"last-modified", "both"}:
+            headers["Last-Modified"] = last_modified
+        if request.method in {"GET", "HEAD"} and _not_modified(request, validator, etag, last_modified):
+            self.not_modified += 1
+            return web.Response(status=304, headers=headers)
+        vary = [name.strip() for name in query.get("vary", "").split(",") if name.strip()]
+        echo = {
+            "method": request.method,
+            "path": request.path,
+            "query": dict(query),
+            "body": body.decode("utf-8", "replace"),
+            "version": version,
+            "served": self.api_served,
+            "vary": {name: request.headers.get(name) for name in vary},
+        }
+        return web.json_response(echo, status=int(query.get("status", "200")), headers=headers)
+
     async def _stream(self, request: web.Request, chunks: int, every: float) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         await response.prepare(request)
@@ -1048,6 +1101,26 @@ class FakeOAuthServer:
         status = int(request.query.get("status", "302"))
         self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), "redirect"))
         return web.Response(status=status, headers={"Location": target})
+
+
+_CACHE_KNOBS = frozenset({"cache", "expires", "validator", "vary"})
+
+
+def _not_modified(request: web.Request, validator: str, etag: str, last_modified: str) -> bool:
+    """Whether a conditional request's validators match the resource (RFC 9110 13.1.2, 13.1.3)."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return validator in {"etag", "both"} and (etag in tags or "*" in tags)
+    if_modified_since = request.headers.get("If-Modified-Since")
+    if if_modified_since is not None and validator in {"last-modified", "both"}:
+        try:
+            return email.utils.parsedate_to_datetime(if_modified_since) >= email.utils.parsedate_to_datetime(
+                last_modified
+            )
+        except (TypeError, ValueError):
+            return False
+    return False
 
 
 def _check_rate(name: str, rate: object) -> None:

@@ -1,0 +1,184 @@
+"""What a response store keeps: a stored response with the times that date it, and its byte form.
+
+The byte form is what the SQLite and Redis stores write: a small JSON header
+per variant and the bodies after it. It holds no URL (a query may carry an API
+key): stores key entries by a digest of the URL, and a hit takes its URL from
+the request. Whoever can write to a store can only
+make a reader miss: anything malformed decodes to nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._rules import parse_cache_control
+
+__all__ = ["FORMAT", "StoredResponse", "decode_variants", "encode_variants", "url_digest", "vary_value"]
+
+log = logging.getLogger("authsession")
+
+#: The first bytes of an encoded entry: the format and its version.
+FORMAT = b"authsession-http-1\n"
+_LENGTH = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A response as a response store keeps it.
+
+    Attributes:
+        method: The request method it answered (``GET`` or ``HEAD``).
+        status: Its status code.
+        reason: Its reason phrase.
+        headers: Its header fields in order (``Set-Cookie`` is never kept).
+        body: Its body, as read (decompressed unless the session kept raw bytes).
+        request_time: Unix time at which the request that fetched (or last revalidated) it was sent.
+        response_time: Unix time at which that answer arrived.
+        lifetime: Seconds it stays fresh after its age was 0.
+        vary: The request headers it varies on, with the values it was fetched with.
+        keep_until: Unix time after which a store may drop it.
+    """
+
+    method: str
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = field(repr=False)
+    request_time: float
+    response_time: float
+    lifetime: float
+    vary: tuple[tuple[str, str], ...] = ()
+    keep_until: float = 0.0
+
+    # Parsed once per object: a response kept in memory is read by every hit.
+    @cached_property
+    def header_map(self) -> CIMultiDictProxy[str]:
+        """The headers as aiohttp gives them (case-insensitive, repeated fields kept)."""
+        return CIMultiDictProxy(CIMultiDict(self.headers))
+
+    @cached_property
+    def directives(self) -> dict[str, str | None]:
+        """Its Cache-Control directives."""
+        return parse_cache_control(self.header_map.getall("Cache-Control", ()))
+
+    @property
+    def has_validator(self) -> bool:
+        """Whether it can be revalidated (it has an ETag or a Last-Modified)."""
+        return "ETag" in self.header_map or "Last-Modified" in self.header_map
+
+    def matches(self, request_headers: Mapping[str, str] | None) -> bool:
+        """Whether a request with ``request_headers`` selects this variant (its Vary values are equal)."""
+        return all(vary_value(request_headers, name) == value for name, value in self.vary)
+
+    def renewed(self, **changes: object) -> StoredResponse:
+        """A copy with ``changes`` (new times and headers after a 304)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def _meta(self) -> dict[str, object]:
+        return {
+            "method": self.method,
+            "status": self.status,
+            "reason": self.reason,
+            "headers": [list(pair) for pair in self.headers],
+            "request_time": self.request_time,
+            "response_time": self.response_time,
+            "lifetime": self.lifetime,
+            "vary": [list(pair) for pair in self.vary],
+            "keep_until": self.keep_until,
+            "body": len(self.body),
+        }
+
+
+def url_digest(url: str) -> str:
+    """The key a URL is written under outside the process: a digest, so a query's secrets are not written out."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def vary_value(headers: Mapping[str, str] | None, name: str) -> str:
+    """A request header's value as Vary compares it: every field line joined, whitespace normalised."""
+    if headers is None:
+        return ""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        values = getall(name, ())
+    else:
+        found = headers.get(name)
+        if found is None:
+            # A plain dict may use any case for the name.
+            found = next((v for k, v in headers.items() if k.lower() == name), None)
+        values = () if found is None else (found,)
+    return ", ".join(" ".join(str(v).split()) for v in values)
+
+
+def encode_variants(variants: Sequence[StoredResponse]) -> bytes:
+    """The byte form of one key's variants."""
+    meta = json.dumps([v._meta() for v in variants], separators=(",", ":")).encode()
+    return b"".join((FORMAT, _LENGTH.pack(len(meta)), meta, *(v.body for v in variants)))
+
+
+def decode_variants(data: bytes) -> tuple[StoredResponse, ...]:
+    """The variants in ``data``; none when it is not an entry of this format (logged at DEBUG)."""
+    try:
+        if not data.startswith(FORMAT):
+            raise ValueError("unknown format")
+        offset = len(FORMAT)
+        (size,) = _LENGTH.unpack_from(data, offset)
+        offset += _LENGTH.size
+        metas = json.loads(data[offset : offset + size])
+        offset += size
+        if not isinstance(metas, list):
+            raise ValueError("no variant list")
+        variants = []
+        for meta in metas:
+            length = int(meta["body"])
+            body = data[offset : offset + length]
+            if len(body) != length or length < 0:
+                raise ValueError("truncated body")
+            offset += length
+            variants.append(_from_meta(meta, body))
+        if offset != len(data):
+            raise ValueError("trailing bytes")
+        return tuple(variants)
+    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
+        log.debug("authsession: a stored response is unreadable (%s); ignored", type(exc).__name__)
+        return ()
+
+
+def _pairs(raw: Iterable[object]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ValueError("not a header field")
+        name, value = item
+        if not isinstance(name, str) or not isinstance(value, str) or "\n" in name + value or "\r" in name + value:
+            raise ValueError("not a header field")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _from_meta(meta: dict[str, object], body: bytes) -> StoredResponse:
+    method, reason, status = meta["method"], meta["reason"], meta["status"]
+    if not isinstance(method, str) or not isinstance(reason, str):
+        raise ValueError("not a stored response")
+    if not isinstance(status, int) or not 100 <= status <= 999:
+        raise ValueError("not a status code")
+    return StoredResponse(
+        method=method,
+        status=status,
+        reason=reason,
+        headers=_pairs(meta["headers"]),  # type: ignore[arg-type]
+        body=body,
+        request_time=float(meta["request_time"]),  # type: ignore[arg-type]
+        response_time=float(meta["response_time"]),  # type: ignore[arg-type]
+        lifetime=float(meta["lifetime"]),  # type: ignore[arg-type]
+        vary=_pairs(meta["vary"]),  # type: ignore[arg-type]
+        keep_until=float(meta["keep_until"]),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,153 @@
+"""Stored responses shared through Redis by a fleet of processes and machines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._cache._redis import _describe
+from .._deadline import timeout_after
+from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["RedisResponseStore"]
+
+log = logging.getLogger("authsession")
+
+# One hash per URL (so a POST drops every identity's responses with one DEL);
+# the hash lives as long as its longest-kept slot. Redis 7.0 has no per-field
+# TTL, so each slot's own expiry is checked when it is read.
+_SET_SCRIPT = """
+redis.call("hset", KEYS[1], ARGV[1], ARGV[2])
+local ttl = tonumber(ARGV[3])
+if redis.call("pttl", KEYS[1]) < ttl then
+    redis.call("pexpire", KEYS[1], ttl)
+end
+return 1
+"""
+
+
+class RedisResponseStore:
+    """Stored responses shared through Redis (extra ``authsession[redis]``).
+
+    If Redis is unreachable or slower than ``timeout``, requests go to the
+    network as if nothing were stored, one warning is logged, and Redis is
+    tried again after ``retry_after``. Use it from one event loop (redis-py's
+    asyncio clients are bound to theirs); close it when done, or ``async with``.
+
+    Args:
+        url_or_client: A Redis URL (``redis://host:6379/0``, ``rediss://...``,
+            ``unix://...``), or a ``redis.asyncio.Redis`` client (which stays
+            yours to close).
+        prefix: Prepended to every key this store writes.
+        timeout: Seconds any one Redis call may take before Redis counts as down.
+        retry_after: Seconds to leave Redis alone after it failed.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | Redis,
+        *,
+        prefix: str = "authsession:",
+        timeout: float = 1.0,
+        retry_after: float = 5.0,
+    ) -> None:
+        try:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import RedisError
+        except ImportError as exc:
+            raise ImportError("RedisResponseStore needs redis-py: pip install 'authsession[redis]'") from exc
+        if timeout <= 0 or retry_after < 0:
+            raise ValueError("timeout must be a positive and retry_after a non-negative number of seconds")
+        if isinstance(url_or_client, str):
+            # Our own bounds, no silent retries: a store that is down costs a request at most ``timeout``.
+            self._client: Redis = redis.asyncio.Redis.from_url(
+                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+            )
+            self._owns_client = True
+            self._where = _describe(url_or_client)
+        else:
+            self._client = url_or_client
+            self._owns_client = False
+            self._where = type(url_or_client).__name__
+        self.prefix = prefix
+        self._timeout = timeout
+        self._retry_after = retry_after
+        self._down_until = -math.inf
+        self._down = False
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+        self._set_script = self._client.register_script(_SET_SCRIPT)
+
+    @property
+    def client(self) -> Redis:
+        """The redis-py client in use."""
+        return self._client
+
+    def _key(self, url: str) -> str:
+        return f"{self.prefix}http:{url_digest(url)}"
+
+    async def _call(self, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)`` on Redis, or ``default`` while Redis is down."""
+        if self._down and time.monotonic() < self._down_until:
+            return default
+        try:
+            async with timeout_after(self._timeout):
+                result = await call(*args, **kwargs)
+        except self._errors as exc:
+            self._down_until = time.monotonic() + self._retry_after
+            if not self._down:
+                self._down = True
+                # The type only: a message may carry a URL with a password in it.
+                log.warning(
+                    "authsession: response store redis %s failed (%s); requests go to the network until it is back",
+                    self._where,
+                    type(exc).__name__,
+                )
+            return default
+        if self._down:
+            self._down = False
+            log.info("authsession: response store redis %s is reachable again", self._where)
+        return result
+
+    async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
+        """The variants stored for ``url`` in ``slot``; empty if none, unreadable, or Redis is down."""
+        data: Any = await self._call(None, self._client.hget, self._key(url), slot)
+        if isinstance(data, str):  # a client made with decode_responses=True cannot hold bodies
+            return ()
+        if not isinstance(data, bytes):
+            return ()
+        now = time.time()
+        return tuple(v for v in decode_variants(data) if v.keep_until > now)
+
+    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
+        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
+        millis = int(ttl * 1000)
+        if millis <= 0:
+            return
+        await self._call(None, self._set_script, keys=[self._key(url)], args=[slot, encode_variants(variants), millis])
+
+    async def delete(self, url: str) -> None:
+        """Drop every response stored for ``url``, of every identity."""
+        await self._call(None, self._client.delete, self._key(url))
+
+    async def close(self) -> None:
+        """Close the client, if this store created it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> RedisResponseStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<RedisResponseStore {self._where} prefix={self.prefix!r}>"

@@ -1,0 +1,247 @@
+"""A response answered from the cache, with the reading side of ``aiohttp.ClientResponse``.
+
+Calling code written for aiohttp does not change: ``status``, ``headers``,
+``read()``/``text()``/``json()``, ``content`` (a real ``aiohttp.StreamReader``),
+``raise_for_status()``, ``async with``, ``release()``... all behave as on a
+response whose body was read. It holds no connection, so closing it frees
+nothing and cannot fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import ClientResponseError, ContentTypeError, RequestInfo, StreamReader
+from aiohttp.base_protocol import BaseProtocol
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
+
+from .._transport import safe_url
+from ._entry import StoredResponse
+
+__all__ = ["CachedResponse", "refill_content"]
+
+_STREAM_LIMIT = 2**16
+
+
+def _stream_of(body: bytes) -> StreamReader:
+    """An aiohttp StreamReader that holds ``body`` and is at its end."""
+    loop = asyncio.get_running_loop()
+    reader = StreamReader(BaseProtocol(loop), _STREAM_LIMIT, loop=loop)
+    reader.feed_data(body)
+    reader.feed_eof()
+    return reader
+
+
+def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:
+    """Give a response whose body the cache read a ``content`` stream again, so streaming callers still work."""
+    response.content = _stream_of(body)
+
+
+class CachedResponse:
+    """A stored response served without a request: an ``aiohttp.ClientResponse`` stand-in.
+
+    Attributes:
+        from_cache: Always True (a ClientResponse has no such attribute).
+        revalidated: True when the server confirmed it with a 304 for this call.
+    """
+
+    from_cache = True
+    # aiohttp reads these after a client middleware returns a response: no
+    # cookies to store (they were never kept), no connection to watch.
+    _raw_cookie_headers: tuple[str, ...] | None = None
+    connection = None
+    version = aiohttp.HttpVersion11
+
+    def __init__(
+        self,
+        stored: StoredResponse,
+        url: URL,
+        *,
+        age: float,
+        request_headers: CIMultiDictProxy[str] | None = None,
+        revalidated: bool = False,
+    ) -> None:
+        headers = CIMultiDict(stored.headers)
+        headers["Age"] = str(int(age))
+        self._headers = CIMultiDictProxy(headers)
+        self.status = stored.status
+        self.reason = stored.reason
+        self.method = stored.method
+        self.url = url
+        self.real_url = self.url
+        self._body = stored.body
+        self._request_headers = request_headers if request_headers is not None else CIMultiDictProxy(CIMultiDict())
+        self._history: tuple[Any, ...] = ()
+        self._content: StreamReader | None = None
+        self._closed = False
+        self.revalidated = revalidated
+
+    # --- what the response says ------------------------------------------------
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The stored headers, with ``Age`` set to the response's current age."""
+        return self._headers
+
+    @property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The headers as bytes pairs, as aiohttp exposes them."""
+        return tuple((k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in self._headers.items())
+
+    @property
+    def url_obj(self) -> URL:
+        """The URL (an alias aiohttp keeps)."""
+        return self.url
+
+    @property
+    def host(self) -> str:
+        """The URL's host."""
+        return self.url.host or ""
+
+    @property
+    def history(self) -> tuple[Any, ...]:
+        """Redirects that led here: none (responses reached through a redirect are not stored)."""
+        return self._history
+
+    @property
+    def request_info(self) -> RequestInfo:
+        """The request this response answers (its URL, method and the caller's headers)."""
+        return RequestInfo(self.url, self.method, self._request_headers, self.real_url)
+
+    @property
+    def cookies(self) -> SimpleCookie:
+        """Cookies set by the response: none (``Set-Cookie`` is never stored)."""
+        return SimpleCookie()
+
+    @property
+    def links(self) -> MultiDictProxy[MultiDictProxy[str | URL]]:
+        """The ``Link`` header parsed: empty here (read ``headers["Link"]``)."""
+        return MultiDictProxy(MultiDict())
+
+    @property
+    def content_type(self) -> str:
+        """The media type, lowercased, without parameters (``application/octet-stream`` if none)."""
+        raw = self._headers.get("Content-Type")
+        if raw is None:
+            return "application/octet-stream"
+        return raw.split(";", 1)[0].strip().lower() or "application/octet-stream"
+
+    @property
+    def charset(self) -> str | None:
+        """The ``charset`` parameter of Content-Type, if any."""
+        raw = self._headers.get("Content-Type", "")
+        for param in raw.split(";")[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "charset":
+                return value.strip().strip('"') or None
+        return None
+
+    @property
+    def content_length(self) -> int | None:
+        """The ``Content-Length`` header as a number, if any."""
+        raw = self._headers.get("Content-Length")
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is below 400."""
+        return self.status < 400
+
+    def raise_for_status(self) -> None:
+        """Raise ``aiohttp.ClientResponseError`` for a status of 400 or more, as aiohttp does."""
+        if not self.ok:
+            raise ClientResponseError(
+                self.request_info, self.history, status=self.status, message=self.reason, headers=self._headers
+            )
+
+    # --- the body ----------------------------------------------------------------
+
+    @property
+    def content(self) -> StreamReader:
+        """The body as a stream (made on first use)."""
+        if self._content is None:
+            self._content = _stream_of(self._body)
+        return self._content
+
+    async def read(self) -> bytes:
+        """The body."""
+        return self._body
+
+    def get_encoding(self) -> str:
+        """The body's text encoding: the charset parameter, else UTF-8."""
+        charset = self.charset
+        if charset:
+            try:
+                return codecs.lookup(charset).name
+            except LookupError:
+                pass
+        return "utf-8"
+
+    async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
+        """The body decoded as text."""
+        return self._body.decode(encoding or self.get_encoding(), errors)
+
+    async def json(
+        self,
+        *,
+        encoding: str | None = None,
+        loads: Callable[[str], Any] = json.loads,
+        content_type: str | None = "application/json",
+    ) -> Any:
+        """The body parsed as JSON; ``ContentTypeError`` for another media type, as aiohttp raises."""
+        if content_type and not _expected(self.content_type, content_type):
+            raise ContentTypeError(
+                self.request_info,
+                self.history,
+                status=self.status,
+                message=f"Attempt to decode JSON with unexpected mimetype: {self.content_type}",
+                headers=self._headers,
+            )
+        stripped = self._body.strip()
+        if not stripped:
+            return None
+        return loads(stripped.decode(encoding or self.get_encoding()))
+
+    # --- lifecycle: nothing to free --------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` or ``release()`` was called."""
+        return self._closed
+
+    def release(self) -> None:
+        """Mark the response done (it holds no connection)."""
+        self._closed = True
+
+    def close(self) -> None:
+        """Mark the response done (it holds no connection)."""
+        self._closed = True
+
+    async def wait_for_close(self) -> None:
+        """Return at once: there is no connection to wait for."""
+
+    async def __aenter__(self) -> CachedResponse:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<CachedResponse({safe_url(self.url)}) [{self.status} {self.reason}]>"
+
+
+def _expected(actual: str, expected: str) -> bool:
+    """aiohttp's media type check for ``json()``: JSON also accepts ``application/*+json``."""
+    if expected == "application/json":
+        return actual == "application/json" or (actual.startswith("application/") and actual.endswith("+json"))
+    return expected in actual

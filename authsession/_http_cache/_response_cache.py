@@ -1,0 +1,512 @@
+"""``ResponseCache``: HTTP caching (RFC 9111) in front of the network, kept apart per credential identity.
+
+A session calls :meth:`ResponseCache.lookup` before it does any token work,
+takes a connection or a rate-limit slot; a fresh stored response comes back
+at once. Otherwise the request goes out (with the stored validators, when
+there are some) and :meth:`ResponseCache.complete` stores the answer, turns a
+304 into the stored response it confirmed, or drops the URL's responses after
+an unsafe method.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .._events import Event, EventHook, emit
+from .._identity import token_cache_key
+from .._transport import safe_url
+from ._entry import StoredResponse, vary_value
+from ._memory import MemoryResponseStore
+from ._response import CachedResponse, refill_content
+from ._rules import (
+    CACHEABLE_METHODS,
+    CACHEABLE_STATUSES,
+    SAFE_METHODS,
+    Verdict,
+    conditional_headers,
+    current_age,
+    freshness_lifetime,
+    parse_cache_control,
+    refreshed_headers,
+    same_etag,
+    storable,
+    vary_names,
+    verdict,
+)
+from ._store import ResponseStore
+
+__all__ = ["CACHE_EVENTS", "CacheLookup", "ResponseCache", "ResponseCacheStats", "cache_identity"]
+
+log = logging.getLogger("authsession")
+
+Clock = Callable[[], float]
+
+#: ``Event.reason`` of the ``"cache"`` events: a stored response served without a request.
+HIT = "hit"
+#: A cacheable request went to the network and its answer was used.
+MISS = "miss"
+#: A conditional request was answered 304: the stored response was served, renewed.
+REVALIDATED = "revalidated"
+#: A response was stored.
+STORED = "stored"
+#: An unsafe method dropped a URL's stored responses.
+INVALIDATED = "invalidated"
+CACHE_EVENTS = (HIT, MISS, REVALIDATED, STORED, INVALIDATED)
+
+# A request that carries any of these is the caller's own business: their own
+# credentials, a range, or their own validators. It bypasses the cache.
+_BYPASS = (
+    "Authorization",
+    "Range",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+    "If-Range",
+)
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
+@dataclass
+class ResponseCacheStats:
+    """Counts of what a ResponseCache did."""
+
+    #: Stored responses served without a request.
+    hits: int = 0
+    #: Cacheable requests that went to the network and used its answer (nothing usable stored, or it changed).
+    misses: int = 0
+    #: Conditional requests answered 304: the stored response was served.
+    revalidations: int = 0
+    #: Responses stored (or replaced).
+    stores: int = 0
+    #: Unsafe requests that dropped a URL's stored responses.
+    invalidations: int = 0
+
+
+class CacheLookup:
+    """What :meth:`ResponseCache.lookup` found for one cacheable request; hand it to :meth:`ResponseCache.complete`.
+
+    Read-only by convention: a plain class with slots rather than a frozen
+    dataclass, because one is made for every cacheable request and a frozen
+    dataclass costs several times as much to make.
+
+    Attributes:
+        response: A fresh stored response: return it; send nothing.
+        request_headers: The validators to add to the request (``If-None-Match``,
+            ``If-Modified-Since``) when a stored response must be revalidated.
+            Neither: nothing usable is stored (a miss); send the request as it is.
+        stored: The stored response this is about (None on a miss).
+        started: Unix time of the lookup: when the request was about to be sent.
+        address: The URL the answer is stored under.
+        slot: The identity's (and method's) slot for it.
+    """
+
+    __slots__ = ("address", "request_headers", "response", "slot", "started", "stored")
+
+    def __init__(
+        self,
+        response: CachedResponse | None,
+        request_headers: Mapping[str, str] | None,
+        stored: StoredResponse | None,
+        started: float,
+        address: str,
+        slot: str,
+    ) -> None:
+        self.response = response
+        self.request_headers = request_headers
+        self.stored = stored
+        self.started = started
+        self.address = address
+        self.slot = slot
+
+    def __repr__(self) -> str:
+        outcome = "hit" if self.response is not None else "revalidate" if self.request_headers else "miss"
+        return f"<CacheLookup {outcome}>"
+
+
+class ResponseCache:
+    """An HTTP response cache for ``AuthorizedSession(cache=...)`` and ``AuthMiddleware(cache=...)``.
+
+    GET and HEAD responses are stored and reused as RFC 9111 says (``Cache-Control``
+    ``max-age``, ``no-store``, ``no-cache``, ``private``, ``must-revalidate``;
+    ``Expires``; ``Vary``; ``ETag`` and ``Last-Modified`` revalidation, a 304
+    renewing the stored response). Every response is kept under the identity
+    of the credential that fetched it and never served to another; an unsafe
+    method (POST, PUT, PATCH, DELETE...) answered without error drops the
+    URL's responses of every identity. Requests with their own
+    ``Authorization``, ``Range`` or validators bypass the cache.
+
+    Args:
+        store: Where responses live: by default a :class:`MemoryResponseStore`
+            (this process); a :class:`SQLiteResponseStore` (this machine) or a
+            :class:`RedisResponseStore` (a fleet).
+        ttl_for: Freshness, in seconds, for responses that carry none (no
+            ``max-age`` nor ``Expires``), by URL pattern (``fnmatch``, matched
+            against the whole URL, query included); the first pattern that
+            matches wins. ``no-store`` and ``no-cache`` still hold.
+        max_body_size: Responses with larger bodies are not stored.
+        keep_stale: Seconds a response with a validator is kept after it went
+            stale, to be revalidated rather than fetched again.
+        max_variants: How many ``Vary`` variants are kept per URL and identity.
+        on_event: Called with an :class:`Event` of kind ``"cache"`` for every
+            hit, miss, revalidation, store and invalidation.
+        clock: Unix time (seconds); injectable for tests.
+
+    Share one cache between sessions freely: entries never cross identities.
+    ``close()`` (or ``async with``) closes its store; sessions do not.
+    """
+
+    def __init__(
+        self,
+        store: ResponseStore | None = None,
+        *,
+        ttl_for: Mapping[str, float] | None = None,
+        max_body_size: int = 8 * 2**20,
+        keep_stale: float = 24 * 3600.0,
+        max_variants: int = 8,
+        on_event: EventHook | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        if store is not None and not isinstance(store, ResponseStore):
+            raise TypeError(f"store must be a ResponseStore (get, set, delete, close), got {type(store).__name__}")
+        for name, count in (("max_body_size", max_body_size), ("max_variants", max_variants)):
+            if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {count!r}")
+        if isinstance(keep_stale, bool) or not isinstance(keep_stale, (int, float)) or not keep_stale >= 0:
+            raise ValueError(f"keep_stale must be a number of seconds >= 0, got {keep_stale!r}")
+        if on_event is not None and not callable(on_event):
+            raise TypeError("on_event must be callable")
+        self._store: ResponseStore = store if store is not None else MemoryResponseStore()
+        self._overrides = _compile_overrides(ttl_for)
+        self._max_body_size = max_body_size
+        self._keep_stale = float(keep_stale)
+        self._max_variants = max_variants
+        self._on_event = on_event
+        self._clock = clock
+        self._stats = ResponseCacheStats()
+
+    @property
+    def store(self) -> ResponseStore:
+        """Where the responses live."""
+        return self._store
+
+    @property
+    def stats(self) -> ResponseCacheStats:
+        """Hits, misses, revalidations, stores and invalidations so far."""
+        return self._stats
+
+    # --- before the request --------------------------------------------------------
+
+    async def lookup(
+        self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str
+    ) -> CacheLookup | None:
+        """What is stored for this request; None when the cache has nothing to do with it.
+
+        None for methods other than GET and HEAD, and for requests with their
+        own ``Authorization``, ``Range`` or validators. Otherwise a
+        :class:`CacheLookup`: a fresh response to return, validators to send,
+        or neither (a miss).
+
+        Args:
+            method: The request method.
+            url: The absolute URL, query included.
+            headers: The caller's request headers (before any credential is added).
+            identity: The credential identity (:func:`cache_identity`; a digest, never a token).
+        """
+        if method not in CACHEABLE_METHODS:
+            method = method.upper()
+            if method not in CACHEABLE_METHODS:
+                return None
+        request_headers = None if headers is None else _ci(headers)
+        if request_headers is not None and _bypasses(request_headers):
+            return None
+        address, slot = _address(url), _slot(identity, method)
+        variants = await self._store.get(address, slot)
+        now = self._clock()
+        stored = None
+        for variant in variants:
+            if variant.matches(request_headers):
+                stored = variant
+                break
+        if stored is not None:
+            age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
+            decision = verdict(
+                _directives(request_headers),
+                stored.directives,
+                age=age,
+                lifetime=stored.lifetime,
+                has_validator=stored.has_validator,
+            )
+            if decision is Verdict.FRESH:
+                self._stats.hits += 1
+                self._emit(HIT, method, url)
+                response = CachedResponse(stored, url, age=age, request_headers=request_headers)
+                return CacheLookup(response, None, stored, now, address, slot)
+            if decision is Verdict.REVALIDATE:
+                return CacheLookup(None, conditional_headers(stored.header_map), stored, now, address, slot)
+        self._stats.misses += 1
+        if self._on_event is not None or log.isEnabledFor(logging.DEBUG):
+            self._emit(MISS, method, url)
+        return CacheLookup(None, None, None, now, address, slot)
+
+    # --- after the network answered ------------------------------------------------
+
+    async def complete(
+        self,
+        lookup: CacheLookup | None,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        identity: str,
+        response: aiohttp.ClientResponse,
+    ) -> aiohttp.ClientResponse | CachedResponse:
+        """What the caller gets for ``response``, the network's answer to the request ``lookup`` was about.
+
+        Stores a cacheable response (its body is read; the response stays
+        readable and streamable), returns the stored response a 304 confirmed
+        (releasing the 304), and drops the URL's responses after an unsafe
+        method answered below 400. Any other response is returned untouched.
+        """
+        if lookup is None:
+            if response.status < 400 and method.upper() not in SAFE_METHODS:
+                await self._invalidate(url, response, method.upper())
+            return response
+        if lookup.response is not None:  # a hit: nothing was sent
+            return response
+        stored = lookup.stored
+        if stored is not None:  # a revalidation
+            if response.status == 304:
+                return await self._revalidated(lookup, stored, url, response, _ci(headers))
+            self._stats.misses += 1
+            self._emit(MISS, stored.method, url)
+        answer = response.headers
+        if not (
+            self._overrides
+            or "Cache-Control" in answer
+            or "Expires" in answer
+            or "ETag" in answer
+            or "Last-Modified" in answer
+        ):
+            return response  # the usual API answer: nothing says it may be reused
+        return await self._store_if_cacheable(lookup, url, _ci(headers), response)
+
+    async def _store_if_cacheable(
+        self,
+        lookup: CacheLookup,
+        url: URL,
+        request_headers: CIMultiDictProxy[str] | None,
+        response: aiohttp.ClientResponse,
+    ) -> aiohttp.ClientResponse:
+        headers = response.headers
+        if response.status not in CACHEABLE_STATUSES or response.history:
+            # A response reached through redirects answers another URL.
+            return response
+        method = response.method
+        now = self._clock()
+        response_directives = parse_cache_control(headers.getall("Cache-Control", ()))
+        lifetime = freshness_lifetime(response_directives, headers, now, self._override_for(lookup.address))
+        has_validator = "ETag" in headers or "Last-Modified" in headers
+        if not storable(
+            method,
+            response.status,
+            _directives(request_headers),
+            response_directives,
+            lifetime=lifetime,
+            has_validator=has_validator,
+        ):
+            return response
+        names = vary_names(headers.getall("Vary", ()))
+        length = response.content_length
+        if names is None or (length is not None and length > self._max_body_size):
+            return response
+        body = await response.read()
+        refill_content(response, body)
+        if len(body) > self._max_body_size:
+            return response
+        stored = StoredResponse(
+            method=method,
+            status=response.status,
+            reason=response.reason or "",
+            headers=_kept_headers(headers.items()),
+            body=body,
+            request_time=lookup.started,
+            response_time=now,
+            lifetime=lifetime,
+            vary=tuple((name, vary_value(request_headers, name)) for name in names),
+            keep_until=now + lifetime + (self._keep_stale if has_validator else 0.0),
+        )
+        await self._put(lookup.address, lookup.slot, stored, now)
+        self._stats.stores += 1
+        self._emit(STORED, method, url)
+        return response
+
+    async def _revalidated(
+        self,
+        lookup: CacheLookup,
+        stored: StoredResponse,
+        url: URL,
+        response: aiohttp.ClientResponse,
+        request_headers: CIMultiDictProxy[str] | None,
+    ) -> CachedResponse:
+        """The stored response, renewed by the 304 ``response`` (which is released)."""
+        response.release()
+        now = self._clock()
+        if not same_etag(stored.header_map.get("ETag"), response.headers.get("ETag")):
+            # The 304 confirms some other representation: serve ours this once, keep it no longer.
+            await self._store.delete(lookup.address)
+        else:
+            merged = refreshed_headers(stored.headers, _kept_headers(response.headers.items()))
+            renewed = stored.renewed(headers=merged, request_time=lookup.started, response_time=now)
+            override = self._override_for(lookup.address)
+            lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, override)
+            keep = now + lifetime + (self._keep_stale if renewed.has_validator else 0.0)
+            stored = renewed.renewed(lifetime=lifetime, keep_until=keep)
+            if "no-store" in stored.directives:
+                await self._store.delete(lookup.address)
+            else:
+                await self._put(lookup.address, lookup.slot, stored, now)
+        self._stats.revalidations += 1
+        self._emit(REVALIDATED, stored.method, url)
+        age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
+        return CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=True)
+
+    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> None:
+        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping."""
+        variants: Sequence[StoredResponse] = (stored,)
+        if stored.vary:
+            others = [
+                v
+                for v in await self._store.get(address, slot)
+                if v.vary != stored.vary
+                and v.keep_until > now
+                and [n for n, _ in v.vary] == [n for n, _ in stored.vary]
+            ]
+            variants = (stored, *others[: self._max_variants - 1])
+        ttl = max(v.keep_until for v in variants) - now
+        await self._store.set(address, slot, variants, ttl)
+
+    # --- invalidation -------------------------------------------------------------------
+
+    async def invalidate(self, url: str | URL) -> None:
+        """Drop every response stored for ``url`` (absolute, query included), of every identity."""
+        await self._store.delete(_address(URL(url)))
+
+    async def _invalidate(self, url: URL, response: aiohttp.ClientResponse, method: str) -> None:
+        """Drop the responses of ``url``, and of the same-origin URLs its answer names (RFC 9111 4.4)."""
+        addresses = {_address(url)}
+        for name in ("Location", "Content-Location"):
+            value = response.headers.get(name)
+            if value:
+                try:
+                    target = url.join(URL(value))
+                    if target.origin() == url.origin():
+                        addresses.add(_address(target))
+                except ValueError:
+                    continue
+        for address in addresses:
+            await self._store.delete(address)
+        self._stats.invalidations += 1
+        self._emit(INVALIDATED, method, url)
+
+    # --- the rest -------------------------------------------------------------------------
+
+    def _override_for(self, address: str) -> float | None:
+        for pattern, seconds in self._overrides:
+            if pattern.match(address):
+                return seconds
+        return None
+
+    def _emit(self, reason: str, method: str, url: URL) -> None:
+        if self._on_event is None and not log.isEnabledFor(logging.DEBUG):
+            return  # nobody listens: no event, no URL to clean (a miss must cost next to nothing)
+        emit(self._on_event, Event("cache", reason, 1, 0.0, method, safe_url(url)))
+
+    async def close(self) -> None:
+        """Close the store."""
+        await self._store.close()
+
+    async def __aenter__(self) -> ResponseCache:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<ResponseCache store={type(self._store).__name__}>"
+
+
+def cache_identity(credentials: Any) -> str:
+    """Whose responses are whose: the credential's token cache key, or one of its own for a credential without one.
+
+    Equal credentials (same client, scopes, audience...) share responses, in
+    any process; a credential with no stable identity (a static token,
+    unknown google-auth kinds) gets a random identity: it shares with nobody.
+    """
+    return token_cache_key(credentials) or "unshared:" + secrets.token_hex(16)
+
+
+def _compile_overrides(ttl_for: Mapping[str, float] | None) -> tuple[tuple[re.Pattern[str], float], ...]:
+    if ttl_for is None:
+        return ()
+    if not isinstance(ttl_for, Mapping):
+        raise TypeError(f"ttl_for must map URL patterns to seconds, got {type(ttl_for).__name__}")
+    compiled = []
+    for pattern, seconds in ttl_for.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise TypeError(f"ttl_for keys must be URL patterns (non-empty strings), got {pattern!r}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"ttl_for[{pattern!r}] must be a number of seconds >= 0, got {seconds!r}")
+        compiled.append((re.compile(fnmatch.translate(pattern)), float(seconds)))
+    return tuple(compiled)
+
+
+def _address(url: URL) -> str:
+    """The URL a response is stored under: the whole URL but its fragment."""
+    if not isinstance(url, URL):
+        url = URL(url)
+    return str(url.with_fragment(None)) if url.raw_fragment else str(url)
+
+
+@functools.lru_cache(maxsize=4096)
+def _slot(identity: str, method: str) -> str:
+    """Where one identity's responses to one method live: a digest of the identity, never the identity itself."""
+    if not isinstance(identity, str) or not identity:
+        raise TypeError("a response cache identity must be a non-empty string")
+    return hashlib.sha256(b"authsession-http-cache\0" + identity.encode()).hexdigest()[:32] + ":" + method
+
+
+def _ci(headers: Mapping[str, str] | None) -> CIMultiDictProxy[str] | None:
+    """The request headers with case-insensitive names (as they are when aiohttp built them)."""
+    if headers is None or isinstance(headers, CIMultiDictProxy):
+        return headers
+    if isinstance(headers, CIMultiDict):
+        return CIMultiDictProxy(headers)
+    return CIMultiDictProxy(CIMultiDict(headers))
+
+
+def _bypasses(headers: CIMultiDictProxy[str]) -> bool:
+    return any(name in headers for name in _BYPASS)
+
+
+def _directives(headers: CIMultiDictProxy[str] | None) -> dict[str, str | None]:
+    if headers is None or "Cache-Control" not in headers:
+        return {}
+    return parse_cache_control(headers.getall("Cache-Control"))
+
+
+def _kept_headers(items: Any) -> tuple[tuple[str, str], ...]:
+    """Response headers worth storing: all but cookies (session state, not content)."""
+    return tuple([(name, value) for name, value in items if name.lower() != "set-cookie"])

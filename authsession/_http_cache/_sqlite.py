@@ -1,0 +1,169 @@
+"""Stored responses in a SQLite file, shared by the processes of one machine.
+
+sqlite3 blocks, so every call runs on one worker thread of the store's own,
+which also owns the connection (sqlite3 connections belong to one thread).
+The file uses WAL journaling, so readers in other processes do not wait for
+a writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
+
+__all__ = ["SQLiteResponseStore"]
+
+log = logging.getLogger("authsession")
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    url TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    data BLOB NOT NULL,
+    keep_until REAL NOT NULL,
+    PRIMARY KEY (url, slot)
+)
+"""
+#: Expired rows are deleted every this many writes.
+_PURGE_EVERY = 256
+
+
+class SQLiteResponseStore:
+    """Stored responses in a SQLite file: one machine's processes share them, and they outlive a restart.
+
+    Close it when done (``await store.close()`` or ``async with``): the file's
+    connection and the worker thread stay open until then.
+
+    Args:
+        path: The database file; created (mode 0600) with its table if missing.
+        timeout: Seconds a call waits for another process's write lock.
+        clock: Unix time, for expiry; injectable for tests.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 5.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.path = os.fspath(path)
+        self._timeout = timeout
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._writes = 0
+        self._failing = False
+        self._closed = False
+
+    # --- on the worker thread ----------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            if not os.path.exists(self.path):
+                # Responses may be private to the credential: the file is the owner's alone.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _get(self, url: str, slot: str, now: float) -> bytes | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT data FROM responses WHERE url = ? AND slot = ? AND keep_until > ?",
+                (url_digest(url), slot, now),
+            )
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    def _set(self, url: str, slot: str, data: bytes, keep_until: float, now: float) -> None:
+        db = self._connection()
+        db.execute(
+            "INSERT OR REPLACE INTO responses (url, slot, data, keep_until) VALUES (?, ?, ?, ?)",
+            (url_digest(url), slot, data, keep_until),
+        )
+        self._writes += 1
+        if self._writes % _PURGE_EVERY == 0:
+            db.execute("DELETE FROM responses WHERE keep_until <= ?", (now,))
+
+    def _delete(self, url: str) -> None:
+        self._connection().execute("DELETE FROM responses WHERE url = ?", (url_digest(url),))
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # --- on the event loop ----------------------------------------------------------
+
+    async def _run(self, default: T, call: Callable[..., T], *args: object) -> T:
+        """``call(*args)`` on the worker thread, or ``default`` if SQLite fails (one warning per outage)."""
+        if self._closed:
+            raise RuntimeError("SQLiteResponseStore is closed")
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+        except sqlite3.Error as exc:
+            if not self._failing:
+                self._failing = True
+                # The type only: the message could name the file's contents.
+                log.warning(
+                    "authsession: response store %s failed (%s); requests go to the network",
+                    self.path,
+                    type(exc).__name__,
+                )
+            return default
+        if self._failing:
+            self._failing = False
+            log.info("authsession: response store %s works again", self.path)
+        return result
+
+    async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
+        """The variants stored for ``url`` in ``slot``; empty if none (or unreadable)."""
+        data = await self._run(None, self._get, url, slot, self._clock())
+        return () if data is None else decode_variants(data)
+
+    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
+        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
+        if ttl <= 0:
+            return
+        now = self._clock()
+        await self._run(None, self._set, url, slot, encode_variants(variants), now + ttl, now)
+
+    async def delete(self, url: str) -> None:
+        """Drop every response stored for ``url``."""
+        await self._run(None, self._delete, url)
+
+    async def close(self) -> None:
+        """Close the database and stop the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> SQLiteResponseStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteResponseStore {self.path!r}>"

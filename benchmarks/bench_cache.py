@@ -1,0 +1,372 @@
+"""Issue 16, the response cache: a hit against a network round trip, and what a miss costs over no cache.
+
+    python benchmarks/bench_cache.py [--rounds N] [--quick]
+
+Four variants of ``AuthorizedSession`` against the benchmark server's lean API
+(which sends no caching headers):
+
+- ``no cache``: ``cache=None``, the baseline;
+- ``miss``: a ``ResponseCache()`` that finds nothing and stores nothing (the
+  API's answers carry no freshness): a lookup and a ``complete`` per request;
+- ``storing miss``: ``ResponseCache(ttl_for={"*": 3600})`` with a new URL on
+  every request, so every answer is looked up, missed, read and stored;
+- ``hit``: the same cache on one URL, stored during the warm-up: every request
+  is answered from memory.
+
+Every variant but ``hit`` sends to a new URL each time (a counter in the
+query), so URL handling costs the same. Each round sends 3,000 GETs per variant
+at concurrency 50 in slices that alternate between the variants (as the
+throughput row); a variant's figure is the ratio of its cost per GET to no
+cache's in the same round, median over rounds. Cost is measured three ways:
+
+- wall time (what a caller sees; moves with other tenants' load);
+- the client's user-space CPU time (``getrusage``), which the kernel's share of
+  a loaded machine does not move, though other tenants still move it by several
+  percent from round to round;
+- with the network stubbed out (``ClientSession._request`` parses the URL, as
+  aiohttp does first, and answers at once), the microseconds the cache's own
+  work adds per request, as a share of a real GET's user CPU time: the
+  noise-free view, on which the miss goal (under 5% more than no cache) is
+  judged (``perf`` cannot count instructions on every machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import _common
+import aiohttp
+import bench_throughput
+from _common import Row, Server, fmt_rounds, median
+from multidict import CIMultiDict, CIMultiDictProxy
+
+import authsession
+
+GOAL = 1.05  # a miss costs at most 5% more than no cache
+REQUESTS = 3000
+STUB_CALLS = 20_000
+#: Calls (or real GETs) per callgrind child: the difference of the two counts cancels start-up.
+CALLGRIND_STUB_CALLS = (2_000, 12_000)
+CALLGRIND_GETS = (300, 1_300)
+
+Send = bench_throughput.Send
+
+
+def _variant(cache: Callable[[], authsession.ResponseCache | None], *, fixed_url: bool = False) -> Any:
+    @contextlib.asynccontextmanager
+    async def variant(server: Server) -> AsyncIterator[Send]:
+        base = server.api_url + "things"
+        numbers = itertools.count()
+        responses = cache()
+        async with authsession.AuthorizedSession(server.credentials(), cache=responses) as session:
+
+            async def send() -> None:
+                url = base + "?n=0" if fixed_url else f"{base}?n={next(numbers)}"
+                async with session.get(url) as resp:
+                    await resp.read()
+                    bench_throughput._check(resp.status)
+
+            yield send
+        if responses is not None:
+            await responses.close()
+
+    return variant
+
+
+def _storing() -> authsession.ResponseCache:
+    return authsession.ResponseCache(ttl_for={"*": 3600})
+
+
+VARIANTS: dict[str, Any] = {
+    "no cache": _variant(lambda: None),
+    "miss": _variant(authsession.ResponseCache),
+    "storing miss": _variant(_storing),
+    "hit": _variant(_storing, fixed_url=True),
+}
+
+
+def _user_cpu() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
+async def one_round(server: Server, total: int, slices: int, first: int) -> dict[str, tuple[float, float]]:
+    """Seconds of wall time and of user CPU per GET for every variant, in alternating slices."""
+    names = list(VARIANTS)
+    async with contextlib.AsyncExitStack() as stack:
+        sends = {name: await stack.enter_async_context(VARIANTS[name](server)) for name in names}
+        for name in names:
+            await _common.run_workers(bench_throughput.WARMUP, bench_throughput.CONCURRENCY, sends[name])
+        wall = dict.fromkeys(names, 0.0)
+        cpu = dict.fromkeys(names, 0.0)
+        for index in range(slices):
+            shift = (first + index) % len(names)
+            order = names[shift:] + names[:shift]
+            for name in order if index % 2 == 0 else order[::-1]:
+                cpu_started = _user_cpu()
+                wall[name] += await _common.run_workers(total // slices, bench_throughput.CONCURRENCY, sends[name])
+                cpu[name] += _user_cpu() - cpu_started
+    sent = total // slices * slices
+    return {name: (wall[name] / sent, cpu[name] / sent) for name in names}
+
+
+# --- the cache's own work, network stubbed out ------------------------------------------------------
+
+_STUB_HEADERS = CIMultiDictProxy(
+    CIMultiDict({"Content-Type": "application/json", "Content-Length": "13", "Date": "Mon, 23 Nov 2026 12:00:00 GMT"})
+)
+
+
+class _StubResponse:
+    """What the stubbed ``_request`` answers: a small JSON 200 with no caching headers, readable."""
+
+    status = 200
+    reason = "OK"
+    method = "GET"
+    history = ()
+    headers = _STUB_HEADERS
+    content_length = 13
+    content: Any = None
+
+    async def read(self) -> bytes:
+        return b'{"ok": true}\n'
+
+    def release(self) -> None:
+        pass
+
+
+async def _stub_request(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
+    # aiohttp's own first step: the URL parsed (nothing to do when it is a URL already).
+    self._build_url(url)
+    await bench_throughput._Suspend()
+    return _StubResponse()
+
+
+def _stub_sessions() -> dict[str, authsession.AuthorizedSession]:
+    credentials = authsession.StaticCredentials("bench-token")
+    return {
+        "no cache": authsession.AuthorizedSession(credentials),
+        "miss": authsession.AuthorizedSession(credentials, cache=authsession.ResponseCache()),
+        "storing miss": authsession.AuthorizedSession(credentials, cache=_storing()),
+    }
+
+
+def _stubbed_caller() -> Callable[[authsession.AuthorizedSession], None]:
+    """One stubbed GET (a new URL each time) and its body read, driven by hand: nothing else is run."""
+    drive = bench_throughput._drive
+    numbers = itertools.count()
+
+    def one(session: authsession.AuthorizedSession) -> None:
+        response = drive(session._request("GET", f"http://127.0.0.1:9/api/stub?n={next(numbers)}"))
+        drive(response.read())
+
+    return one
+
+
+@contextlib.contextmanager
+def _stubbed() -> Any:
+    original = aiohttp.ClientSession._request
+    aiohttp.ClientSession._request = _stub_request  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        aiohttp.ClientSession._request = original  # type: ignore[method-assign]
+
+
+async def own_work_us(rounds: int, calls: int = STUB_CALLS) -> dict[str, list[float]]:
+    """Microseconds of user CPU the cache adds per request (miss, storing miss), ``_request`` stubbed out."""
+    sessions = _stub_sessions()
+    one = _stubbed_caller()
+    added: dict[str, list[float]] = {"miss": [], "storing miss": []}
+    try:
+        with _stubbed():
+            for session in sessions.values():
+                for _ in range(1000):
+                    one(session)
+            for _ in range(rounds):
+                spent = {}
+                for name, session in sessions.items():
+                    started = _user_cpu()
+                    for _ in range(calls):
+                        one(session)
+                    spent[name] = (_user_cpu() - started) / calls * 1e6
+                for name in added:
+                    added[name].append(spent[name] - spent["no cache"])
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return added
+
+
+# --- counted with callgrind: instructions, which load does not move -------------------------------
+
+
+async def child_stub(variant: str, calls: int) -> None:
+    sessions = _stub_sessions()
+    one = _stubbed_caller()
+    with _stubbed():
+        for _ in range(calls):
+            one(sessions[variant])
+    for session in sessions.values():
+        await session.close()
+
+
+async def child_real(variant: str, server: Server, requests: int) -> None:
+    async with VARIANTS[variant](server) as send:
+        await _common.run_workers(requests, bench_throughput.CONCURRENCY, send)
+
+
+def _callgrind(*args: str) -> int:
+    """Instructions callgrind counts for ``bench_cache.py --child *args``, start-up included."""
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(
+            [  # noqa: S607 - valgrind from PATH, checked by the caller
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}/callgrind.out",
+                sys.executable,
+                __file__,
+                "--child",
+                *args,
+            ],
+            env={**os.environ, "BENCH_NO_PERF": "1"},
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+    found = [line for line in done.stderr.splitlines() if "Collected :" in line]
+    if not found:
+        raise RuntimeError(f"no count from callgrind (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+    return int(found[-1].split(":")[-1])
+
+
+def per_call(mode: str, variant: str, counts: tuple[int, int], *extra: str) -> float:
+    """Instructions per call: the difference of two runs divided by the difference in calls."""
+    few, many = (_callgrind(mode, variant, str(n), *extra) for n in counts)
+    return (many - few) / (counts[1] - counts[0])
+
+
+def counted(server: Server, rounds: int) -> dict[str, list[float]]:
+    """Instructions the cache adds per stubbed GET (miss, storing miss), and a real no-cache GET's, by callgrind."""
+    found: dict[str, list[float]] = {"miss": [], "storing miss": [], "real GET": []}
+    for index in range(rounds):
+        base = per_call("stub", "no cache", CALLGRIND_STUB_CALLS)
+        for name in ("miss", "storing miss"):
+            found[name].append(per_call("stub", name, CALLGRIND_STUB_CALLS) - base)
+        if index == 0:  # the slow one (a real server round trip under valgrind): once is enough to scale by
+            found["real GET"].append(per_call("real", "no cache", CALLGRIND_GETS, server.to_json()))
+    return found
+
+
+# --- the rows ------------------------------------------------------------------------------------
+
+
+async def measure(server: Server, rounds: int, total: int = REQUESTS) -> list[Row]:
+    for name in VARIANTS:  # untimed: first-use costs out of the way
+        await bench_throughput.one_run(server, VARIANTS[name], bench_throughput.WARMUP)
+    results = [await one_round(server, total, bench_throughput.SLICES, index) for index in range(rounds)]
+    stubbed = await own_work_us(rounds)
+    instructions = None
+    if shutil.which("valgrind") is not None:
+        # Instruction counts repeat to within a fraction of a percent: one round (a few minutes under valgrind).
+        instructions = await asyncio.to_thread(counted, server, 1)
+
+    def cost(name: str, which: int) -> list[float]:
+        return [r[name][which] / r["no cache"][which] for r in results]
+
+    base_wall = median([r["no cache"][0] for r in results]) * 1e6
+    base_cpu = median([r["no cache"][1] for r in results]) * 1e6
+    how = how_e2e = (
+        f"{total:,} GETs at concurrency {bench_throughput.CONCURRENCY} per variant and round, "
+        f"{bench_throughput.SLICES} alternating slices"
+    )
+    speedup = [1 / c for c in cost("hit", 0)]
+    cpu_speedup = [1 / c for c in cost("hit", 1)]
+    rows = [
+        Row(
+            "16",
+            "response cache: a hit vs a network round trip (same session, same server)",
+            f"{median(speedup):.1f}x faster ({median([r['hit'][0] for r in results]) * 1e6:.1f} us vs "
+            f"{base_wall:.0f} us of wall time per GET)",
+            "reported: a hit sends nothing",
+            None,
+            f"{how}; wall per round {fmt_rounds(speedup, '.1f')}; by user CPU {median(cpu_speedup):.1f}x "
+            f"({median([r['hit'][1] for r in results]) * 1e6:.1f} us vs {base_cpu:.0f} us)",
+            speedup,
+        )
+    ]
+    for name, label in (("miss", "a miss (nothing to store)"), ("storing miss", "a miss that stores the answer")):
+        cpu_cost = cost(name, 1)
+        own = stubbed[name]
+        share = [us / base_cpu for us in own]
+        measured = (
+            f"+{median(own):.1f} us of the cache's own work per GET = {median(share):.1%} of a GET's {base_cpu:.0f} us"
+        )
+        how = f"own work timed: user CPU with ClientSession._request stubbed out, per round {fmt_rounds(own, '.1f')} us"
+        if instructions is not None:
+            real = median(instructions["real GET"])
+            added = instructions[name]
+            share = [a / real for a in added]
+            measured = (
+                f"+{median(added) / 1000:.1f}k instructions per GET = {median(share):.1%} of a real GET's "
+                f"{real / 1000:.0f}k; timed +{median(own):.1f} us"
+            )
+            how = (
+                f"counted (judged): callgrind, network stubbed, {CALLGRIND_STUB_CALLS[1] - CALLGRIND_STUB_CALLS[0]:,}"
+                f" calls' difference per round {fmt_rounds([a / 1000 for a in added], '.1f')}k; a real no-cache GET "
+                f"counted the same way ({CALLGRIND_GETS[1] - CALLGRIND_GETS[0]:,} GETs' difference); {how}"
+            )
+        rows.append(
+            Row(
+                "16",
+                f"response cache: {label} vs no cache",
+                f"{measured} (end to end: {median(cpu_cost):.3f}x the user CPU)",
+                f"< {GOAL - 1:.0%} more than no cache",
+                median(share) < GOAL - 1,
+                f"{how}; end to end ({how_e2e}): user CPU per round {fmt_rounds(cpu_cost, '.3f')}, wall time "
+                f"{median(cost(name, 0)):.3f}x {fmt_rounds(cost(name, 0), '.3f')} (a shared machine moves these "
+                "by several percent)",
+                share,
+            )
+        )
+    return rows
+
+
+async def _serve_and_measure(rounds: int) -> list[Row]:
+    with _common.server_process() as server:
+        return await measure(server, rounds)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        mode, variant, calls = sys.argv[2:5]
+        if mode == "stub":
+            asyncio.run(child_stub(variant, int(calls)))
+        else:
+            asyncio.run(child_real(variant, Server(**json.loads(sys.argv[5])), int(calls)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="one round, for development")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    for row in asyncio.run(_serve_and_measure(1 if args.quick else args.rounds)):
+        print(row.markdown())
+    print(f"took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

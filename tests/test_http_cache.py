@@ -1,0 +1,543 @@
+"""The response cache end to end, through both doors, against the fake API (which counts what it answers).
+
+Each behaviour runs through ``AuthorizedSession(creds, cache=...)`` and through
+``aiohttp.ClientSession(middlewares=[AuthMiddleware(creds, cache=...)])``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from authsession import (
+    AuthMiddleware,
+    AuthorizedSession,
+    CachedResponse,
+    Event,
+    ResponseCache,
+    ResponseCacheStats,
+)
+from authsession.testing import FakeOAuthServer
+
+
+class Clock:
+    """Unix time that moves only when told.
+
+    It starts ``behind`` seconds behind the real clock, which the server's Date
+    headers follow: a Date ahead of our clock adds no age, so a test can move
+    this clock that far without the server's Date making responses look older.
+    """
+
+    def __init__(self, behind: float = 0.0) -> None:
+        self.now = time.time() - behind
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["session", "middleware"])
+def door(request: pytest.FixtureRequest) -> str:
+    """Which front door the test goes through."""
+    return str(request.param)
+
+
+@asynccontextmanager
+async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
+    """A session through ``door`` with ``cache``; ``trace_configs`` go to the ClientSession, the rest to the door."""
+    traces = options.pop("trace_configs", None)
+    if door == "session":
+        async with AuthorizedSession(credentials, cache=cache, trace_configs=traces, **options) as session:
+            yield session
+        return
+    middleware = AuthMiddleware(credentials, cache=cache, **options)
+    try:
+        async with aiohttp.ClientSession(middlewares=[middleware], trace_configs=traces) as session:
+            yield session
+    finally:
+        await middleware.close()
+
+
+async def fetch(session: Any, url: URL | str, method: str = "GET", **kwargs: Any) -> tuple[Any, Any]:
+    """The response and its JSON body (None when there is none)."""
+    async with session.request(method, url, **kwargs) as response:
+        body = await response.json() if response.status != 204 and method != "HEAD" else None
+        return response, body
+
+
+def cacheable(server: FakeOAuthServer, path: str = "things", **knobs: str) -> URL:
+    """A URL of the fake API that answers with the caching headers ``knobs`` ask for."""
+    return URL(server.api_url(path)).with_query(knobs)
+
+
+# --- fresh hits ---------------------------------------------------------------------
+
+
+async def test_a_fresh_response_is_served_without_a_request(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Within max-age, the second GET is answered from the cache: same body, the API asked once."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        first, body = await fetch(session, url)
+        second, again = await fetch(session, url)
+    assert not isinstance(first, CachedResponse)
+    assert isinstance(second, CachedResponse)
+    assert second.status == 200
+    assert again == body
+    assert oauth_server.api_served == 1
+    assert cache.stats == ResponseCacheStats(hits=1, misses=1, stores=1)
+
+
+async def test_a_hit_costs_no_token_no_connection_and_no_rate_limit_slot(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A session with no token yet, one send per 10 s and a connection counter serves stored responses at once."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache, token_cache=None) as session:
+        await fetch(session, url)
+    grants = oauth_server.grant_count
+    connections = []
+    trace = aiohttp.TraceConfig()
+
+    async def count(_session: object, _ctx: object, params: object) -> None:
+        connections.append(params)
+
+    trace.on_connection_create_start.append(count)
+    trace.on_connection_reuseconn.append(count)
+    async with client(
+        door, oauth_server.credentials(), cache, token_cache=None, rate_limit=0.1, trace_configs=[trace]
+    ) as cold:
+        started = time.monotonic()
+        for _ in range(5):
+            response, _ = await fetch(cold, url)
+            assert response.status == 200
+        elapsed = time.monotonic() - started
+    assert oauth_server.grant_count == grants
+    assert connections == []
+    assert elapsed < 5  # a slot per hit would take 10 s for the second one
+    assert oauth_server.api_served == 1
+
+
+async def test_expires_makes_a_response_fresh_and_a_past_expires_does_not(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """Expires (relative to Date) gives freshness; an Expires in the past gives none."""
+    cache = ResponseCache()
+    fresh = cacheable(oauth_server, "fresh", expires="120")
+    past = cacheable(oauth_server, "past", expires="-120")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        for _ in range(2):
+            await fetch(session, fresh)
+            await fetch(session, past)
+    assert oauth_server.api_served == 3
+    assert cache.stats.hits == 1
+
+
+async def test_head_and_get_are_stored_apart(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A HEAD answer is no answer to a GET (it has no body), nor the other way round."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url, "HEAD")
+        _, body = await fetch(session, url)
+        head_again, _ = await fetch(session, url, "HEAD")
+    assert body["method"] == "GET"
+    assert isinstance(head_again, CachedResponse)
+    assert await head_again.read() == b""
+    assert oauth_server.api_served == 2
+
+
+# --- revalidation ---------------------------------------------------------------------
+
+
+async def test_a_stale_response_is_revalidated_and_a_304_serves_it(door: str, oauth_server: FakeOAuthServer) -> None:
+    """max-age=0 with an ETag: the next GET sends If-None-Match, the 304 is turned into the stored response."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=0", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, body = await fetch(session, url)
+        second, again = await fetch(session, url)
+    assert oauth_server.not_modified == 1
+    assert isinstance(second, CachedResponse)
+    assert second.revalidated
+    assert second.status == 200
+    assert again == body
+    assert cache.stats == ResponseCacheStats(misses=1, revalidations=1, stores=1)
+
+
+async def test_a_response_goes_stale_when_its_max_age_passes(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Fresh for max-age seconds of the cache's clock, then revalidated with If-Modified-Since, then fresh again."""
+    clock = Clock(behind=61)
+    cache = ResponseCache(clock=clock)
+    url = cacheable(oauth_server, cache="max-age=60", validator="last-modified")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        clock.now += 30
+        hit, _ = await fetch(session, url)
+        clock.now += 31
+        revalidated, _ = await fetch(session, url)
+        clock.now += 30
+        renewed, _ = await fetch(session, url)  # the 304 made it fresh for another 60 s
+    assert not hit.revalidated
+    assert revalidated.revalidated
+    assert not renewed.revalidated
+    assert oauth_server.not_modified == 1
+    assert cache.stats == ResponseCacheStats(hits=2, misses=1, revalidations=1, stores=1)
+
+
+async def test_a_changed_resource_replaces_the_stored_response(door: str, oauth_server: FakeOAuthServer) -> None:
+    """When the validator no longer matches, the new 200 is returned and stored in place of the old one."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=0", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, old = await fetch(session, url)
+        oauth_server.versions[url.path] += 1  # changed behind the cache's back
+        changed, new = await fetch(session, url)
+        confirmed, again = await fetch(session, url)
+    assert (old["version"], new["version"]) == (0, 1)
+    assert not isinstance(changed, CachedResponse)
+    assert confirmed.revalidated
+    assert again == new
+    assert cache.stats == ResponseCacheStats(misses=2, revalidations=1, stores=2)
+
+
+async def test_the_callers_no_cache_forces_a_revalidation(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A request with Cache-Control: no-cache is not answered from the cache without asking the server."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        forced, _ = await fetch(session, url, headers={"Cache-Control": "no-cache"})
+    assert forced.revalidated
+    assert oauth_server.not_modified == 1
+
+
+async def test_the_callers_own_validators_bypass_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A caller who sends If-None-Match gets the server's own answer (their 304), not ours."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        async with session.get(url, headers={"If-None-Match": '"v0"'}) as theirs:
+            assert theirs.status == 304
+    assert oauth_server.api_served == 2
+
+
+# --- what is not stored --------------------------------------------------------------------
+
+
+async def test_no_store_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Cache-Control: no-store, even with a validator: every GET reaches the API."""
+    cache = ResponseCache(ttl_for={"*": 60})
+    url = cacheable(oauth_server, cache="no-store", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        for _ in range(3):
+            response, _ = await fetch(session, url)
+            assert not isinstance(response, CachedResponse)
+    assert oauth_server.api_served == 3
+    assert oauth_server.not_modified == 0
+    assert cache.stats.stores == 0
+
+
+async def test_no_cache_is_stored_but_always_revalidated(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Cache-Control: no-cache, max-age=60: stored, but every use asks the server first."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="no-cache, max-age=60", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        for _ in range(3):
+            await fetch(session, url)
+    assert oauth_server.not_modified == 2
+    assert cache.stats.hits == 0
+    assert cache.stats.revalidations == 2
+
+
+async def test_responses_without_cache_headers_are_not_stored_unless_a_url_pattern_says(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """No Cache-Control, no Expires: not reused; ``ttl_for`` makes a URL pattern's responses fresh for its seconds."""
+    clock = Clock()
+    cache = ResponseCache(ttl_for={"*/api/reports*": 30}, clock=clock)
+    async with client(door, oauth_server.credentials(), cache) as session:
+        for _ in range(2):
+            await fetch(session, oauth_server.api_url("plain"))
+            await fetch(session, oauth_server.api_url("reports?page=1"))
+        clock.now += 31
+        await fetch(session, oauth_server.api_url("reports?page=1"))
+    assert [entry.path for entry in oauth_server.api_log] == [
+        "/api/plain",
+        "/api/reports",
+        "/api/plain",
+        "/api/reports",
+    ]
+    assert cache.stats.hits == 1
+
+
+async def test_the_callers_own_authorization_bypasses_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A request the caller authorizes themselves is neither answered from nor stored in the cache."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        token = oauth_server.api_log[-1].authorization
+        for _ in range(2):
+            response, _ = await fetch(session, url, headers={"Authorization": token})
+            assert not isinstance(response, CachedResponse)
+    assert oauth_server.api_served == 3
+    assert cache.stats.stores == 1
+
+
+async def test_bodies_over_max_body_size_are_not_stored(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A response larger than max_body_size goes to the caller whole, and is fetched again next time."""
+    cache = ResponseCache(max_body_size=16)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, first = await fetch(session, url)
+        _, second = await fetch(session, url)
+    assert first["path"] == second["path"] == "/api/things"
+    assert oauth_server.api_served == 2
+    assert cache.stats.stores == 0
+
+
+async def test_invalidate_by_hand(door: str, oauth_server: FakeOAuthServer) -> None:
+    """cache.invalidate(url) drops what is stored for that URL, for when the caller knows it changed."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        await cache.invalidate(url)
+        again, _ = await fetch(session, url)
+    assert not isinstance(again, CachedResponse)
+
+
+# --- Vary ------------------------------------------------------------------------------------
+
+
+async def test_vary_keeps_one_variant_per_request_header_value(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Vary: Accept: a request with another Accept is another variant; each variant is then served to its kind."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", vary="Accept")
+    json_, text = {"Accept": "application/json"}, {"Accept": "text/plain"}
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, a = await fetch(session, url, headers=json_)
+        _, b = await fetch(session, url, headers=text)
+        hit_a, a_again = await fetch(session, url, headers=json_)
+        hit_b, b_again = await fetch(session, url, headers=text)
+    assert a["vary"] == {"Accept": "application/json"}
+    assert b["vary"] == {"Accept": "text/plain"}
+    assert isinstance(hit_a, CachedResponse)
+    assert isinstance(hit_b, CachedResponse)
+    assert (a_again, b_again) == (a, b)
+    assert oauth_server.api_served == 2
+
+
+async def test_vary_star_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Vary: * means no two requests are alike: nothing is stored."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", vary="*")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        await fetch(session, url)
+    assert oauth_server.api_served == 2
+    assert cache.stats.stores == 0
+
+
+# --- identities ------------------------------------------------------------------------------
+
+
+async def test_two_identities_on_one_url_never_share(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Two credentials (different scopes) on one URL and one cache: each gets only what it fetched itself."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="private, max-age=60")
+    reader, writer = oauth_server.credentials(scopes=["read"]), oauth_server.credentials(scopes=["write"])
+    async with client(door, reader, cache) as one, client(door, writer, cache) as two:
+        _, first = await fetch(one, url)
+        _, second = await fetch(two, url)
+        _, first_again = await fetch(one, url)
+        _, second_again = await fetch(two, url)
+    assert first["served"] != second["served"]
+    assert (first_again, second_again) == (first, second)
+    assert oauth_server.api_served == 2
+    assert len({entry.authorization for entry in oauth_server.api_log}) == 2
+    assert cache.stats == ResponseCacheStats(hits=2, misses=2, stores=2)
+
+
+async def test_equal_credentials_in_two_sessions_share(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Two sessions with equal credentials are one identity: the second is served what the first stored."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="private, max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as one:
+        await fetch(one, url)
+    async with client(door, oauth_server.credentials(), cache) as two:
+        response, _ = await fetch(two, url)
+    assert isinstance(response, CachedResponse)
+    assert oauth_server.api_served == 1
+
+
+# --- invalidation ------------------------------------------------------------------------------
+
+
+async def test_a_post_invalidates_the_url_for_every_identity(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A successful POST to a URL drops its stored responses, its own identity's and the others'."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    reader, writer = oauth_server.credentials(scopes=["read"]), oauth_server.credentials(scopes=["write"])
+    async with client(door, reader, cache) as one, client(door, writer, cache) as two:
+        _, before = await fetch(one, url)
+        await fetch(two, url)
+        await fetch(two, url, "POST", json={"name": "x"})
+        after_one, after = await fetch(one, url)
+        after_two, _ = await fetch(two, url)
+    assert (before["version"], after["version"]) == (0, 1)
+    assert not isinstance(after_one, CachedResponse)
+    assert not isinstance(after_two, CachedResponse)
+    assert cache.stats.invalidations == 1
+
+
+async def test_a_failed_post_invalidates_nothing(door: str, oauth_server: FakeOAuthServer) -> None:
+    """An unsafe request answered with an error changed nothing: the stored response stays."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache, retry=None) as session:
+        await fetch(session, url)
+        oauth_server.fail_api_next(status=409)
+        async with session.post(url, json={}) as refused:
+            assert refused.status == 409
+        response, _ = await fetch(session, url)
+    assert isinstance(response, CachedResponse)
+    assert cache.stats.invalidations == 0
+
+
+async def test_a_post_invalidates_the_url_its_location_names(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A 201 whose Location is on the same origin drops that URL's responses too (RFC 9111 4.4)."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    created = URL(oauth_server.url + "redirect").with_query(to=str(url), status="201")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        async with session.post(created) as response:
+            assert response.status == 201
+        again, _ = await fetch(session, url)
+    assert not isinstance(again, CachedResponse)
+    assert oauth_server.api_served == 2
+
+
+# --- what a hit looks like to calling code -------------------------------------------------------
+
+
+async def test_a_hit_reads_like_an_aiohttp_response(door: str, oauth_server: FakeOAuthServer) -> None:
+    """status, headers (with Age), text/json/read, content streaming, request_info, url, method, ok, release."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        async with session.get(url, headers={"X-Trace": "1"}) as hit:
+            assert isinstance(hit, CachedResponse)
+            assert hit.from_cache
+            assert hit.ok
+            assert hit.status == 200
+            assert hit.reason == "OK"
+            assert hit.url == url
+            assert hit.method == "GET"
+            assert hit.history == ()
+            assert hit.content_type == "application/json"
+            assert hit.charset == "utf-8"
+            assert hit.headers["Cache-Control"] == "max-age=60"
+            assert int(hit.headers["Age"]) >= 0
+            assert hit.request_info.url == url
+            assert hit.request_info.headers.get("X-Trace") == "1"
+            raw = await hit.read()
+            assert (await hit.json())["path"] == "/api/things"
+            assert await hit.text() == raw.decode()
+            assert b"".join([chunk async for chunk in hit.content.iter_chunked(7)]) == raw
+            hit.raise_for_status()
+            assert "token" not in repr(hit)
+            assert "max-age" not in repr(hit)
+        assert hit.closed
+
+
+async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: FakeOAuthServer) -> None:
+    """The cache read the body to store it; the caller's response still streams it from the start."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        async with session.get(url) as response:
+            assert not isinstance(response, CachedResponse)
+            streamed = b"".join([chunk async for chunk in response.content.iter_chunked(5)])
+    assert (await (await _hit(cache, oauth_server, door, url)).read()) == streamed
+
+
+async def _hit(cache: ResponseCache, server: FakeOAuthServer, door: str, url: URL) -> CachedResponse:
+    async with client(door, server.credentials(), cache) as session:
+        response, _ = await fetch(session, url)
+    assert isinstance(response, CachedResponse)
+    return response
+
+
+async def test_a_stored_error_status_raises_as_aiohttp_would(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A cached 404 (404 is cacheable) raises ClientResponseError from raise_for_status(), and authsession's own
+    NotFound with the session's raise_for_status=True."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", status="404")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        async with session.get(url) as hit:
+            assert isinstance(hit, CachedResponse)
+            assert not hit.ok
+            with pytest.raises(aiohttp.ClientResponseError) as raised:
+                hit.raise_for_status()
+            assert raised.value.status == 404
+    if door == "session":
+        from authsession import NotFound
+
+        async with AuthorizedSession(oauth_server.credentials(), cache=cache, raise_for_status=True) as checked:
+            with pytest.raises(NotFound):
+                await checked.get(url)
+    assert oauth_server.api_served == 1
+
+
+async def test_events_and_stats_say_what_happened(door: str, oauth_server: FakeOAuthServer) -> None:
+    """on_event gets a "cache" event per miss, store, hit, revalidation and invalidation, without the query."""
+    events: list[Event] = []
+    cache = ResponseCache(on_event=events.append)
+    url = cacheable(oauth_server, cache="max-age=0", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        await fetch(session, url)
+        await fetch(session, url, "DELETE")
+    assert [(e.kind, e.reason, e.method) for e in events] == [
+        ("cache", "miss", "GET"),
+        ("cache", "stored", "GET"),
+        ("cache", "revalidated", "GET"),
+        ("cache", "invalidated", "DELETE"),
+    ]
+    assert all(e.url == oauth_server.api_url("things") for e in events)
+
+
+async def test_no_cache_means_no_cache(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Without cache= (the default), cacheable responses are fetched every time."""
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), None) as session:
+        await fetch(session, url)
+        response, _ = await fetch(session, url)
+    assert not isinstance(response, CachedResponse)
+    assert oauth_server.api_served == 2
+
+
+def test_bad_options_are_refused_with_what_is_wrong() -> None:
+    """A cache that is not a ResponseCache, or bad ResponseCache options, fail at construction and say why."""
+    with pytest.raises(TypeError, match=r"cache must be an authsession\.ResponseCache"):
+        AuthMiddleware(object(), cache={})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"ttl_for\['\*'\] must be a number of seconds"):
+        ResponseCache(ttl_for={"*": -1})
+    with pytest.raises(TypeError, match="ttl_for keys must be URL patterns"):
+        ResponseCache(ttl_for={3: 1})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="max_body_size must be a positive integer"):
+        ResponseCache(max_body_size=0)
+    with pytest.raises(TypeError, match="store must be a ResponseStore"):
+        ResponseCache(store=object())  # type: ignore[arg-type]

@@ -1,0 +1,262 @@
+"""The response cache's rules (RFC 9111) and its stored form, as plain functions: no server, no event loop."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from authsession._http_cache._entry import StoredResponse, decode_variants, encode_variants, vary_value
+from authsession._http_cache._rules import (
+    MAX_DELTA_SECONDS,
+    Verdict,
+    conditional_headers,
+    current_age,
+    delta_seconds,
+    freshness_lifetime,
+    http_date,
+    parse_cache_control,
+    refreshed_headers,
+    same_etag,
+    storable,
+    vary_names,
+    verdict,
+)
+
+NOW = 1_800_000_000.0
+
+
+def date(seconds: float) -> str:
+    return email.utils.formatdate(seconds, usegmt=True)
+
+
+# --- Cache-Control -----------------------------------------------------------------------
+
+
+def test_cache_control_names_lowercased_arguments_unquoted() -> None:
+    """Directive names are case-insensitive; quoted arguments lose their quotes, and commas inside them do not split."""
+    assert parse_cache_control('Max-Age=60, PRIVATE, no-cache="Set-Cookie, X-Foo", must-revalidate') == {
+        "max-age": "60",
+        "private": None,
+        "no-cache": "Set-Cookie, X-Foo",
+        "must-revalidate": None,
+    }
+
+
+def test_cache_control_over_several_field_lines_and_empty_items() -> None:
+    """Several Cache-Control lines are one list; empty items and spaces are ignored."""
+    assert parse_cache_control(["no-store,, ", " max-age = 5"]) == {"no-store": None, "max-age": "5"}
+    assert parse_cache_control(None) == {}
+    assert parse_cache_control("") == {}
+
+
+def test_duplicate_max_age_keeps_the_stricter() -> None:
+    """Two max-age values conflict: the smaller one (the more restrictive) is honoured."""
+    assert parse_cache_control("max-age=60, max-age=10")["max-age"] == "10"
+    assert parse_cache_control("max-age=10, max-age=60")["max-age"] == "10"
+
+
+directive_names = st.sampled_from(["max-age", "no-cache", "no-store", "private", "must-revalidate", "x-ext"])
+arguments = st.one_of(st.none(), st.text(alphabet="abcXYZ019 ,=-", max_size=12))
+
+
+@given(st.lists(st.tuples(directive_names, arguments), max_size=6, unique_by=lambda pair: pair[0]))
+def test_quoted_arguments_round_trip(directives: list[tuple[str, str | None]]) -> None:
+    """Whatever the arguments hold (commas, equals signs, spaces), quoting them gives them back exactly."""
+    text = ", ".join(name if arg is None else f'{name}="{arg}"' for name, arg in directives)
+    assert parse_cache_control(text) == dict(directives)
+
+
+@given(st.text())
+def test_cache_control_never_raises(text: str) -> None:
+    """Any header text parses to a mapping of lowercase names (a bad header is no reason to fail a request)."""
+    parsed = parse_cache_control(text)
+    assert all(name == name.lower() and name for name in parsed)
+
+
+def test_delta_seconds() -> None:
+    """Only digits are delta-seconds; huge values are capped at 2**31."""
+    assert delta_seconds("60") == 60
+    assert delta_seconds(" 0 ") == 0
+    assert delta_seconds("99999999999999") == MAX_DELTA_SECONDS
+    for bad in (None, "", "-1", "1.5", "abc", "٣"):
+        assert delta_seconds(bad) is None
+
+
+def test_http_date() -> None:
+    """HTTP-dates read as Unix seconds; anything else is None."""
+    assert http_date(date(NOW)) == NOW
+    assert http_date("Sunday, 06-Nov-94 08:49:37 GMT") is not None  # the obsolete RFC 850 form
+    for bad in (None, "", "0", "yesterday", "Mon, 99 Foo 2020 99:99:99 GMT"):
+        assert http_date(bad) is None
+
+
+# --- freshness and age -------------------------------------------------------------------
+
+
+def test_lifetime_from_max_age_first() -> None:
+    """max-age wins over Expires (RFC 9111 4.2.1)."""
+    headers = {"Expires": date(NOW + 500), "Date": date(NOW)}
+    assert freshness_lifetime({"max-age": "60"}, headers, NOW) == 60
+
+
+def test_lifetime_from_expires_minus_date() -> None:
+    """Expires counts from the server's Date, so the two clocks' skew cancels out."""
+    headers = {"Expires": date(NOW + 300), "Date": date(NOW - 1000)}
+    assert freshness_lifetime({}, headers, NOW) == 1300
+
+
+def test_invalid_freshness_means_stale() -> None:
+    """An invalid max-age or Expires (e.g. ``Expires: 0``) makes the response stale, not fresh forever."""
+    assert freshness_lifetime({"max-age": "soon"}, {}, NOW) == 0
+    assert freshness_lifetime({}, {"Expires": "0"}, NOW) == 0
+    assert freshness_lifetime({}, {"Expires": date(NOW - 10), "Date": date(NOW)}, NOW) == 0
+
+
+def test_override_only_without_freshness_information() -> None:
+    """The per-URL lifetime applies to responses that say nothing; explicit freshness wins."""
+    assert freshness_lifetime({}, {}, NOW, override=30) == 30
+    assert freshness_lifetime({"max-age": "5"}, {}, NOW, override=30) == 5
+    assert freshness_lifetime({}, {}, NOW) == 0
+
+
+def test_age() -> None:
+    """Age adds the Age header, the round trip and the time spent stored (RFC 9111 4.2.3)."""
+    headers = {"Age": "10", "Date": date(NOW)}
+    assert current_age(headers, NOW - 2, NOW, NOW + 5) == 10 + 2 + 5
+    # A server clock behind ours makes the response older (apparent age).
+    assert current_age({"Date": date(NOW - 30)}, NOW, NOW, NOW) == 30
+    # No Date, no Age: only the time stored.
+    assert current_age({}, NOW, NOW, NOW + 7) == 7
+
+
+# --- storing ------------------------------------------------------------------------------
+
+
+def test_storable() -> None:
+    """GET/HEAD with a cacheable status, fresh for a while or revalidatable, and no no-store on either side."""
+    assert storable("GET", 200, {}, {"max-age": "60"}, lifetime=60, has_validator=False)
+    assert storable("HEAD", 404, {}, {}, lifetime=0, has_validator=True)
+    assert storable("GET", 200, {}, {"private": None}, lifetime=60, has_validator=False)
+    assert not storable("POST", 200, {}, {}, lifetime=60, has_validator=True)
+    assert not storable("GET", 206, {}, {}, lifetime=60, has_validator=True)
+    assert not storable("GET", 500, {}, {}, lifetime=60, has_validator=True)
+    assert not storable("GET", 200, {}, {"no-store": None}, lifetime=60, has_validator=True)
+    assert not storable("GET", 200, {"no-store": None}, {}, lifetime=60, has_validator=True)
+    assert not storable("GET", 200, {}, {}, lifetime=0, has_validator=False)
+
+
+def test_vary_names() -> None:
+    """Vary names are lowercased and sorted; ``*`` matches no request; Authorization is covered by the identity."""
+    assert vary_names(["Accept, accept-Language", "X-Tenant"]) == ("accept", "accept-language", "x-tenant")
+    assert vary_names(["Accept, *"]) is None
+    assert vary_names(["Authorization"]) == ()
+    assert vary_names([]) == ()
+
+
+def test_vary_value_normalises_whitespace_and_joins_lines() -> None:
+    """Two requests with the same header value, spaced differently, select the same variant."""
+    from multidict import CIMultiDict
+
+    assert vary_value({"accept": "a,  b"}, "accept") == "a, b"
+    assert vary_value(CIMultiDict([("Accept", "a"), ("Accept", "b")]), "accept") == "a, b"
+    assert vary_value(None, "accept") == ""
+    assert vary_value({"Accept": "x"}, "accept") == "x"
+
+
+# --- reuse --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_cc", "response_cc", "age", "lifetime", "validator", "expected"),
+    [
+        ({}, {}, 10, 60, False, Verdict.FRESH),
+        ({}, {}, 60, 60, True, Verdict.REVALIDATE),
+        ({}, {}, 61, 60, False, Verdict.UNUSABLE),
+        ({}, {"no-cache": None}, 0, 60, True, Verdict.REVALIDATE),
+        ({"no-cache": None}, {}, 0, 60, True, Verdict.REVALIDATE),
+        ({"max-age": "5"}, {}, 10, 60, True, Verdict.REVALIDATE),
+        ({"max-age": "50"}, {}, 10, 60, True, Verdict.FRESH),
+        ({"min-fresh": "55"}, {}, 10, 60, True, Verdict.REVALIDATE),
+        ({"max-stale": None}, {}, 1000, 60, False, Verdict.FRESH),
+        ({"max-stale": "10"}, {}, 65, 60, False, Verdict.FRESH),
+        ({"max-stale": "10"}, {}, 75, 60, True, Verdict.REVALIDATE),
+        ({"max-stale": None}, {"must-revalidate": None}, 61, 60, True, Verdict.REVALIDATE),
+        ({"max-stale": None}, {"no-cache": None}, 61, 60, False, Verdict.UNUSABLE),
+    ],
+)
+def test_verdict(
+    request_cc: dict[str, str | None],
+    response_cc: dict[str, str | None],
+    age: float,
+    lifetime: float,
+    validator: bool,
+    expected: Verdict,
+) -> None:
+    """Fresh responses are served; stale ones revalidated (if they can be); max-stale is refused by must-revalidate."""
+    assert verdict(request_cc, response_cc, age=age, lifetime=lifetime, has_validator=validator) is expected
+
+
+def test_conditional_headers() -> None:
+    """ETag becomes If-None-Match, Last-Modified becomes If-Modified-Since."""
+    assert conditional_headers({"ETag": '"v1"', "Last-Modified": date(NOW)}) == {
+        "If-None-Match": '"v1"',
+        "If-Modified-Since": date(NOW),
+    }
+    assert conditional_headers({}) == {}
+
+
+def test_a_304_updates_headers_but_not_those_describing_the_body() -> None:
+    """The 304's fields replace the stored ones by name; Content-Length and Content-Type stay the stored body's."""
+    stored = (("Content-Type", "application/json"), ("Content-Length", "12"), ("Cache-Control", "max-age=0"))
+    update = (("cache-control", "max-age=60"), ("Content-Length", "0"), ("Content-Type", "text/plain"), ("X-New", "1"))
+    assert refreshed_headers(stored, update) == (
+        ("Content-Type", "application/json"),
+        ("Content-Length", "12"),
+        ("cache-control", "max-age=60"),
+        ("X-New", "1"),
+    )
+
+
+def test_same_etag_is_the_weak_comparison() -> None:
+    """W/"a" and "a" name the same representation; a 304 without an ETag confirms ours."""
+    assert same_etag('"a"', 'W/"a"')
+    assert same_etag('"a"', None)
+    assert not same_etag('"a"', '"b"')
+    assert not same_etag(None, '"b"')
+
+
+# --- the stored form ------------------------------------------------------------------------
+
+header_text = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]), max_size=20)
+stored_responses = st.builds(
+    StoredResponse,
+    method=st.sampled_from(["GET", "HEAD"]),
+    status=st.integers(100, 599),
+    reason=st.text(max_size=10),
+    headers=st.lists(st.tuples(header_text, header_text), max_size=5).map(tuple),
+    body=st.binary(max_size=200),
+    request_time=st.floats(0, 2e9),
+    response_time=st.floats(0, 2e9),
+    lifetime=st.floats(0, 1e6),
+    vary=st.lists(st.tuples(header_text, header_text), max_size=3).map(tuple),
+    keep_until=st.floats(0, 2e9),
+)
+
+
+@given(st.lists(stored_responses, max_size=4))
+def test_stored_form_round_trips(variants: list[StoredResponse]) -> None:
+    """What a SQLite or Redis store writes reads back equal, bodies and all."""
+    assert decode_variants(encode_variants(variants)) == tuple(variants)
+
+
+@given(st.binary(max_size=300))
+def test_anything_else_decodes_to_nothing(data: bytes) -> None:
+    """Bytes that are not a stored entry (or a damaged one) read as a miss, never as an error."""
+    decode_variants(data)  # must not raise
+    good = encode_variants([StoredResponse("GET", 200, "OK", (("A", "b"),), b"body", 1.0, 2.0, 3.0, (), 4.0)])
+    assert decode_variants(good[:-1]) == ()
+    assert decode_variants(good + b"x") == ()
+    assert decode_variants(good.replace(b'"A"', b'"A\\r\\nX"')) == ()

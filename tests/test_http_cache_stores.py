@@ -1,0 +1,319 @@
+"""Where a response cache keeps responses: in memory (bounded), in a SQLite file, in Redis (a fleet of processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+from yarl import URL
+
+from authsession import (
+    AuthorizedSession,
+    CachedResponse,
+    MemoryResponseStore,
+    RedisResponseStore,
+    ResponseCache,
+    SQLiteResponseStore,
+    StoredResponse,
+)
+from authsession._http_cache import _sqlite
+from authsession._http_cache._entry import url_digest
+from authsession.testing import FakeOAuthServer
+from authsession.testing._fleet import FleetWorker, RedisServer
+
+URL_A = "https://api.example.com/v1/things?page=1"
+
+
+def response(body: bytes = b'{"ok": true}', keep_until: float = 2e9) -> StoredResponse:
+    return StoredResponse(
+        method="GET",
+        status=200,
+        reason="OK",
+        headers=(("Content-Type", "application/json"), ("Cache-Control", "max-age=60")),
+        body=body,
+        request_time=1.0,
+        response_time=1.0,
+        lifetime=60.0,
+        keep_until=keep_until,
+    )
+
+
+class Ticks:
+    """A clock that moves only when told."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+async def test_memory_store_is_bounded_in_bytes_least_recently_used_first() -> None:
+    """Past max_bytes the least recently used URLs go; a response larger than the bound is not kept at all."""
+    store = MemoryResponseStore(max_bytes=8_000)
+    for n in range(10):
+        await store.set(f"{URL_A}&n={n}", "slot", [response(b"x" * 1000)], ttl=60)
+    assert store.size <= 8_000
+    assert await store.get(f"{URL_A}&n=9", "slot")
+    assert not await store.get(f"{URL_A}&n=0", "slot")
+    await store.set("https://big.example/", "slot", [response(b"x" * 9_000)], ttl=60)
+    assert not await store.get("https://big.example/", "slot")
+
+
+async def test_memory_store_forgets_at_the_ttl() -> None:
+    """Each slot of a URL is kept for its own ttl; the URL goes when its last slot does."""
+    clock = Ticks()
+    store = MemoryResponseStore(clock=clock)
+    await store.set(URL_A, "short", [response()], ttl=10)
+    await store.set(URL_A, "long", [response()], ttl=100)
+    clock.now += 11
+    assert not await store.get(URL_A, "short")
+    assert await store.get(URL_A, "long")
+    clock.now += 90
+    assert len(store) == 0
+
+
+async def test_delete_drops_every_slot_of_a_url() -> None:
+    """Invalidation is by URL: every identity's responses go at once."""
+    store = MemoryResponseStore()
+    await store.set(URL_A, "one:GET", [response()], ttl=60)
+    await store.set(URL_A, "two:GET", [response()], ttl=60)
+    await store.delete(URL_A)
+    assert not await store.get(URL_A, "one:GET")
+    assert not await store.get(URL_A, "two:GET")
+
+
+def test_memory_store_refuses_a_bad_bound() -> None:
+    """max_bytes must be a positive int, and the error says so."""
+    with pytest.raises(ValueError, match="max_bytes must be a positive number of bytes"):
+        MemoryResponseStore(max_bytes=0)
+
+
+# --- SQLite ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteResponseStore]:
+    async with SQLiteResponseStore(tmp_path / "responses.db") as store:
+        yield store
+
+
+async def test_sqlite_stores_share_one_file_and_outlive_a_restart(tmp_path: Path) -> None:
+    """Two stores on one file (two processes) see each other's writes and deletes; a reopened store still has them."""
+    path = tmp_path / "responses.db"
+    async with SQLiteResponseStore(path) as one, SQLiteResponseStore(path) as two:
+        await one.set(URL_A, "slot", [response(b"first")], ttl=60)
+        assert [r.body for r in await two.get(URL_A, "slot")] == [b"first"]
+        await two.delete(URL_A)
+        assert not await one.get(URL_A, "slot")
+        await one.set(URL_A, "slot", [response(b"kept")], ttl=60)
+    async with SQLiteResponseStore(path) as reopened:
+        assert [r.body for r in await reopened.get(URL_A, "slot")] == [b"kept"]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # The URL (and the secrets a query may hold) is stored as a digest only.
+    assert b"example.com" not in path.read_bytes()
+
+
+async def test_sqlite_expires_and_purges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry past its ttl reads as nothing, and expired rows are deleted every so many writes."""
+    monkeypatch.setattr(_sqlite, "_PURGE_EVERY", 3)
+    clock = Ticks(1_000_000.0)
+    path = tmp_path / "responses.db"
+    async with SQLiteResponseStore(path, clock=clock) as store:
+        await store.set(URL_A, "old", [response()], ttl=10)
+        clock.now += 11
+        assert not await store.get(URL_A, "old")
+        await store.set(URL_A, "new", [response()], ttl=10)
+        await store.set(URL_A, "newer", [response()], ttl=10)
+    with sqlite3.connect(path) as db:
+        slots = {row[0] for row in db.execute("SELECT slot FROM responses")}
+    db.close()
+    assert slots == {"new", "newer"}
+
+
+async def test_a_broken_sqlite_file_means_misses_and_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file that is not a database: reads miss, writes are dropped, one warning is logged, nothing raises."""
+    path = tmp_path / "responses.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.WARNING, logger="authsession"):
+        async with SQLiteResponseStore(path) as store:
+            for _ in range(3):
+                await store.set(URL_A, "slot", [response()], ttl=60)
+                assert not await store.get(URL_A, "slot")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "response store" in warnings[0].getMessage()
+
+
+async def test_a_damaged_entry_reads_as_nothing(tmp_path: Path) -> None:
+    """Whoever can write the file can make a reader miss, not crash it."""
+    path = tmp_path / "responses.db"
+    async with SQLiteResponseStore(path) as store:
+        await store.set(URL_A, "slot", [response()], ttl=60)
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE responses SET data = ?", (b"authsession-http-1\n\xff\xff",))
+        db.close()
+        assert not await store.get(URL_A, "slot")
+
+
+async def test_a_closed_sqlite_store_says_so(sqlite_store: SQLiteResponseStore) -> None:
+    """Using a store after close() raises an error naming the problem; closing twice is fine."""
+    await sqlite_store.close()
+    await sqlite_store.close()
+    with pytest.raises(RuntimeError, match="SQLiteResponseStore is closed"):
+        await sqlite_store.get(URL_A, "slot")
+
+
+async def test_two_sessions_on_one_sqlite_file_share_responses(tmp_path: Path, oauth_server: FakeOAuthServer) -> None:
+    """A session in another process (its own cache and store on the same file) is served what the first stored."""
+    url = URL(oauth_server.api_url("things")).with_query(cache="max-age=60")
+    path = tmp_path / "responses.db"
+    for _ in range(2):
+        async with ResponseCache(SQLiteResponseStore(path)) as cache:
+            async with AuthorizedSession(oauth_server.credentials(), cache=cache) as session:
+                async with session.get(url) as answer:
+                    await answer.read()
+    assert isinstance(answer, CachedResponse)
+    assert oauth_server.api_served == 1
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain client to look at what the store wrote."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_redis_store_keeps_a_url_in_one_hash_under_a_digest(redis_url: str, raw: redis.asyncio.Redis) -> None:
+    """One hash per URL (key: a digest), one field per slot; the hash lives as long as its longest slot."""
+    async with RedisResponseStore(redis_url, prefix="t:") as store:
+        await store.set(URL_A, "one:GET", [response(b"one")], ttl=30)
+        await store.set(URL_A, "two:GET", [response(b"two")], ttl=300)
+        await store.set(URL_A, "three:GET", [response(b"three")], ttl=5)
+        key = f"t:http:{url_digest(URL_A)}"
+        assert await raw.keys("t:*") == [key.encode()]
+        assert 290_000 < await raw.pttl(key) <= 300_000
+        assert [r.body for r in await store.get(URL_A, "two:GET")] == [b"two"]
+        await store.delete(URL_A)
+        assert not await store.get(URL_A, "one:GET")
+        assert await raw.exists(key) == 0
+
+
+async def test_redis_store_ignores_what_it_cannot_read(redis_url: str, raw: redis.asyncio.Redis) -> None:
+    """Garbage in a field, or a slot past its keep_until, reads as nothing."""
+    async with RedisResponseStore(redis_url) as store:
+        await raw.hset(f"authsession:http:{url_digest(URL_A)}", "slot", b"garbage")
+        assert not await store.get(URL_A, "slot")
+        await store.set(URL_A, "old", [response(keep_until=1.0)], ttl=60)
+        assert not await store.get(URL_A, "old")
+
+
+async def test_redis_down_means_misses_one_warning_and_recovery(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Redis gone, reads miss and writes are dropped quickly, with one warning; it is used again once back."""
+    async with RedisResponseStore(private_redis.url, timeout=0.5, retry_after=0) as store:
+        await store.set(URL_A, "slot", [response()], ttl=60)
+        private_redis.stop()
+        with caplog.at_level(logging.WARNING, logger="authsession"):
+            for _ in range(3):
+                assert not await store.get(URL_A, "slot")
+                await store.set(URL_A, "slot", [response()], ttl=60)
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+        private_redis.start()
+        await store.set(URL_A, "slot", [response(b"back")], ttl=60)
+        assert [r.body for r in await store.get(URL_A, "slot")] == [b"back"]
+
+
+async def _run_workers(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    workers = [FleetWorker(config) for config in configs]
+    try:
+        await asyncio.gather(*(w.start() for w in workers))
+        for worker in workers:
+            worker.go()
+        return await asyncio.gather(*(w.finish() for w in workers))
+    finally:
+        await asyncio.gather(*(w.kill() for w in workers))
+
+
+async def test_a_fleet_of_four_processes_shares_one_redis_cache(oauth_server: FakeOAuthServer, redis_url: str) -> None:
+    """Four processes with equal credentials are served what one stored; another identity is not; a POST in
+    one process invalidates the URL for all."""
+    url = str(URL(oauth_server.api_url("things")).with_query(cache="max-age=60"))
+    base = {
+        "token_uri": oauth_server.token_url,
+        "client_id": oauth_server.client_id,
+        "client_secret": oauth_server.client_secret,
+        "api_url": url,
+        "cache": {"kind": "none"},
+        "response_cache": {"kind": "redis", "url": redis_url},
+    }
+    (primer,) = await _run_workers([{**base, "requests": 1}])
+    assert primer["cache"]["stores"] == 1
+    assert oauth_server.api_served == 1
+
+    fleet = await _run_workers([{**base, "requests": 10} for _ in range(4)] + [{**base, "scopes": ["other"]}])
+    assert [w["cache"]["hits"] for w in fleet[:4]] == [10, 10, 10, 10]
+    assert fleet[4]["cache"]["hits"] == 0
+    assert fleet[4]["cache"]["stores"] == 1
+    assert oauth_server.api_served == 2  # the primer's answer, and the other identity's own
+    assert all(w["failed"] == 0 and w["warnings"] == [] for w in [primer, *fleet])
+
+    (poster,) = await _run_workers([{**base, "method": "POST"}])
+    assert poster["cache"]["invalidations"] == 1
+    after = await _run_workers([{**base, "requests": 1}, {**base, "scopes": ["other"]}])
+    assert [w["cache"]["misses"] for w in after] == [1, 1]
+
+
+# --- a custom store ---------------------------------------------------------------------------
+
+
+class ListStore:
+    """A store of one's own: anything with get, set, delete and close."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], Any] = {}
+
+    async def get(self, url: str, slot: str) -> Any:
+        return self.data.get((url, slot), ())
+
+    async def set(self, url: str, slot: str, variants: Any, ttl: float) -> None:
+        self.data[(url, slot)] = tuple(variants)
+
+    async def delete(self, url: str) -> None:
+        self.data = {k: v for k, v in self.data.items() if k[0] != url}
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_any_object_with_the_store_methods_is_a_store(oauth_server: FakeOAuthServer) -> None:
+    """The ResponseStore protocol is all a store needs; slots are digests, never the token or the identity."""
+    store = ListStore()
+    cache = ResponseCache(store)
+    url = URL(oauth_server.api_url("things")).with_query(cache="max-age=60")
+    async with AuthorizedSession(oauth_server.credentials(), cache=cache) as session:
+        async with session.get(url) as first:
+            await first.read()
+    ((address, slot),) = store.data
+    assert address == str(url)
+    token = oauth_server.api_log[-1].authorization
+    assert token is not None
+    assert token.split()[1] not in slot
