@@ -261,7 +261,7 @@ class Engine:
         if self.signer is None and [name.lower() for name in credentials] == ["authorization"]:
             self._plain = credentials  # the TokenManager hands out this same mapping until the next refresh
             return credentials
-        return PerHop(credentials, _absolute(door, url).origin(), self.signer)
+        return PerHop(credentials, self.signer)
 
     async def wait_for_token(
         self, door: Door, method: str, url: Any, options: Any, waiting: Awaitable[Headers] | None = None
@@ -366,14 +366,18 @@ class PerHop(dict[str, str]):
 
     __slots__ = ("origin", "signer")
 
-    def __init__(self, headers: Headers, origin: URL, signer: Any) -> None:
+    def __init__(self, headers: Headers, signer: Any) -> None:
         super().__init__(headers)
-        self.origin = origin
+        #: (scheme, host, port) of the first hop, the URL the caller asked for.
+        self.origin: tuple[str, str | None, int | None] | None = None
         self.signer = signer
 
     def for_hop(self, method: str, url: URL) -> Headers | None:
-        """The headers for one hop to ``url``, or None when it leaves the origin they are meant for."""
-        if url.origin() != self.origin:
+        """The headers for one hop to ``url``, or None when it leaves the origin of the first hop."""
+        origin = (url.scheme, url.host, url.port)
+        if self.origin is None:
+            self.origin = origin
+        elif origin != self.origin:
             return None
         return self if self.signer is None else self.signer(method, url, self)
 
