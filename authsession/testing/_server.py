@@ -60,6 +60,8 @@ class TokenFailure:
     content_type: str = "application/json"
     #: Send the headers and part of the body, then close the connection.
     truncate: bool = False
+    #: More response headers (a ``Location`` for a redirect, say).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -303,8 +305,12 @@ class FakeOAuthServer:
             if failure.truncate:
                 return await _truncated(request, failure.status, b'{"access_token": "')
             if failure.body is not None:
-                return web.Response(status=failure.status, body=failure.body, content_type=failure.content_type)
-            return web.json_response({"error": failure.error or "temporarily_unavailable"}, status=failure.status)
+                return web.Response(
+                    status=failure.status, body=failure.body, content_type=failure.content_type, headers=failure.headers
+                )
+            return web.json_response(
+                {"error": failure.error or "temporarily_unavailable"}, status=failure.status, headers=failure.headers
+            )
         grant_type = form_str.get("grant_type", "")
         extra: dict[str, Any] = {}
         if grant_type == JWT_BEARER:
