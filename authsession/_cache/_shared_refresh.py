@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .._token import Token
-from ._model import MAX_POLL_INTERVAL, CachedToken, Lease, Outage, TokenCache
+from ._model import MAX_POLL_INTERVAL, CachedToken, Lease, Outage, TokenCache, log
 
 __all__ = ["fetch_through"]
 
@@ -53,7 +53,25 @@ async def _read(cache: TokenCache, key: str, clock: Clock, wall_clock: Clock) ->
     cached = await _guarded(cache, None, cache.get, key)
     if not isinstance(cached, CachedToken):
         return None
-    return cached.to_token(now=clock(), wall_now=wall_clock())
+    try:
+        return cached.to_token(now=clock(), wall_now=wall_clock())
+    except ValueError as exc:
+        # Times no token can have (a store that wrote milliseconds, or garbage): a miss, reported once.
+        _report_absurd(cache, exc)
+        return None
+
+
+_reported_absurd: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _report_absurd(cache: TokenCache, exc: ValueError) -> None:
+    try:
+        if cache in _reported_absurd:
+            return
+        _reported_absurd.add(cache)
+    except TypeError:  # neither hashable nor weakly referable: report every time
+        pass
+    log.warning("token cache %s holds an unusable entry (%s); it is ignored", type(cache).__name__, exc)
 
 
 async def fetch_through(
