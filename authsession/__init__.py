@@ -5,6 +5,7 @@ The public surface is re-exported here; every other module is private.
 
 from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache
 from ._credentials import BaseCredentials, Credentials, StaticCredentials
+from ._deadline import deadline
 from ._defaults import create_client_session, create_tcp_connector
 from ._errors import (
     AccessDenied,
@@ -77,6 +78,7 @@ __all__ = [
     "compute_backoff",
     "create_client_session",
     "create_tcp_connector",
+    "deadline",
     "get_token",
     "handle_exceptions",
     "parse_retry_after",

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import FormData, payload
 
-__all__ = ["is_replayable", "form_factory"]
+__all__ = ["ReplayableForm", "is_replayable", "replayable_form"]
 
 _PLAIN = (str, bytes, bytearray, int, float)
 
@@ -42,12 +42,25 @@ def is_replayable(data: Any) -> bool:
     return False
 
 
-def form_factory(form: FormData) -> Callable[[], FormData] | None:
-    """A function that returns a fresh copy of ``form`` per send, or None if it cannot be copied.
+class ReplayableForm(FormData):
+    """A copy of a form of plain fields that can make a fresh copy of itself for each send.
 
     aiohttp empties a multipart FormData as it sends it, so re-sending the same
-    object would send an empty form. A form whose fields are all plain values is
-    copied before each send; one holding files or streams is not replayable.
+    object would send an empty form.
+    """
+
+    _again: Callable[[], ReplayableForm]
+
+    def again(self) -> ReplayableForm:
+        """A fresh copy, for the next send."""
+        return self._again()
+
+
+def replayable_form(form: FormData) -> FormData:
+    """``form`` as a :class:`ReplayableForm` when its fields are all plain values, else ``form`` itself.
+
+    A form holding files or streams cannot be re-sent; it is returned as it is,
+    and :func:`is_replayable` says no to it.
     """
     try:
         fields = list(form._fields)
@@ -55,14 +68,15 @@ def form_factory(form: FormData) -> Callable[[], FormData] | None:
         quote_fields = form._quote_fields
         charset = form._charset
     except AttributeError:  # an aiohttp whose FormData we do not know
-        return None
+        return form
     if not all(isinstance(value, (str, bytes, bytearray)) for _, _, value in fields):
-        return None
+        return form
 
-    def fresh() -> FormData:
-        copy = FormData(quote_fields=quote_fields, charset=charset)
+    def fresh() -> ReplayableForm:
+        copy = ReplayableForm(quote_fields=quote_fields, charset=charset)
         copy._fields = list(fields)
         copy._is_multipart = is_multipart
+        copy._again = fresh
         return copy
 
-    return fresh
+    return fresh()

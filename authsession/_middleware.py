@@ -1,10 +1,13 @@
-"""The same authorization as AuthorizedSession, as an aiohttp client middleware.
+"""``AuthMiddleware``: the engine's second door, an aiohttp client middleware.
 
-For a plain ``aiohttp.ClientSession(middlewares=[AuthMiddleware(creds)])``:
-the path for aiohttp 4, which forbids subclassing ClientSession. aiohttp runs a
-middleware once per redirect hop; the middleware remembers which origin the
-caller asked for, so a redirect to another scheme, host or port carries no
-credentials of ours.
+For a plain ``aiohttp.ClientSession(middlewares=[AuthMiddleware(creds)])``: the
+path for aiohttp 4, which forbids subclassing ClientSession. Same options, same
+defaults and same behaviour as ``AuthorizedSession``; this module only
+translates: a ``ClientRequest`` and aiohttp's handler in, ``handler(req)`` per send.
+
+aiohttp runs a middleware once per redirect hop; the middleware remembers which
+origin the caller asked for, so a redirect to another scheme, host or port
+carries no credentials of ours.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
-import aiohttp
-from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs, payload
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, ClientTimeout, hdrs, payload
 from yarl import URL
 
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
-from ._reauth import check_refresh_attempts, reauthorize
-from ._tokens import Headers, RefreshStats, TokenManager
+from ._engine import Engine, EngineDoor, PerHop
+from ._events import EventHook
+from ._origins import OriginScope
+from ._retry import DEFAULT_RETRY, RetryPolicy
+from ._tokens import Headers
 from ._transport import Request
 
 __all__ = ["AuthMiddleware"]
@@ -34,19 +39,65 @@ _pending_redirect: contextvars.ContextVar[tuple[AuthMiddleware, URL, URL] | None
 )
 
 
-class AuthMiddleware:
+class _MiddlewareDoor:
+    """How AuthMiddleware sends one request: aiohttp's handler, on the request it was given."""
+
+    __slots__ = ("authorizes", "handler", "req", "retry")
+
+    def __init__(self, req: ClientRequest, handler: ClientHandlerType, retry: RetryPolicy | None, authorizes: bool):
+        self.req = req
+        self.handler = handler
+        self.retry = retry
+        self.authorizes = authorizes
+
+    async def send(
+        self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any
+    ) -> ClientResponse:
+        req = self.req
+        if credentials is not None:
+            if type(credentials) is PerHop:
+                credentials = credentials.for_hop(req.method, req.url)
+            if credentials is not None:
+                req.headers.update(credentials)
+        return await self.handler(req)
+
+    def rewind(self, options: Any) -> bool:
+        body = self.req.body
+        if body == b"":
+            return True
+        # aiohttp >= 3.12 payloads say whether a write used them up (streams, async iterables).
+        return getattr(body, "consumed", True) is False and isinstance(body, payload.BytesPayload)
+
+    def time_left(self, options: Any) -> float | None:
+        # A middleware cannot see the per-request timeout; the session's bounds the wait for a token.
+        timeout = getattr(self.req, "timeout", None) or getattr(_session_of(self.req), "timeout", None)
+        return timeout.total if isinstance(timeout, ClientTimeout) else None
+
+
+class AuthMiddleware(EngineDoor):
     """A client middleware that authorizes requests with ``credentials``.
+
+    Takes the options of :class:`AuthorizedSession` with the same defaults, and
+    behaves the same: refresh before expiry and after a rejection (one refresh
+    however many requests wait), retries by ``retry``, the rate limit, events,
+    ``authsession.deadline()``, token requests over a small pool of their own
+    with the calling session's TLS and ``trust_env`` settings.
 
     Args:
         credentials: authsession or google-auth credentials.
         refresh_status_codes: Statuses after which the token is refreshed and
             the request re-sent.
-        max_refresh_attempts: How many times one request may refresh and re-send.
+        max_refresh_attempts: How many re-sends one request may make after such
+            statuses (at most ``1 + max_refresh_attempts`` sends).
         refresh_timeout: Bound on each token refresh, in seconds.
-        auth_request: The :class:`Request` for token requests; by default a
-            plain session sharing the calling session's connection pool.
-        token_cache: Where tokens are shared with other sessions (see
-            ``AuthorizedSession``); None to share with nobody.
+        auth_request: The :class:`Request` for token requests.
+        retry: The :class:`RetryPolicy` for requests; None turns retries off.
+        rate_limit: At most this many requests start per second (None: no limit).
+        on_event: Called with an :class:`Event` for every refresh and retry.
+        token_cache: Where tokens are shared with other sessions; None to share
+            with nobody.
+        trusted_origins: With the session's ``base_url``, credentials go only to
+            its origin and these (``"*"``: any).
     """
 
     def __init__(
@@ -57,36 +108,26 @@ class AuthMiddleware:
         max_refresh_attempts: int = 2,
         refresh_timeout: float | None = None,
         auth_request: Request | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        rate_limit: float | None = None,
+        on_event: EventHook | None = None,
         token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
+        trusted_origins: Iterable[str] | str = (),
     ) -> None:
-        check_refresh_attempts(max_refresh_attempts)
-        self._refresh_status_codes = frozenset(int(code) for code in refresh_status_codes)
-        self._max_refresh_attempts = max_refresh_attempts
-        self._auth_request = auth_request
-        self._token_request: Request | None = None
-        self._connector: aiohttp.BaseConnector | None = None
-        self._tokens = TokenManager(
-            credentials, transport=self._token_transport, refresh_timeout=refresh_timeout, token_cache=token_cache
+        self._engine = Engine(
+            credentials,
+            refresh_status_codes=refresh_status_codes,
+            max_refresh_attempts=max_refresh_attempts,
+            refresh_timeout=refresh_timeout,
+            auth_request=auth_request,
+            retry=retry,
+            rate_limit=rate_limit,
+            on_event=on_event,
+            token_cache=token_cache,
         )
-
-    @property
-    def refresh_stats(self) -> RefreshStats:
-        """How many refreshes happened, why, and how many requests waited for one."""
-        return self._tokens.stats
-
-    def _token_transport(self) -> Request:
-        if self._auth_request is not None:
-            return self._auth_request
-        request = self._token_request
-        if request is None or request.session is None or request.session.closed:
-            if self._connector is None or self._connector.closed:
-                raise RuntimeError("AuthMiddleware has no open session to send token requests through")
-            # Shares the caller's pool; closes with it, as it owns nothing.
-            plain = aiohttp.ClientSession(
-                connector=self._connector, connector_owner=False, cookie_jar=aiohttp.DummyCookieJar()
-            )
-            request = self._token_request = Request(plain)
-        return request
+        self._trusted = trusted_origins
+        OriginScope.for_base_url(None, trusted_origins)  # refuse bad input now, not at the first request
+        self._scopes: dict[URL | None, OriginScope | None] = {}
 
     async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         pending = _pending_redirect.get()
@@ -95,47 +136,33 @@ class AuthMiddleware:
         else:
             asked_origin = req.url.origin()
         _pending_redirect.set(None)
-        if req.url.origin() != asked_origin or hdrs.AUTHORIZATION in req.headers:
-            # A hop to another origin, or a request the caller authorized themselves.
-            response = await handler(req)
-        else:
-            response = await self._authorized(req, handler)
+        engine = self._engine
+        session = _session_of(req)
+        if engine.session is None or engine.session.closed:
+            engine.session = session
+        # A hop to another origin, or an origin outside the session's base_url scope, gets no credentials of ours.
+        authorizes = req.url.origin() == asked_origin and self._allows(session, req.url)
+        door = _MiddlewareDoor(req, handler, engine.retry, authorizes)
+        response = await engine.run(door, req.method, req.url, req.headers, None)
         location = response.headers.get(hdrs.LOCATION) if response.status in _REDIRECTS else None
         if location is not None:
             with contextlib.suppress(ValueError):  # a bad Location: aiohttp refuses the redirect itself
                 _pending_redirect.set((self, req.url.join(URL(location)), asked_origin))
         return response
 
-    async def _authorized(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        session = getattr(req, "_session", None)
-        if self._connector is None or self._connector.closed:
-            self._connector = getattr(session, "connector", None)
-        tokens = self._tokens
-        sent = tokens.headers_now() or await tokens.headers()
-        req.headers.update(sent)
-        response = await handler(req)
-        if response.status not in self._refresh_status_codes:
-            return response
-
-        async def resend(headers: Headers) -> ClientResponse:
-            req.headers.update(headers)
-            return await handler(req)
-
-        return await reauthorize(
-            response,
-            sent,
-            resend,
-            tokens=tokens,
-            statuses=self._refresh_status_codes,
-            max_attempts=self._max_refresh_attempts,
-            replayable=lambda: _replayable(req.body),
-        )
+    def _allows(self, session: Any, url: URL) -> bool:
+        base_url = getattr(session, "_base_url", None)
+        if base_url is None:
+            return True
+        try:
+            scope = self._scopes[base_url]
+        except KeyError:
+            scope = self._scopes[base_url] = OriginScope.for_base_url(base_url, self._trusted)
+        return scope is None or url.origin() in scope.origins
 
     async def close(self) -> None:
         """Stop any refresh in flight and close what the middleware opened."""
-        await self._tokens.close()
-        if self._token_request is not None and self._token_request.session is not None:
-            await self._token_request.session.close()
+        await self._engine.close()
 
     async def __aenter__(self) -> AuthMiddleware:
         return self
@@ -143,10 +170,9 @@ class AuthMiddleware:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    def __repr__(self) -> str:
+        return f"<authsession.AuthMiddleware credentials={type(self.credentials).__name__}>"
 
-def _replayable(body: object) -> bool:
-    """Whether aiohttp can send this request body again (an empty body always can)."""
-    if body == b"":
-        return True
-    # aiohttp >= 3.12 payloads say whether a write used them up (streams, async iterables).
-    return getattr(body, "consumed", True) is False and isinstance(body, payload.BytesPayload)
+
+def _session_of(req: ClientRequest) -> Any:
+    return getattr(req, "session", None) or getattr(req, "_session", None)

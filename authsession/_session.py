@@ -1,78 +1,131 @@
-"""``AuthorizedSession``: an aiohttp ClientSession that sends credentials.
+"""``AuthorizedSession``: an aiohttp ClientSession that sends credentials; the engine's first door.
 
 Every verb of ClientSession (``request``, ``get``, ``post``..., awaited or as
-``async with``) funnels through ``ClientSession._request``; overriding that one
-call injects credentials everywhere at the cost of one coroutine frame, cheaper
-than a client middleware. The credential headers go in the per-request headers,
-which aiohttp itself drops when a redirect changes scheme, host or port.
+``async with``) funnels through ``ClientSession._request``. Overriding that one
+call hands every request to the engine at the cost of one coroutine frame,
+cheaper than a client middleware. This module only translates: aiohttp's keyword
+arguments in, one ``ClientSession._request`` per send out.
+
+aiohttp's development branch forbids subclassing ClientSession. There, the class
+is still defined (so ``import authsession`` works), but making one raises an
+error that points to :class:`AuthMiddleware`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiohttp import ClientResponse, ClientTimeout, FormData, hdrs
+from aiohttp import BasicAuth, ClientResponse, ClientTimeout, FormData, hdrs
 from multidict import CIMultiDict
 from yarl import URL
 
-from ._body import form_factory, is_replayable
+from ._body import ReplayableForm, is_replayable, replayable_form
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
-from ._deadline import Deadline, deadline_scope
-from ._errors import DeadlineExceededError
-from ._events import Event, EventHook, emit
+from ._deadline import DEADLINE, check_seconds, deadline
+from ._engine import Engine, EngineDoor, PerHop, check_retry, merge
+from ._events import EventHook
 from ._failures import raise_for_status
-from ._ratelimit import RateLimiter
-from ._reauth import check_refresh_attempts, reauthorize
+from ._origins import OriginScope
 from ._retry import DEFAULT_RETRY, RetryPolicy
-from ._tokens import Headers, RefreshStats, TokenManager
-from ._transport import Request, safe_url
+from ._tokens import Headers
+from ._transport import Request
 
-__all__ = ["AuthorizedSession", "DEFAULT_TIMEOUT"]
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
+
+    from aiohttp.client import _RequestContextManager, _RequestOptions
+
+    class RequestOptions(_RequestOptions, total=False):
+        """aiohttp's per-request options, and authsession's."""
+
+        max_allowed_time: float | None
+        retry: RetryPolicy | None
+
+
+__all__ = ["DEFAULT_TIMEOUT", "AuthorizedSession"]
 
 #: The session timeout when none is given (google-auth's AuthorizedSession uses 180 s too).
 DEFAULT_TIMEOUT = ClientTimeout(total=180)
 
 RaiseForStatus = bool | Callable[[ClientResponse], Awaitable[None]] | None
 
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-
-
-def _clamp_timeout(timeout: Any, remaining: float) -> ClientTimeout | Any:
-    """The request's timeout with its total cut to what is left of the deadline."""
-    if not isinstance(timeout, ClientTimeout):
-        timeout = ClientTimeout(total=timeout)
-    total = remaining if timeout.total is None else min(timeout.total, remaining)
-    return ClientTimeout(
-        total=total,
-        connect=timeout.connect,
-        sock_read=timeout.sock_read,
-        sock_connect=timeout.sock_connect,
-        ceil_threshold=timeout.ceil_threshold,
-    )
-
-
 _UNSET: Any = object()
+
+
+class _SessionDoor:
+    """How AuthorizedSession sends one request: aiohttp's own ``_request``, options as the caller gave them."""
+
+    __slots__ = ("authorizes", "retry", "session")
+
+    def __init__(self, session: AuthorizedSession, retry: RetryPolicy | None, authorizes: bool = True) -> None:
+        self.session = session
+        self.retry = retry
+        self.authorizes = authorizes
+
+    def send(
+        self, method: str, url: Any, headers: Any, credentials: Headers | None, options: dict[str, Any]
+    ) -> Coroutine[Any, Any, ClientResponse]:
+        # aiohttp's coroutine itself, not one awaiting it: a frame less per request (the hot path).
+        session = self.session
+        scope = DEADLINE.get()
+        if scope is not None:
+            options["timeout"] = _clamp_timeout(options.get("timeout", session.timeout), scope.remaining())
+        if credentials is not None:
+            if type(credentials) is PerHop:
+                theirs = options.get("middlewares") or session._middlewares
+                options = {**options, "middlewares": (*theirs, _hop(credentials))}
+            else:
+                headers = credentials if headers is None else merge(headers, credentials)
+        # ClientSession._request looked up on the class each time, not cached: a mock
+        # that patches it (aioresponses) must still be reached.
+        return aiohttp.ClientSession._request(session, method, url, headers=headers, **options)
+
+    def rewind(self, options: dict[str, Any]) -> bool:
+        data = options.get("data")
+        if isinstance(data, ReplayableForm):
+            options["data"] = data.again()
+            return True
+        return is_replayable(data)
+
+    def time_left(self, options: dict[str, Any]) -> float | None:
+        return _total(options.get("timeout", self.session.timeout))
+
+    # For per-send credentials (DPoP), the absolute URL of a base_url-relative one.
+    def _build_url(self, url: Any) -> URL:
+        built: URL = self.session._build_url(url)
+        return built
 
 
 # aiohttp warns when ClientSession is subclassed; the warning is for subclasses
 # that change its behaviour behind its back. Silence exactly that warning, for
-# exactly this class statement.
+# exactly this class statement. Where subclassing raises (aiohttp's development
+# branch), the class is defined anyway, on object, and refuses to be made.
+_final_client_session = False
 with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore",
-        message=r"Inheritance class AuthorizedSession from ClientSession is discouraged",
+        message=r"Inheritance class \w+ from ClientSession is discouraged",
         category=DeprecationWarning,
     )
+    try:
 
-    class AuthorizedSession(aiohttp.ClientSession):
+        class _Probe(aiohttp.ClientSession):
+            pass
+
+    except TypeError:
+        _final_client_session = True
+    _Base: Any = object if _final_client_session else aiohttp.ClientSession
+
+    class AuthorizedSession(EngineDoor, _Base):  # type: ignore[misc]
         """A ClientSession that authorizes every request with ``credentials``.
 
         Args:
@@ -80,11 +133,13 @@ with warnings.catch_warnings():
                 (sync ones refresh in a worker thread, async ones on the loop).
             refresh_status_codes: Statuses after which the token is refreshed
                 and the request re-sent.
-            max_refresh_attempts: How many times one request may refresh and
-                re-send; then the last response is returned as it is.
+            max_refresh_attempts: How many re-sends one request may make after
+                such statuses (at most ``1 + max_refresh_attempts`` sends); then
+                the last response is returned as it is.
             refresh_timeout: Bound on each token refresh, in seconds.
             auth_request: The :class:`Request` for token requests; by default
-                they share this session's connection pool.
+                they go through a small connection pool of their own, with this
+                session's TLS and ``trust_env`` settings.
             auto_decompress: None decompresses as aiohttp does; False keeps raw bytes.
             retry: The :class:`RetryPolicy` for requests (and, with its backoff,
                 for token requests); None turns retries off. By default 3
@@ -94,6 +149,9 @@ with warnings.catch_warnings():
             token_cache: Where tokens are shared with other sessions: by default
                 the process-wide :class:`MemoryTokenCache`; a :class:`RedisTokenCache`
                 for a fleet; None to share with nobody. The session does not close it.
+            trusted_origins: With ``base_url``, credentials go only to its origin;
+                list other origins here (``"https://files.example.com"``), or
+                ``"*"`` for any. Without ``base_url``, every origin gets them.
             **kwargs: Passed to ``aiohttp.ClientSession`` unchanged, except that
                 ``timeout`` defaults to ``ClientTimeout(total=180)`` and may be
                 a number of seconds, and ``raise_for_status=True`` raises
@@ -103,20 +161,14 @@ with warnings.catch_warnings():
         deadline over the whole call, refreshes, retries and re-sends included,
         raising :class:`DeadlineExceededError` (a ``TimeoutError``); and
         ``retry=`` (a RetryPolicy or None) for that request alone.
+        ``request(method, url, data, headers, max_allowed_time, timeout)`` also
+        takes google-auth's positional order.
         """
 
-        ATTRS = aiohttp.ClientSession.ATTRS | frozenset(
-            {
-                "_tokens",
-                "_refresh_status_codes",
-                "_max_refresh_attempts",
-                "_auth_request",
-                "_token_request",
-                "_status_rule",
-                "_retry",
-                "_rate_limiter",
-                "_on_event",
-            }
+        ATTRS = (
+            frozenset()
+            if _final_client_session
+            else aiohttp.ClientSession.ATTRS | frozenset({"_engine", "_door", "_status_rule", "_scope"})
         )
 
         def __init__(
@@ -132,341 +184,225 @@ with warnings.catch_warnings():
             rate_limit: float | None = None,
             on_event: EventHook | None = None,
             token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
+            trusted_origins: Iterable[str] | str = (),
             **kwargs: Any,
         ) -> None:
+            if _final_client_session:
+                raise TypeError(
+                    "this aiohttp does not allow subclasses of ClientSession, so AuthorizedSession cannot work here: "
+                    "use aiohttp.ClientSession(middlewares=[authsession.AuthMiddleware(credentials)]) instead"
+                )
             # ClientSession.__del__ reads _connector: set it before anything can raise.
             self._connector = None
-            check_refresh_attempts(max_refresh_attempts)
-            codes = frozenset(int(code) for code in refresh_status_codes)
-            if auth_request is not None and not callable(auth_request):
-                raise TypeError("auth_request must be an authsession.Request")
-            if retry is not None and not isinstance(retry, RetryPolicy):
-                raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
-            if on_event is not None and not callable(on_event):
-                raise TypeError("on_event must be callable")
-            limiter = None if rate_limit is None else RateLimiter(rate_limit)
-            tokens = TokenManager(
+            engine = Engine(
                 credentials,
-                transport=self._token_transport,
+                refresh_status_codes=refresh_status_codes,
+                max_refresh_attempts=max_refresh_attempts,
                 refresh_timeout=refresh_timeout,
+                auth_request=auth_request,
                 retry=retry,
+                rate_limit=rate_limit,
                 on_event=on_event,
                 token_cache=token_cache,
             )
             timeout = kwargs.get("timeout")
             if timeout is None:
-                kwargs["timeout"] = DEFAULT_TIMEOUT
+                # conn_timeout= and read_timeout= (deprecated, still accepted by aiohttp) set the timeout themselves.
+                if "conn_timeout" not in kwargs and "read_timeout" not in kwargs:
+                    kwargs["timeout"] = DEFAULT_TIMEOUT
             elif not isinstance(timeout, ClientTimeout):
-                _check_positive("timeout", timeout)
-                kwargs["timeout"] = ClientTimeout(total=timeout)
+                kwargs["timeout"] = ClientTimeout(total=check_seconds("timeout", timeout))
             if auto_decompress is not None:
                 kwargs["auto_decompress"] = auto_decompress
             # The status check runs after refreshes and retries, not on the 401 or 503 that triggers one.
             status_rule = kwargs.pop("raise_for_status", False)
             super().__init__(**kwargs)
-            self._tokens = tokens
-            self._refresh_status_codes = codes
-            self._max_refresh_attempts = max_refresh_attempts
-            self._auth_request = auth_request
-            self._token_request: Request | None = None
+            engine.session = self
+            self._engine = engine
+            self._door = _SessionDoor(self, engine.retry)
             self._status_rule: RaiseForStatus = status_rule
-            self._retry = retry
-            self._rate_limiter = limiter
-            self._on_event = on_event
+            self._scope = OriginScope.for_base_url(self._base_url, trusted_origins)
 
         @property
-        def credentials(self) -> Any:
-            """The credentials this session authorizes with."""
-            return self._tokens.credentials
+        def raise_for_status(self) -> RaiseForStatus:
+            """Whether (or how) every response is checked, as given to the constructor."""
+            return self._status_rule
 
-        @property
-        def refresh_stats(self) -> RefreshStats:
-            """How many refreshes happened, why, and how many requests waited for one."""
-            return self._tokens.stats
+        if TYPE_CHECKING:
 
-        @property
-        def retry_policy(self) -> RetryPolicy | None:
-            """The session's default retry policy (None: no retries)."""
-            return self._retry
+            def request(
+                self,
+                method: str,
+                url: Any,
+                data: Any = None,
+                headers: Any = None,
+                max_allowed_time: float | None = None,
+                timeout: Any = _UNSET,
+                /,
+                **kwargs: Unpack[RequestOptions],
+            ) -> _RequestContextManager: ...
 
-        def _token_transport(self) -> Request:
-            if self._auth_request is not None:
-                return self._auth_request
-            if self._token_request is None or self._token_request.session is None or self._token_request.session.closed:
-                # Same connection pool, but none of this session's default
-                # headers or cookies: they are meant for the API, not the IdP.
-                plain = aiohttp.ClientSession(
-                    connector=self.connector,
-                    connector_owner=False,
-                    cookie_jar=aiohttp.DummyCookieJar(),
-                    trust_env=self.trust_env,
+            def get(self, url: Any, **kwargs: Unpack[RequestOptions]) -> _RequestContextManager: ...
+            def options(self, url: Any, **kwargs: Unpack[RequestOptions]) -> _RequestContextManager: ...
+            def head(self, url: Any, **kwargs: Unpack[RequestOptions]) -> _RequestContextManager: ...
+            def post(self, url: Any, **kwargs: Unpack[RequestOptions]) -> _RequestContextManager: ...
+            def put(self, url: Any, **kwargs: Unpack[RequestOptions]) -> _RequestContextManager: ...
+            def patch(self, url: Any, **kwargs: Unpack[RequestOptions]) -> _RequestContextManager: ...
+            def delete(self, url: Any, **kwargs: Unpack[RequestOptions]) -> _RequestContextManager: ...
+
+        else:
+
+            def request(self, method, url, data=None, headers=None, max_allowed_time=None, timeout=_UNSET, **kwargs):
+                """Send a request: aiohttp's keywords, or google-auth's positional order."""
+                if data is not None:
+                    kwargs["data"] = data
+                if timeout is not _UNSET:
+                    kwargs["timeout"] = timeout
+                return aiohttp.client._RequestContextManager(
+                    self._request(method, url, headers=headers, max_allowed_time=max_allowed_time, **kwargs)
                 )
-                self._token_request = Request(plain)
-            return self._token_request
 
         def _request(
             self,
             method: str,
-            str_or_url: str | URL,
+            str_or_url: Any,
             *,
+            headers: Any = None,
             max_allowed_time: float | None = None,
             retry: RetryPolicy | None = _UNSET,
+            raise_for_status: RaiseForStatus = None,
             **kwargs: Any,
         ) -> Coroutine[Any, Any, ClientResponse]:
             # Every ClientSession verb calls this and wraps what it returns, so it
-            # hands back the coroutine that does the work instead of being one:
-            # a frame less on every request (the hot path).
-            if retry is _UNSET:
-                retry = self._retry
-            if max_allowed_time is None:
-                return self._authorized(method, str_or_url, kwargs, None, retry)
-            return self._within(method, str_or_url, kwargs, max_allowed_time, retry)
+            # hands back the engine's coroutine instead of being one: a frame less
+            # on every request (the hot path).
+            door = self._door
+            if headers is not None:
+                headers = _caller_headers(headers)
+            if kwargs.get("auth") is not None:
+                auth = kwargs["auth"]
+                if isinstance(auth, BasicAuth):
+                    # The caller authorizes this request; aiohttp would turn auth= into this header too.
+                    headers = CIMultiDict() if headers is None else headers
+                    if hdrs.AUTHORIZATION in headers:
+                        raise ValueError("Cannot combine AUTHORIZATION header with AUTH argument")
+                    headers[hdrs.AUTHORIZATION] = auth.encode()
+                    del kwargs["auth"]
+            data = kwargs.get("data")
+            if data is not None and isinstance(data, FormData):
+                kwargs["data"] = replayable_form(data)
+            authorizes = self._scope is None or self._scope.allows(self, str_or_url)
+            if retry is not _UNSET or not authorizes:
+                door = _SessionDoor(self, door.retry if retry is _UNSET else check_retry(retry), authorizes)
+            rule = self._status_rule if raise_for_status is None else raise_for_status
+            if rule:
+                kwargs["raise_for_status"] = False  # checked by us, after refreshes and retries
+            run = self._engine.run(door, method, str_or_url, headers, kwargs)
+            if max_allowed_time is not None:
+                run = self._within(run, method, str_or_url, max_allowed_time)
+            if rule:
+                run = _checked(run, rule)
+            return run
 
         async def _within(
-            self,
-            method: str,
-            url: str | URL,
-            kwargs: dict[str, Any],
-            max_allowed_time: float,
-            retry: RetryPolicy | None,
+            self, run: Coroutine[Any, Any, ClientResponse], method: str, url: Any, seconds: float
         ) -> ClientResponse:
-            """The request under a deadline of ``max_allowed_time`` seconds."""
-            _check_positive("max_allowed_time", max_allowed_time)
-            deadline = Deadline(max_allowed_time)
+            """``run`` under a deadline of ``seconds`` (``max_allowed_time``), body reading included."""
             try:
-                async with deadline_scope(deadline):
-                    return await self._authorized(method, url, kwargs, deadline, retry)
-            except asyncio.TimeoutError as exc:
-                if deadline.expired or deadline.remaining() <= 0:
-                    raise DeadlineExceededError(
-                        f"{method} {safe_url(url)} did not complete within max_allowed_time={max_allowed_time:g}s"
-                    ) from exc
+                limit = check_seconds("max_allowed_time", seconds)
+            except ValueError:
+                run.close()
                 raise
-
-        async def _authorized(
-            self,
-            method: str,
-            url: str | URL,
-            kwargs: dict[str, Any],
-            deadline: Deadline | None,
-            retry: RetryPolicy | None,
-        ) -> ClientResponse:
-            if retry is not None and retry is not self._retry and not isinstance(retry, RetryPolicy):
-                raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
-            user_headers = kwargs.pop("headers", None)
-            status_rule = kwargs.pop("raise_for_status", None)
-            if status_rule is None:
-                status_rule = self._status_rule
-            data = kwargs.get("data")
-            fresh_form = form_factory(data) if isinstance(data, FormData) else None
-            if fresh_form is not None:
-                kwargs["data"] = fresh_form()
-            caller_auth = kwargs.get("auth") is not None
-            merged: CIMultiDict[str] | None = None
-            if user_headers is not None:
-                merged = CIMultiDict(user_headers)
-                caller_auth = caller_auth or hdrs.AUTHORIZATION in merged
-
-            # The first attempt is made here; the retry loop is entered only when its
-            # outcome calls for one, so the usual request pays for no extra frame.
-            try:
-                if caller_auth:
-                    # The caller authorizes this request themselves; leave it alone.
-                    response = await self._send(method, url, user_headers, kwargs, deadline)
-                else:
-                    # _send_authorized inlined: one coroutine frame less on the hot path.
-                    sent = self._tokens.headers_now()
-                    if sent is None:
-                        sent = await self._tokens.headers()
-                    response = await self._send(
-                        method, url, sent if merged is None else _merge(merged, sent), kwargs, deadline
-                    )
-                    if response.status in self._refresh_status_codes:
-                        response = await self._reauthorize(
-                            response, sent, method, url, merged, kwargs, deadline, fresh_form
-                        )
-            except Exception as exc:
-                delay = None
-                if retry is not None and retry.allows(method, merged):
-                    delay = retry.delay_for_exception(exc, 1)
-                if delay is None or not _fits(delay, deadline) or not _replayable(kwargs, fresh_form):
-                    raise
-                outcome: ClientResponse | Exception = exc
-            else:
-                outcome, delay = response, None
-                if (
-                    retry is not None
-                    and (response.status in retry.statuses or retry.on is not None)
-                    and retry.allows(method, merged)
-                ):
-                    delay = retry.delay_for(response, 1)
-                    if delay is not None and not (_fits(delay, deadline) and _replayable(kwargs, fresh_form)):
-                        delay = None
-            if delay is not None:
-                assert retry is not None  # a delay comes only from a policy
-                headers = user_headers if caller_auth else merged
-                response = await self._keep_retrying(
-                    method, url, headers, caller_auth, kwargs, deadline, fresh_form, retry, outcome, delay
-                )
-            if status_rule is not None and status_rule is not False:
-                await _check_status(response, status_rule)
+            what = f"{method} {self._engine.describe(self._door, url)}"
+            async with deadline(limit, what=what, label=f"max_allowed_time={limit:g}s") as scope:
+                response = await run
+            _watch_body(response, scope, what)
             return response
-
-        def _send(
-            self,
-            method: str,
-            url: str | URL,
-            headers: Any,
-            kwargs: dict[str, Any],
-            deadline: Deadline | None,
-        ) -> Coroutine[Any, Any, ClientResponse]:
-            """aiohttp's own coroutine for one send (not one awaiting it: a frame less per request)."""
-            if deadline is not None:
-                kwargs["timeout"] = _clamp_timeout(kwargs.get("timeout", self.timeout), deadline.remaining())
-            # The session-level rule was taken out of aiohttp's hands in __init__ and the
-            # per-request one popped in _authorized: aiohttp checks nothing itself.
-            # ClientSession._request looked up on the class each time, not cached: a
-            # mock that patches it (aioresponses) must still be reached.
-            if self._rate_limiter is None:
-                return aiohttp.ClientSession._request(self, method, url, headers=headers, **kwargs)
-            send = aiohttp.ClientSession._request
-            return _after(self._rate_limiter.wait(), send, self, method, url, headers=headers, **kwargs)
-
-        async def _send_authorized(
-            self,
-            method: str,
-            url: str | URL,
-            merged: CIMultiDict[str] | None,
-            kwargs: dict[str, Any],
-            deadline: Deadline | None,
-            fresh_form: Callable[[], FormData] | None,
-        ) -> ClientResponse:
-            """Send with the current credentials; refresh and re-send on a refresh status."""
-            tokens = self._tokens
-            sent = tokens.headers_now()
-            if sent is None:
-                sent = await tokens.headers()
-            response = await self._send(method, url, sent if merged is None else _merge(merged, sent), kwargs, deadline)
-            if response.status not in self._refresh_status_codes:
-                return response
-            return await self._reauthorize(response, sent, method, url, merged, kwargs, deadline, fresh_form)
-
-        def _reauthorize(
-            self,
-            response: ClientResponse,
-            sent: Headers,
-            method: str,
-            url: str | URL,
-            merged: CIMultiDict[str] | None,
-            kwargs: dict[str, Any],
-            deadline: Deadline | None,
-            fresh_form: Callable[[], FormData] | None,
-        ) -> Coroutine[Any, Any, ClientResponse]:
-            """Refresh and re-send after ``response`` rejected the credentials ``sent`` (see reauthorize)."""
-            tokens = self._tokens
-            return reauthorize(
-                response,
-                sent,
-                lambda headers: self._send(
-                    method, url, headers if merged is None else _merge(merged, headers), kwargs, deadline
-                ),
-                tokens=tokens,
-                statuses=self._refresh_status_codes,
-                max_attempts=self._max_refresh_attempts,
-                replayable=lambda: _replayable(kwargs, fresh_form),
-            )
-
-        async def _keep_retrying(
-            self,
-            method: str,
-            url: str | URL,
-            headers: Any,
-            caller_auth: bool,
-            kwargs: dict[str, Any],
-            deadline: Deadline | None,
-            fresh_form: Callable[[], FormData] | None,
-            policy: RetryPolicy,
-            outcome: ClientResponse | Exception,
-            delay: float,
-        ) -> ClientResponse:
-            """Retry after ``outcome`` (which called for a retry in ``delay`` seconds) until done.
-
-            Stops when an attempt succeeds, the policy's budget is spent, the policy
-            says no, the body cannot be sent again, or the wait would pass the deadline.
-            """
-            number = 1
-            while True:
-                if isinstance(outcome, Exception):
-                    reason = type(outcome).__name__
-                else:
-                    # Release before sleeping: the connection goes back to the pool.
-                    outcome.release()
-                    reason = str(outcome.status)
-                number += 1
-                emit(self._on_event, Event("retry", reason, number, delay, method, safe_url(url)))
-                await asyncio.sleep(delay)
-                try:
-                    if caller_auth:
-                        response = await self._send(method, url, headers, kwargs, deadline)
-                    else:
-                        response = await self._send_authorized(method, url, headers, kwargs, deadline, fresh_form)
-                except Exception as exc:
-                    if number >= policy.attempts:
-                        raise
-                    next_delay = policy.delay_for_exception(exc, number)
-                    if next_delay is None or not _fits(next_delay, deadline) or not _replayable(kwargs, fresh_form):
-                        raise
-                    outcome, delay = exc, next_delay
-                    continue
-                if number >= policy.attempts:
-                    return response
-                next_delay = policy.delay_for(response, number)
-                if next_delay is None or not _fits(next_delay, deadline) or not _replayable(kwargs, fresh_form):
-                    return response
-                outcome, delay = response, next_delay
 
         async def close(self) -> None:
             """Close the session, its token refreshes, and everything it opened."""
-            await self._tokens.close()
-            if self._token_request is not None and self._token_request.session is not None:
-                await self._token_request.session.close()
+            await self._engine.close()
             await super().close()
 
         def __repr__(self) -> str:
             return f"<authsession.AuthorizedSession credentials={type(self.credentials).__name__} closed={self.closed}>"
 
 
-async def _after(
-    wait: Awaitable[None], send: Callable[..., Awaitable[ClientResponse]], *args: Any, **kwargs: Any
-) -> ClientResponse:
-    """Send once ``wait`` is over (the rate limit's slot); the send is not even created before."""
-    await wait
-    return await send(*args, **kwargs)
+def _caller_headers(headers: Any) -> CIMultiDict[str]:
+    """The caller's headers as a new case-insensitive multidict; bytes values decoded as google-auth does."""
+    if isinstance(headers, Mapping):
+        items: Iterable[tuple[Any, Any]] = headers.items()
+    else:
+        items = headers
+    merged: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        merged.add(name, value)
+    return merged
 
 
-def _replayable(kwargs: dict[str, Any], fresh_form: Callable[[], FormData] | None) -> bool:
-    """Whether the request body can be sent again; a copyable form gets its fresh copy here."""
-    if fresh_form is not None:
-        kwargs["data"] = fresh_form()
-        return True
-    return is_replayable(kwargs.get("data"))
+def _hop(credentials: PerHop) -> Any:
+    """A per-request middleware: the credential headers on each redirect hop that stays on their origin."""
+
+    async def apply(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> ClientResponse:
+        hop = credentials.for_hop(req.method, req.url)
+        if hop is not None:
+            for name, value in hop.items():
+                if name not in req.headers:
+                    req.headers[name] = value
+        return await handler(req)
+
+    return apply
 
 
-def _fits(delay: float, deadline: Deadline | None) -> bool:
-    """Whether sleeping ``delay`` still leaves time before the deadline (no deadline: always)."""
-    return deadline is None or delay < deadline.remaining()
+def _clamp_timeout(timeout: Any, remaining: float) -> ClientTimeout:
+    """The request's timeout with its total cut to what is left of the deadline.
+
+    Rounding is off (aiohttp rounds timeouts of 5 s and more up to the next
+    second): the deadline is exact.
+    """
+    if not isinstance(timeout, ClientTimeout):
+        timeout = ClientTimeout(total=timeout)
+    total = remaining if timeout.total is None else min(timeout.total, remaining)
+    return ClientTimeout(
+        total=total,
+        connect=timeout.connect,
+        sock_read=timeout.sock_read,
+        sock_connect=timeout.sock_connect,
+        ceil_threshold=float("inf"),
+    )
 
 
-async def _check_status(response: ClientResponse, rule: RaiseForStatus) -> None:
+def _total(timeout: Any) -> float | None:
+    if isinstance(timeout, ClientTimeout):
+        return timeout.total
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        return float(timeout)
+    return None
+
+
+def _watch_body(response: ClientResponse, scope: Any, what: str) -> None:
+    """Make a body read that outlives the deadline raise DeadlineExceededError, not aiohttp's bare timeout."""
+    read = response.read
+
+    async def read_within() -> bytes:
+        try:
+            return await read()
+        except asyncio.TimeoutError as exc:
+            if scope.remaining() <= 0:
+                raise scope.exceeded(what) from exc
+            raise
+
+    response.read = read_within  # type: ignore[method-assign]
+
+
+async def _checked(run: Coroutine[Any, Any, ClientResponse], rule: RaiseForStatus) -> ClientResponse:
+    response = await run
     if callable(rule):
         await rule(response)
     else:
         await raise_for_status(response)
-
-
-def _merge(user_headers: CIMultiDict[str], auth_headers: Headers) -> CIMultiDict[str]:
-    merged = user_headers.copy()
-    for name, value in auth_headers.items():
-        if name not in merged:
-            merged[name] = value
-    return merged
+    return response

@@ -361,6 +361,12 @@ class TokenManager:
                 emit(self._on_event, Event("retry", f"token {type(exc).__name__}", number, delay))
                 await asyncio.sleep(delay)
 
+    def abandon(self) -> None:
+        """Refuse new refreshes and cancel the one in flight, without waiting for it (the credentials were replaced)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+
     async def close(self) -> None:
         """Cancel a refresh in flight and refuse new ones."""
         self._closed = True

@@ -9,6 +9,12 @@ server with an expired token (the server counts), and the only requests that
 wait for a token are those of the first, cold fetch. The same run with a
 long-lived token (same endpoint latency) gives the p99 latency to compare with;
 the two alternate, round after round.
+
+A second row is the case where token requests once queued behind API requests:
+the API on the token endpoint's own origin, aiohttp's default connector (a pool
+of 100) and as many workers as the pool holds. Token requests go over
+connections of their own, so it must look like the first: nothing fails, nothing
+is sent expired, and only the cold start waits.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 
 import _common
 from _common import Row, Server, fmt_rounds, median
+from yarl import URL
 
 import authsession
 
@@ -49,9 +56,14 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-async def load(server: Server, lifetime: float, seconds: float) -> Run:
+def same_origin_url(server: Server) -> str:
+    """The token endpoint's own API (FakeOAuthServer's), on the same scheme, host and port as the token endpoint."""
+    return str(URL(server.token_url).with_path("/api/rotation"))
+
+
+async def load(server: Server, lifetime: float, seconds: float, url: str | None = None) -> Run:
     """``CONCURRENCY`` workers for ``seconds`` on a fresh session with cold credentials."""
-    url = server.api_url + "rotation"
+    url = url or server.api_url + "rotation"
     latencies: list[float] = []
     failed = 0
     gc.collect()
@@ -90,11 +102,35 @@ async def load(server: Server, lifetime: float, seconds: float) -> Run:
 async def measure(server: Server, rounds: int, seconds: float = SECONDS) -> list[Row]:
     rotating: list[Run] = []
     steady: list[Run] = []
+    saturated: list[Run] = []
     for index in range(rounds):
         pair = [("rotating", LIFETIME), ("long-lived", LONG_LIFETIME)]
         for kind, lifetime in pair if index % 2 == 0 else pair[::-1]:
             (rotating if kind == "rotating" else steady).append(await load(server, lifetime, seconds))
-    return [rotation_row(rotating, steady, seconds)]
+        saturated.append(await load(server, LIFETIME, seconds, same_origin_url(server)))
+    return [rotation_row(rotating, steady, seconds), saturated_row(saturated, seconds)]
+
+
+def saturated_row(runs: list[Run], seconds: float) -> Row:
+    failed = [r.failed for r in runs]
+    expired = [r.api.get("expired", 0) for r in runs]
+    waits = [r.stats.waits for r in runs]
+    met = all(n == 0 for n in failed) and all(n == 0 for n in expired) and all(w == CONCURRENCY for w in waits)
+    return Row(
+        "4",
+        "rotation with the pool full: API on the token endpoint's origin, default connector (limit 100), "
+        f"{LIFETIME:g} s tokens, {TOKEN_LATENCY * 1000:.0f} ms token endpoint, "
+        f"{seconds:g} s at concurrency {CONCURRENCY}",
+        f"failed {fmt_rounds(failed, 'd')}; sent expired {fmt_rounds(expired, 'd')}; waited {fmt_rounds(waits, 'd')}",
+        f"0 failed, 0 expired, waits = the cold fetch's ({CONCURRENCY})",
+        met,
+        f"{median([r.requests for r in runs]):,.0f} requests per run; background refreshes "
+        f"{fmt_rounds([r.stats.background for r in runs], 'd')}, failed refreshes "
+        f"{fmt_rounds([r.stats.failures for r in runs], 'd')}, grants {fmt_rounds([r.grants for r in runs], 'd')}; "
+        f"p50 {median([r.p50 for r in runs]) * 1000:.1f} ms, p99 {median([r.p99 for r in runs]) * 1000:.1f} ms; "
+        "before token requests had connections of their own, 1,900 of 188,887 requests waited >= 240 ms in 20 s",
+        [float(w) for w in waits],
+    )
 
 
 def rotation_row(rotating: list[Run], steady: list[Run], seconds: float) -> Row:

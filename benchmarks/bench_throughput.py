@@ -76,6 +76,21 @@ def _authorized(**options: Any) -> Callable[[Server], contextlib.AbstractAsyncCo
 
 
 @contextlib.asynccontextmanager
+async def middleware(server: Server) -> AsyncIterator[Send]:
+    """The engine's other door: a plain ClientSession with AuthMiddleware."""
+    url = server.api_url + "things"
+    async with authsession.AuthMiddleware(server.credentials()) as auth:
+        async with aiohttp.ClientSession(middlewares=(auth,)) as session:
+
+            async def send() -> None:
+                async with session.get(url) as resp:
+                    await resp.read()
+                    _check(resp.status)
+
+            yield send
+
+
+@contextlib.asynccontextmanager
 async def google_aio(server: Server) -> AsyncIterator[Send]:
     peer = _common.google_aio_session_class()
     assert peer is not None
@@ -106,6 +121,8 @@ def variants() -> dict[str, Callable[[Server], contextlib.AbstractAsyncContextMa
     }
     if _common.supports_retry_option():
         found["authsession retry=None"] = _authorized(retry=None)
+    if hasattr(authsession, "deadline"):  # the engine behind both doors
+        found["authsession middleware"] = middleware
     if _common.google_aio_session_class() is not None:
         found["google-auth aio"] = google_aio
     return found
@@ -230,6 +247,7 @@ async def measure(server: Server, rounds: int, total: int = TOTAL, slices: int =
         label = {
             "authsession": "steady state, retries as default",
             "authsession retry=None": "steady state, retries disabled",
+            "authsession middleware": "steady state, AuthMiddleware on a plain ClientSession",
         }.get(name, f"steady state: {name} (reference)")
         rows.append(
             Row(

@@ -15,12 +15,80 @@ import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, settings
 
+from authsession import AuthMiddleware, AuthorizedSession, RefreshStats
 from authsession.testing import FakeOAuthServer
 from authsession.testing._fleet import RedisServer
+
+#: Options of AuthorizedSession and AuthMiddleware alike; everything else goes to ClientSession.
+ENGINE_OPTIONS = frozenset(
+    {
+        "refresh_status_codes",
+        "max_refresh_attempts",
+        "refresh_timeout",
+        "auth_request",
+        "retry",
+        "rate_limit",
+        "on_event",
+        "token_cache",
+        "trusted_origins",
+    }
+)
+
+
+class Door:
+    """One of the two front doors, for behaviour tests that must hold through both.
+
+    ``door.open(credentials, **options)`` is an ``async with`` that yields a
+    ClientSession authorizing with ``credentials``: an ``AuthorizedSession``, or a
+    plain ``ClientSession`` with an ``AuthMiddleware``. authsession's options go to
+    the door, the rest to ClientSession. ``door.auth`` is the object holding the
+    engine (for ``refresh_stats`` and ``credentials``).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.auth: Any = None
+
+    @property
+    def stats(self) -> RefreshStats:
+        """The refresh stats of the door opened last."""
+        stats: RefreshStats = self.auth.refresh_stats
+        return stats
+
+    @asynccontextmanager
+    async def open(self, credentials: Any, **options: Any) -> AsyncIterator[aiohttp.ClientSession]:
+        ours = {name: value for name, value in options.items() if name in ENGINE_OPTIONS}
+        theirs = {name: value for name, value in options.items() if name not in ENGINE_OPTIONS}
+        if self.kind == "session":
+            async with AuthorizedSession(credentials, **ours, **theirs) as session:
+                self.auth = session
+                yield session
+            return
+        async with AuthMiddleware(credentials, **ours) as auth:
+            self.auth = auth
+            timeout = theirs.get("timeout")
+            if isinstance(timeout, (int, float)):
+                theirs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+            theirs.setdefault("timeout", aiohttp.ClientTimeout(total=180))  # the session door's default
+            async with aiohttp.ClientSession(middlewares=(auth,), **theirs) as session:
+                yield session
+
+    def __repr__(self) -> str:
+        return self.kind
+
+
+@pytest.fixture(params=["session", "middleware"])
+def door(request: pytest.FixtureRequest) -> Door:
+    """Each behaviour test runs through AuthorizedSession and through AuthMiddleware."""
+    return Door(request.param)
+
 
 pytest_plugins = ["pytester"]
 

@@ -9,30 +9,33 @@ import time
 
 import aiohttp
 import pytest
+from conftest import Door
 from google.auth import _helpers as google_helpers
 from google.oauth2 import credentials as google_user
 
 import authsession._sources
 from authsession import AuthorizedSession, RetryPolicy
+from authsession._tokens import TokenManager
 from authsession.testing import FakeOAuthServer
 
 FAST = RetryPolicy(initial=0.005, max_delay=0.02)
 
 
 def _refresh_tasks() -> list[asyncio.Task[object]]:
-    return [t for t in asyncio.all_tasks() if "TokenManager._refresh" in repr(t.get_coro())]
+    """The TokenManager refresh tasks still running, found by their code object (not by repr text)."""
+    code = TokenManager._refresh.__code__
+    return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "cr_code", None) is code]
 
 
 @pytest.mark.parametrize("seed", range(8))
-async def test_cancellation_at_random_points_leaks_nothing(seed: int) -> None:
+async def test_cancellation_at_random_points_leaks_nothing(seed: int, door: Door) -> None:
     """Requests cancelled at random moments (token fetch, send, retry sleep, body read) leave the pool,
     the single-flight refresh and the session usable, and nothing running after close."""
     rng = random.Random(seed)
     async with FakeOAuthServer(token_lifetime=0.5) as server:
         creds = server.refresh_credentials()  # has a lock of its own, to catch a stuck one
         connector = aiohttp.TCPConnector(limit=1)
-        session = AuthorizedSession(creds, connector=connector, retry=FAST)
-        try:
+        async with door.open(creds, connector=connector, retry=FAST) as session:
             for _ in range(25):
                 server.token_latency = rng.choice([0, 0, 0.005, 0.02])
                 roll = rng.random()
@@ -55,8 +58,6 @@ async def test_cancellation_at_random_points_leaks_nothing(seed: int) -> None:
             server.token_latency = 0
             for _ in range(3):
                 await asyncio.wait_for(_get_ok(session, server.api_url()), 5)
-        finally:
-            await session.close()
         assert _refresh_tasks() == []
     assert server.expired_token_requests == 0
 
@@ -66,16 +67,17 @@ async def _get_ok(session: AuthorizedSession, url: str) -> None:
         assert resp.status == 200
 
 
-async def test_close_while_refreshing_cancels_the_refresh_and_fails_waiters(oauth_server: FakeOAuthServer) -> None:
+async def test_close_while_refreshing_cancels_the_refresh_and_fails_waiters(
+    oauth_server: FakeOAuthServer, door: Door
+) -> None:
     """Closing the session mid-refresh ends the refresh task; a waiting request fails clearly."""
     from authsession import AuthSessionError
 
     oauth_server.token_latency = 2
-    session = AuthorizedSession(oauth_server.credentials())
-    waiter = asyncio.ensure_future(session.get(oauth_server.api_url()))
-    await asyncio.sleep(0.1)
-    assert len(_refresh_tasks()) == 1
-    await session.close()
+    async with door.open(oauth_server.credentials()) as session:
+        waiter = asyncio.ensure_future(session.get(oauth_server.api_url()))
+        await asyncio.sleep(0.1)
+        assert len(_refresh_tasks()) == 1
     with pytest.raises(AuthSessionError, match="closed"):
         await waiter
     assert _refresh_tasks() == []
@@ -122,9 +124,9 @@ async def test_wall_clock_jumps_change_nothing(monkeypatch: pytest.MonkeyPatch, 
     assert a.refresh_stats.waits == b.refresh_stats.waits == 1  # only the cold start waited
 
 
-async def test_credentials_travel_only_in_headers_and_form_bodies(oauth_server: FakeOAuthServer) -> None:
+async def test_credentials_travel_only_in_headers_and_form_bodies(oauth_server: FakeOAuthServer, door: Door) -> None:
     """No token or secret appears in a URL: the API gets a header, the token endpoint a form body."""
-    async with AuthorizedSession(oauth_server.credentials(auth_method="client_secret_post")) as session:
+    async with door.open(oauth_server.credentials(auth_method="client_secret_post")) as session:
         await _get_ok(session, oauth_server.api_url("p?x=1"))
     token = next(iter(oauth_server.tokens))
     assert all(token not in entry.path for entry in oauth_server.api_log)

@@ -11,12 +11,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import Door
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from authsession import AuthMiddleware, AuthorizedSession
+from authsession import AuthMiddleware
 from authsession.testing import FakeOAuthServer
 
 
@@ -72,12 +73,12 @@ async def https_redirector(tmp_path: Path, oauth_server: FakeOAuthServer) -> Asy
 
 
 async def test_session_drops_token_on_https_to_http_redirect(
-    oauth_server: FakeOAuthServer, https_redirector: tuple[str, ssl.SSLContext]
+    oauth_server: FakeOAuthServer, https_redirector: tuple[str, ssl.SSLContext], door: Door
 ) -> None:
     """AuthorizedSession: the token goes to the https origin, not to the http one it is sent to."""
     url, ctx = https_redirector
     connector = aiohttp.TCPConnector(ssl=ctx)
-    async with AuthorizedSession(oauth_server.credentials(), connector=connector) as session:
+    async with door.open(oauth_server.credentials(), connector=connector) as session:
         async with session.get(url) as resp:
             assert resp.status == 401
     assert oauth_server.api_log[-1].path == "/api/downgraded"

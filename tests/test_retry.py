@@ -12,6 +12,7 @@ from email.utils import format_datetime
 
 import aiohttp
 import pytest
+from conftest import Door
 
 from authsession import AuthorizedSession, Event, RetryPolicy, TooManyRequests
 from authsession.testing import FakeOAuthServer
@@ -25,11 +26,11 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_503_then_200_is_retried(oauth_server: FakeOAuthServer) -> None:
+async def test_503_then_200_is_retried(oauth_server: FakeOAuthServer, door: Door) -> None:
     """A 503 is released and the GET retried; the caller sees the 200 and one retry event."""
     events: list[Event] = []
     oauth_server.fail_api_next(status=503)
-    async with AuthorizedSession(oauth_server.credentials(), retry=FAST, on_event=events.append) as session:
+    async with door.open(oauth_server.credentials(), retry=FAST, on_event=events.append) as session:
         async with session.get(oauth_server.api_url("r")) as resp:
             assert resp.status == 200
     retries = [e for e in events if e.kind == "retry"]
@@ -37,23 +38,23 @@ async def test_503_then_200_is_retried(oauth_server: FakeOAuthServer) -> None:
     assert oauth_server.api_outcomes["failed 503"] == 1
 
 
-async def test_attempts_are_bounded_and_last_response_returned(oauth_server: FakeOAuthServer) -> None:
+async def test_attempts_are_bounded_and_last_response_returned(oauth_server: FakeOAuthServer, door: Door) -> None:
     """With 3 attempts, three 503s return the third 503."""
     oauth_server.fail_api_next(5, status=503)
-    async with AuthorizedSession(oauth_server.credentials(), retry=FAST) as session:
+    async with door.open(oauth_server.credentials(), retry=FAST) as session:
         async with session.get(oauth_server.api_url()) as resp:
             assert resp.status == 503
     assert oauth_server.api_outcomes["failed 503"] == 3
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
-async def test_429_retry_after_is_honoured(oauth_server: FakeOAuthServer, form: str) -> None:
+async def test_429_retry_after_is_honoured(oauth_server: FakeOAuthServer, form: str, door: Door) -> None:
     """Retry-After in seconds or as an HTTP-date makes the retry wait about that long."""
     if form == "seconds":
         value = "1"
     else:
         value = format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2), usegmt=True)
-    async with AuthorizedSession(oauth_server.credentials()) as session:
+    async with door.open(oauth_server.credentials()) as session:
         async with session.get(oauth_server.api_url()) as resp:
             assert resp.status == 200  # warm the token first
         oauth_server.fail_api_next(status=429, headers={"Retry-After": value})
@@ -65,10 +66,10 @@ async def test_429_retry_after_is_honoured(oauth_server: FakeOAuthServer, form: 
     assert 0.9 <= elapsed <= 2.6
 
 
-async def test_retry_after_is_capped_by_max_delay(oauth_server: FakeOAuthServer) -> None:
+async def test_retry_after_is_capped_by_max_delay(oauth_server: FakeOAuthServer, door: Door) -> None:
     """A Retry-After longer than max_delay waits max_delay."""
     oauth_server.fail_api_next(status=503, headers={"Retry-After": "3600"})
-    async with AuthorizedSession(oauth_server.credentials(), retry=RetryPolicy(max_delay=0.2)) as session:
+    async with door.open(oauth_server.credentials(), retry=RetryPolicy(max_delay=0.2)) as session:
         started = time.monotonic()
         async with session.get(oauth_server.api_url()) as resp:
             assert resp.status == 200
@@ -88,40 +89,40 @@ async def test_retry_after_beyond_deadline_returns_at_once(oauth_server: FakeOAu
     assert info.value.retry_after == 10
 
 
-async def test_post_not_retried_by_default(oauth_server: FakeOAuthServer) -> None:
+async def test_post_not_retried_by_default(oauth_server: FakeOAuthServer, door: Door) -> None:
     """POST is not idempotent: its 503 is returned without a retry."""
     oauth_server.fail_api_next(status=503)
-    async with AuthorizedSession(oauth_server.credentials(), retry=FAST) as session:
+    async with door.open(oauth_server.credentials(), retry=FAST) as session:
         async with session.post(oauth_server.api_url(), data=b"x") as resp:
             assert resp.status == 503
 
 
-async def test_post_with_idempotency_key_is_retried(oauth_server: FakeOAuthServer) -> None:
+async def test_post_with_idempotency_key_is_retried(oauth_server: FakeOAuthServer, door: Door) -> None:
     """An Idempotency-Key header makes a POST safe to retry; the body arrives whole."""
     oauth_server.fail_api_next(status=503)
-    async with AuthorizedSession(oauth_server.credentials(), retry=FAST) as session:
+    async with door.open(oauth_server.credentials(), retry=FAST) as session:
         async with session.post(oauth_server.api_url(), data=b"order-1", headers={"Idempotency-Key": "k1"}) as resp:
             assert resp.status == 200
             assert (await resp.json())["body"] == "order-1"
 
 
-async def test_post_retried_when_methods_opt_in(oauth_server: FakeOAuthServer) -> None:
+async def test_post_retried_when_methods_opt_in(oauth_server: FakeOAuthServer, door: Door) -> None:
     """methods= opts POST in."""
     oauth_server.fail_api_next(status=502)
     policy = RetryPolicy(methods={"GET", "POST"}, initial=0.01)
-    async with AuthorizedSession(oauth_server.credentials(), retry=policy) as session:
+    async with door.open(oauth_server.credentials(), retry=policy) as session:
         async with session.post(oauth_server.api_url(), json={"a": 1}) as resp:
             assert resp.status == 200
 
 
-async def test_consumed_stream_is_not_retried(oauth_server: FakeOAuthServer) -> None:
+async def test_consumed_stream_is_not_retried(oauth_server: FakeOAuthServer, door: Door) -> None:
     """A streamed PUT body cannot be replayed: its 503 is returned, not re-sent empty."""
 
     async def body() -> AsyncIterator[bytes]:
         yield b"chunk"
 
     oauth_server.fail_api_next(status=503)
-    async with AuthorizedSession(oauth_server.credentials(), retry=FAST) as session:
+    async with door.open(oauth_server.credentials(), retry=FAST) as session:
         async with session.put(oauth_server.api_url(), data=body()) as resp:
             assert resp.status == 503
     assert oauth_server.api_outcomes["failed 503"] == 1
@@ -138,7 +139,7 @@ async def test_retry_off_per_session_and_per_request(oauth_server: FakeOAuthServ
         assert (await session.get(oauth_server.api_url(), retry=RetryPolicy(attempts=0))).status == 503
 
 
-async def test_predicate_and_its_delay(oauth_server: FakeOAuthServer) -> None:
+async def test_predicate_and_its_delay(oauth_server: FakeOAuthServer, door: Door) -> None:
     """on= can retry a status the policy does not list, with its own delay."""
     oauth_server.fail_api_next(status=418)
     seen: list[object] = []
@@ -147,27 +148,27 @@ async def test_predicate_and_its_delay(oauth_server: FakeOAuthServer) -> None:
         seen.append(outcome)
         return 0.01 if isinstance(outcome, aiohttp.ClientResponse) and outcome.status == 418 else None
 
-    async with AuthorizedSession(oauth_server.credentials(), retry=RetryPolicy(on=on)) as session:
+    async with door.open(oauth_server.credentials(), retry=RetryPolicy(on=on)) as session:
         async with session.get(oauth_server.api_url()) as resp:
             assert resp.status == 200
     assert len(seen) == 2
 
 
-async def test_connection_refused_is_retried_then_raised() -> None:
+async def test_connection_refused_is_retried_then_raised(door: Door) -> None:
     """Connection errors are retried within the budget, then raised as aiohttp raised them."""
     events: list[Event] = []
     from authsession import StaticCredentials
 
-    async with AuthorizedSession(StaticCredentials("t"), retry=FAST, on_event=events.append) as session:
+    async with door.open(StaticCredentials("t"), retry=FAST, on_event=events.append) as session:
         with pytest.raises(aiohttp.ClientConnectorError):
             await session.get(f"http://127.0.0.1:{_closed_port()}/")
     assert [e.reason for e in events] == ["ClientConnectorError", "ClientConnectorError"]
 
 
-async def test_responses_are_released_with_one_connection(oauth_server: FakeOAuthServer) -> None:
+async def test_responses_are_released_with_one_connection(oauth_server: FakeOAuthServer, door: Door) -> None:
     """With a single pooled connection, 20 requests that each need a retry all complete."""
     connector = aiohttp.TCPConnector(limit=1)
-    async with AuthorizedSession(oauth_server.credentials(), connector=connector, retry=FAST) as session:
+    async with door.open(oauth_server.credentials(), connector=connector, retry=FAST) as session:
         for _ in range(20):
             oauth_server.fail_api_next(status=503, body=b"x" * 10_000)
             async with asyncio.timeout(5) if hasattr(asyncio, "timeout") else _nullcontext():
@@ -184,13 +185,13 @@ class _nullcontext:
         return None
 
 
-async def test_token_endpoint_retried_on_503_not_on_invalid_grant(oauth_server: FakeOAuthServer) -> None:
+async def test_token_endpoint_retried_on_503_not_on_invalid_grant(oauth_server: FakeOAuthServer, door: Door) -> None:
     """A flapping token endpoint is retried; an RFC 6749 client error is not."""
     from authsession import RefreshError
 
     events: list[Event] = []
     oauth_server.fail_next(2, status=503)
-    async with AuthorizedSession(oauth_server.credentials(), retry=FAST, on_event=events.append) as session:
+    async with door.open(oauth_server.credentials(), retry=FAST, on_event=events.append) as session:
         async with session.get(oauth_server.api_url()) as resp:
             assert resp.status == 200
         assert oauth_server.token_requests == 3
@@ -203,13 +204,13 @@ async def test_token_endpoint_retried_on_503_not_on_invalid_grant(oauth_server: 
 
 
 async def test_debug_log_has_retries_and_refreshes_without_secrets(
-    oauth_server: FakeOAuthServer, caplog: pytest.LogCaptureFixture
+    oauth_server: FakeOAuthServer, caplog: pytest.LogCaptureFixture, door: Door
 ) -> None:
     """Each retry and refresh is a DEBUG line; none carries the token or the client secret."""
     caplog.set_level(logging.DEBUG, logger="authsession")
     oauth_server.fail_api_next(status=503)
     creds = oauth_server.credentials()
-    async with AuthorizedSession(creds, retry=FAST) as session:
+    async with door.open(creds, retry=FAST) as session:
         async with session.get(oauth_server.api_url("x?token=leak")) as resp:
             assert resp.status == 200
     text = caplog.text

@@ -36,8 +36,8 @@ def test_credentials_match_the_server(oauth_server, oauth_credentials):
 async def test_the_marker_configures_the_server(oauth_server, authorized_session):
     assert oauth_server.token_lifetime == 7
     async with authorized_session.get("things") as resp:
-        assert resp.status == 401  # every request is rejected: re-sent, refreshed twice, then returned
-    assert oauth_server.api_outcomes == {"rejected": 4}
+        assert resp.status == 401  # every request is rejected: re-sent once, refreshed once, then returned
+    assert oauth_server.api_outcomes == {"rejected": 3}
 """
 
 

@@ -91,17 +91,3 @@ async def test_auth_request_is_used_for_token_requests(oauth_server: FakeOAuthSe
         assert calls == [oauth_server.token_url]
         assert auth_request.session is not None
         assert not auth_request.session.closed
-
-
-async def test_token_requests_share_the_session_pool_without_default_headers(
-    oauth_server: FakeOAuthServer,
-) -> None:
-    """By default token requests use the session's connector but not its default headers."""
-    async with AuthorizedSession(oauth_server.credentials(), headers={"X-Api-Key": "for-the-api"}) as session:
-        async with session.get(oauth_server.api_url()) as resp:
-            assert resp.status == 200
-        token_request = session._token_request
-        assert token_request is not None
-        assert token_request.session is not None
-        assert token_request.session.connector is session.connector
-        assert "X-Api-Key" not in token_request.session.headers
