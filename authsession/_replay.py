@@ -68,6 +68,9 @@ class Replay:
                     sent = await self._credentials_after_rejection(sent)
                     outcome = await self._send(sent)
                     continue
+                if outcome.status not in self.engine.refresh_statuses:
+                    # A replacement after a rejection worked: the next rejection is replaced at once (issue 17 #12).
+                    self.engine.tokens.accepted(sent)
             delay = self._retry_delay(outcome)
             if delay is None:
                 if isinstance(outcome, Exception):

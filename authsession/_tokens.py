@@ -8,8 +8,11 @@ the refresh the others are waiting on.
 
 A server that rejects every token must not turn requests into a storm of
 grants: a refresh after a rejection happens only for the token in use (so the
-previous replacement was actually tried), and when replacements keep being
-rejected, each one waits longer (:func:`rejection_backoff`).
+previous replacement was actually tried), and while replacements keep being
+rejected before any request was accepted with them, each grant waits longer
+(:func:`rejection_backoff`). The request flow reports, with
+:meth:`TokenManager.accepted`, a re-send with refreshed headers that was not
+rejected (the slow path only).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ._transport import Request
 
 __all__ = [
     "REJECTION_BACKOFF_FIRST",
+    "REJECTION_FREE_STREAK",
     "REJECTION_BACKOFF_MAX",
     "REJECTION_MEMORY",
     "RefreshStats",
@@ -47,20 +51,25 @@ log = logging.getLogger("authsession")
 
 Headers = Mapping[str, str]
 
-#: The wait before the grant that replaces a replacement which was rejected too (seconds), doubling after.
+#: Replacements rejected in a row (each before any request was accepted with it) that are replaced at once.
+REJECTION_FREE_STREAK = 2
+#: The wait before the next grant once more were (seconds), doubling after.
 REJECTION_BACKOFF_FIRST = 0.5
 #: The longest such wait.
 REJECTION_BACKOFF_MAX = 30.0
-#: A replacement rejected after this long in use was not one of a storm: the next grant goes out at once.
+#: A replacement rejected after this long in use was not one of a storm, even if no acceptance of it was
+#: reported: the next grant goes out at once.
 REJECTION_MEMORY = 60.0
 
 
 def rejection_backoff(streak: int) -> float:
     """Seconds between a grant made after a rejection and the next one, when ``streak`` replacements in a row
-    were rejected too: none for the first, then 0.5 s doubling up to 30 s."""
-    if streak <= 0:
+    were rejected too before any request was accepted with them: none for the first
+    :data:`REJECTION_FREE_STREAK` (a revocation racing a refresh, a replica that lags), then 0.5 s doubling
+    up to 30 s."""
+    if streak <= REJECTION_FREE_STREAK:
         return 0.0
-    return min(REJECTION_BACKOFF_MAX, REJECTION_BACKOFF_FIRST * 2.0 ** min(streak - 1, 32))
+    return min(REJECTION_BACKOFF_MAX, REJECTION_BACKOFF_FIRST * 2.0 ** min(streak - REJECTION_FREE_STREAK - 1, 32))
 
 
 @dataclass
@@ -137,10 +146,10 @@ class TokenManager:
         self._cache = token_cache
         self._cache_key = None if token_cache is None else token_cache_key(credentials)
         self._rejected: str | None = None
-        # Why the token in use was fetched, and when: a replacement after a rejection that is
-        # itself rejected soon after lengthens the wait before the next grant.
-        self._installed_reason = ""
+        # When the token in use was fetched; a replacement after a rejection that is rejected in
+        # turn before any request was accepted with it lengthens the wait before the next grant.
         self._installed_at = -math.inf
+        self._probation: Headers | None = None
         self._rejection_streak = 0
         self._rejection_not_before = -math.inf
 
@@ -148,6 +157,11 @@ class TokenManager:
     def can_refresh(self) -> bool:
         """Whether a refresh can yield a different token."""
         return self._source.can_refresh
+
+    @property
+    def probation(self) -> Headers | None:
+        """The headers of a replacement fetched after a rejection, until a request is accepted with them."""
+        return self._probation
 
     @property
     def token(self) -> Token | None:
@@ -238,10 +252,20 @@ class TokenManager:
             if self._generation != generation and self._headers is not None:
                 return self._headers
 
+    def accepted(self, headers: Headers) -> None:
+        """A server accepted a request sent with ``headers``: a replacement on probation has proved itself.
+
+        The request flow calls this after a re-send with the headers
+        :meth:`refresh_rejected` gave it, when the answer was not a rejection.
+        """
+        if headers is self._probation:
+            self._probation = None
+            self._rejection_streak = 0
+
     def _schedule_after_rejection(self) -> None:
         """When the refresh for the token just rejected may start: at once, unless replacements keep failing."""
-        now = self._clock()
-        if self._installed_reason == "after_rejection" and now - self._installed_at < REJECTION_MEMORY:
+        unproven = self._probation is not None and self._probation is self._headers
+        if unproven and self._clock() - self._installed_at < REJECTION_MEMORY:
             self._rejection_streak += 1
         else:
             self._rejection_streak = 0
@@ -260,8 +284,12 @@ class TokenManager:
         self._fresh_until = token.fresh_until
         self._usable_until = token.usable_until
         self._generation += 1
-        self._installed_reason = reason
         self._installed_at = self._clock()
+        # A token fetched because its predecessor was rejected must prove itself before the next such grant
+        # goes out at once; any other kind of token ends a streak of rejections.
+        self._probation = headers if reason == "after_rejection" else None
+        if self._probation is None:
+            self._rejection_streak = 0
 
     def _start(self, reason: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._refresh(reason))

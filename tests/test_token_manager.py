@@ -1,9 +1,9 @@
 """The TokenManager's decisions, driven by an injected clock: no sleeps, and no server unless the behaviour is its.
 
 Pinned here: a rejection of a token already replaced re-sends with the replacement; a failed background
-refresh backs off; replacements that keep being rejected wait longer and longer before the next grant
-(and a storm of 401s at concurrency 10 makes a handful of grants, not forty a second); get_token hands
-out a token that needs no refresh yet.
+refresh backs off; replacements that keep being rejected before any request was accepted with them wait
+longer and longer before the next grant (a storm of 401s at concurrency 10 makes a handful of grants, not
+a hundred a second); get_token hands out a token that needs no refresh yet.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import pytest
+from conftest import Door
 
 from authsession import (
     AuthorizedSession,
@@ -143,25 +144,54 @@ async def test_a_failed_background_refresh_backs_off() -> None:
 
 
 def test_rejection_backoff_grows_and_is_capped() -> None:
-    """None for the first rejection-driven grant, then 0.5 s doubling, never more than 30 s."""
-    assert [rejection_backoff(n) for n in range(8)] == [0, 0.5, 1, 2, 4, 8, 16, 30]
+    """None for the first rejection-driven grants (up to a streak of 2), then 0.5 s doubling, never over 30 s."""
+    assert [rejection_backoff(n) for n in range(10)] == [0, 0, 0, 0.5, 1, 2, 4, 8, 16, 30]
     assert rejection_backoff(10_000) == REJECTION_BACKOFF_MAX == 30
 
 
+async def _rejected_streak(manager: TokenManager, clock: FakeClock, times: int) -> Any:
+    """Headers after a cold token and ``times`` replacements, each rejected 10 ms after it came."""
+    headers = await manager.refresh_rejected(await manager.headers())
+    for _ in range(times):
+        clock.now += 0.01
+        headers = await manager.refresh_rejected(headers)
+    return headers
+
+
 async def test_replacements_rejected_at_once_wait_longer_each_time() -> None:
-    """Each replacement rejected as soon as it is tried: the next grant waits 0.5, 1, 2, 4 s after it."""
+    """Each replacement rejected as soon as it is tried, never accepted: two more grants at once, then each
+    waits 0.5, 1, 2, 4 s after the previous one."""
     clock = FakeClock()
     creds = CountingCredentials(clock)
     sleeps = Sleeps(clock)
     manager = _manager(creds, clock, sleeps)
-    headers = await manager.headers()  # t1, a cold token
-    headers = await manager.refresh_rejected(headers)  # t1 was not a replacement: t2 at once
+    headers = await _rejected_streak(manager, clock, 2)  # t1 cold, t2 and t3 replacements at once
     assert sleeps.waits == []
+    assert _token_of(headers) == "t4"
     for expected in (0.5, 1.0, 2.0, 4.0):
-        clock.now += 0.01  # tried and rejected 10 ms after it came
+        clock.now += 0.01
         headers = await manager.refresh_rejected(headers)
         assert sleeps.waits[-1] == pytest.approx(expected - 0.01)
-    assert creds.fetches == 6
+    assert creds.fetches == 8
+    await manager.close()
+
+
+async def test_an_accepted_replacement_ends_the_streak() -> None:
+    """Once a request was accepted with a replacement (the request flow says so), its rejection is a new
+    revocation: replaced at once, and the count starts again."""
+    clock = FakeClock()
+    creds = CountingCredentials(clock)
+    sleeps = Sleeps(clock)
+    manager = _manager(creds, clock, sleeps)
+    headers = await _rejected_streak(manager, clock, 2)
+    assert manager.probation is headers  # a replacement, not yet proved
+    manager.accepted(headers)
+    assert manager.probation is None
+    clock.now += 0.01
+    headers = await _rejected_streak(manager, clock, 1)
+    assert sleeps.waits == []
+    manager.accepted({"Authorization": "Bearer t1"})  # not the replacement on probation: nothing changes
+    assert manager.probation is headers
     await manager.close()
 
 
@@ -171,35 +201,34 @@ async def test_concurrent_reports_of_one_rejection_count_once() -> None:
     creds = CountingCredentials(clock)
     sleeps = Sleeps(clock)
     manager = _manager(creds, clock, sleeps)
-    replacement = await manager.refresh_rejected(await manager.headers())
+    replacement = await _rejected_streak(manager, clock, 2)  # the next rejection of a replacement waits
     clock.now += 0.01
     results = await asyncio.gather(*(manager.refresh_rejected(replacement) for _ in range(10)))
-    assert {_token_of(headers) for headers in results} == {"t3"}
+    assert {_token_of(headers) for headers in results} == {"t5"}
     assert sleeps.waits == [pytest.approx(0.49)]
-    assert creds.fetches == 3
+    assert creds.fetches == 5
     await manager.close()
 
 
 async def test_a_replacement_that_served_a_while_resets_the_backoff() -> None:
-    """A replacement rejected after REJECTION_MEMORY in use (a revocation, not a storm) is replaced at once."""
+    """A replacement rejected after REJECTION_MEMORY in use (a revocation, not a storm) is replaced at once,
+    even when no acceptance of it was reported."""
     clock = FakeClock()
     creds = CountingCredentials(clock, lifetime=10_000)
     sleeps = Sleeps(clock)
     manager = _manager(creds, clock, sleeps)
-    headers = await manager.refresh_rejected(await manager.headers())
-    clock.now += 0.01
-    headers = await manager.refresh_rejected(headers)
+    headers = await _rejected_streak(manager, clock, 3)
     assert len(sleeps.waits) == 1
     clock.now += REJECTION_MEMORY + 1
     headers = await manager.refresh_rejected(headers)
     assert len(sleeps.waits) == 1
-    assert _token_of(headers) == "t4"
+    assert _token_of(headers) == "t6"
     await manager.close()
 
 
 async def test_a_storm_of_rejections_makes_a_handful_of_grants() -> None:
-    """An API that rejects every token, 10 workers for 3 s: grants follow the back-off (cold, then at about
-    0, 0.5, 1.5 s...), a few in all rather than tens per second."""
+    """An API that rejects every token, 10 workers for 3 s: grants follow the back-off (cold, three at once,
+    then 0.5 s, 1 s, 2 s... apart), a handful in all rather than a hundred a second."""
     async with FakeOAuthServer(api_401_rate=1.0) as server:
         async with AuthorizedSession(server.credentials(), token_cache=None, retry=None) as session:
             answered: list[int] = []
@@ -220,10 +249,25 @@ async def test_a_storm_of_rejections_makes_a_handful_of_grants() -> None:
             outcomes = await asyncio.gather(*workers, return_exceptions=True)
     assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)  # no worker failed otherwise
     assert len(answered) >= 10
-    # Cold, the first replacement at once, then one after 0.5 s, 1 s, 2 s... of back-off: 5 by 3.5 s at most
+    # Cold, three replacements at once, then one after 0.5 s, 1 s, 2 s... of back-off: 7 by 3.5 s at most
     # (the back-off counts from when each replacement arrived, so a slow machine can only make fewer).
-    assert 2 <= grants <= 5, grants
-    assert grants / elapsed < 2
+    assert 4 <= grants <= 7, grants
+    assert grants / elapsed < 2.5
+
+
+async def test_revocations_of_tokens_that_worked_are_replaced_at_once(
+    door: Door, oauth_server: FakeOAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through both doors: six revocations in a row, each replacement accepted before the next: every one is
+    replaced at once (the request flow reports the acceptance), no back-off."""
+    async with door.open(oauth_server.credentials(), token_cache=None) as session:
+        for revoke in (False, True, True, True, True, True, True):
+            if revoke:
+                oauth_server.revoke_all()
+            async with session.get(oauth_server.api_url()) as resp:
+                assert resp.status == 200
+        assert door.stats.after_rejection == 6
+    assert not [r for r in caplog.records if "were rejected too" in r.getMessage()]
 
 
 # --- a token handed out is fresh ----------------------------------------------------
