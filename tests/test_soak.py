@@ -75,15 +75,18 @@ async def test_soak() -> None:
     assert server.expired_token_requests == 0
     assert server.api_outcomes["rejected"] > 0  # the spurious 401s happened
     # Every token request was a grant or an injected failure (a 5% draw: a short soak may see none),
-    # and every grant was one of this session's refreshes: single flight, nothing fetched twice.
+    # and every grant was one of this session's refreshes: single flight, nothing fetched twice. (One more
+    # grant than refreshes when a background refresh was in flight as the session closed: cancelled after
+    # the server answered.)
     assert server.token_requests == server.grant_count + server.token_failures
-    assert server.grant_count == stats.refreshes - stats.from_cache, (server.grant_count, stats)
+    extra_grants = server.grant_count - (stats.refreshes - stats.from_cache)
+    assert extra_grants in (0, 1), (server.grant_count, stats)
     # What the schedule guarantees, however loaded the machine: a proactive refresh replaces a token at
     # least half a lifetime old, so there is at most one per half lifetime; a refresh after a 401 needs
-    # a 401 (two in a row for a fresh token); and one cold start.
+    # a 401 (two in a row for a fresh token). (Cold refreshes are not counted: a token that runs out while
+    # its background refresh is retried is refreshed again by the requests that find it unusable.)
     assert stats.background <= elapsed / (LIFETIME / 2) + 1, (stats, elapsed)
     assert stats.after_rejection <= server.api_outcomes["rejected"], (stats, server.api_outcomes)
-    assert stats.cold == 1, stats
     if SECONDS >= 30:
         # The long soak (nox -s soak) also holds the schedule from below: with requests flowing all the
         # time, tokens were replaced every half lifetime, give or take 20%.
