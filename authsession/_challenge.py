@@ -8,6 +8,7 @@ scopes are not), so the response goes back to the caller without a refresh.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 __all__ = ["Challenge", "parse_www_authenticate", "refresh_can_help"]
 
@@ -74,14 +75,19 @@ def parse_www_authenticate(value: str | None) -> list[Challenge]:
     return challenges
 
 
-def refresh_can_help(www_authenticate: str | None) -> bool:
+def refresh_can_help(www_authenticate: str | Iterable[str] | None) -> bool:
     """Whether a new bearer token could turn this rejection into a success.
 
-    False only when a Bearer (or DPoP) challenge says ``error="insufficient_scope"``;
-    ``invalid_token``, another error, or no challenge at all leave the refresh on.
+    Takes every ``WWW-Authenticate`` value of the response (a server may send
+    one challenge per header line: ``response.headers.getall("WWW-Authenticate", ())``),
+    or a single value. False only when a Bearer (or DPoP) challenge on any of them
+    says ``error="insufficient_scope"``; ``invalid_token``, another error, or no
+    challenge at all leave the refresh on.
     """
-    for challenge in parse_www_authenticate(www_authenticate):
-        # DPoP (RFC 9449 7.1) uses RFC 6750's error codes in its own challenge.
-        if challenge.scheme in ("bearer", "dpop") and challenge.params.get("error") == "insufficient_scope":
-            return False
+    values = (www_authenticate,) if www_authenticate is None or isinstance(www_authenticate, str) else www_authenticate
+    for value in values:
+        for challenge in parse_www_authenticate(value if isinstance(value, str) else None):
+            # DPoP (RFC 9449 7.1) uses RFC 6750's error codes in its own challenge.
+            if challenge.scheme in ("bearer", "dpop") and challenge.params.get("error") == "insufficient_scope":
+                return False
     return True

@@ -22,7 +22,7 @@ mixed in too, so existing ``except`` clauses keep working::
 
 No message, repr or attribute ever holds a token, a client secret or a refresh
 token: URLs lose their credential-like query values, request headers lose
-Authorization and Cookie.
+Authorization and Cookie, in the redirects an error keeps (``history``) too.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ __all__ = [
     "HTTPStatusError",
     "NetworkError",
     "NotFound",
+    "RedirectHop",
     "RefreshError",
     "TooManyRequests",
     "TransportError",
@@ -189,6 +190,38 @@ def _safe_request_info(info: aiohttp.RequestInfo | None) -> aiohttp.RequestInfo 
     return aiohttp.RequestInfo(url, info.method, headers, URL(redact_url(info.real_url)))
 
 
+class RedirectHop:
+    """One redirect before the final response, as an error keeps it: its credentials redacted.
+
+    Has what a caller reads from an ``aiohttp.ClientResponse`` in ``history``:
+    ``status``, ``reason``, ``method``, ``url``, ``real_url``, ``headers`` (the
+    response's) and ``request_info`` (without Authorization, Cookie and the like).
+    """
+
+    __slots__ = ("headers", "method", "real_url", "reason", "request_info", "status", "url")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.status: int = response.status
+        self.reason: str | None = response.reason
+        self.method: str = response.method
+        self.url = URL(redact_url(response.url))
+        self.real_url = URL(redact_url(response.real_url))
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(response.headers))
+        self.request_info = _safe_request_info(response.request_info)
+
+    @property
+    def history(self) -> tuple[()]:
+        """Empty: the hops are all in the error's own ``history``."""
+        return ()
+
+    def __repr__(self) -> str:
+        return f"<RedirectHop [{self.status} {self.reason or ''}] {self.method} {self.url}>"
+
+
+def _safe_history(history: tuple[aiohttp.ClientResponse, ...]) -> tuple[RedirectHop, ...]:
+    return tuple(hop if isinstance(hop, RedirectHop) else RedirectHop(hop) for hop in history)
+
+
 class HTTPStatusError(AuthSessionError, aiohttp.ClientResponseError):
     """A response with a status >= 400.
 
@@ -200,6 +233,8 @@ class HTTPStatusError(AuthSessionError, aiohttp.ClientResponseError):
         url: The final URL, credential-like query values redacted.
         headers: The response headers.
         body: Up to the first 2 KiB of the response body.
+        history: The redirects before this response, as :class:`RedirectHop`
+            records whose request info holds no credentials.
     """
 
     def __init__(
@@ -218,7 +253,7 @@ class HTTPStatusError(AuthSessionError, aiohttp.ClientResponseError):
         aiohttp.ClientResponseError.__init__(
             self,
             _safe_request_info(request_info),  # type: ignore[arg-type]
-            history,
+            _safe_history(history),  # type: ignore[arg-type]
             status=status,
             message=reason,
             headers=headers_proxy,

@@ -44,7 +44,7 @@ def emit(hook: EventHook | None, event: Event) -> None:
     if log.isEnabledFor(logging.DEBUG):
         where = f" {event.method} {event.url}" if event.method else ""
         log.debug(
-            "authsession: %s (%s) attempt %d, delay %.3fs%s",
+            "%s (%s) attempt %d, delay %.3fs%s",
             event.kind,
             event.reason,
             event.attempt,
@@ -56,4 +56,4 @@ def emit(hook: EventHook | None, event: Event) -> None:
     try:
         hook(event)
     except Exception:
-        log.exception("authsession: on_event hook raised; the request goes on")
+        log.exception("on_event hook raised; the request goes on")

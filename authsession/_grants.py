@@ -11,8 +11,10 @@ import asyncio
 import inspect
 import ipaddress
 import json
+import logging
 import math
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from ._client_auth import ClientAuth, ClientSecretBasic, ClientSecretJwt, Client
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._errors import RefreshError
 from ._identity import digest, refresh_token_key
-from ._token import Token
+from ._token import MAX_EXPIRES_IN, Token
 from ._transport import safe_url
 
 if TYPE_CHECKING:
@@ -40,11 +42,14 @@ __all__ = [
     "parse_token_response",
 ]
 
-#: An ``expires_in`` beyond this (a year) is taken as this: the token is long-lived, not eternal.
-MAX_EXPIRES_IN = 366 * 24 * 3600.0
 _AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 _TOKEN_TYPES = {"bearer": "Bearer", "dpop": "DPoP", "n_a": "N_A"}
 _RETRYABLE_ERRORS = frozenset({"temporarily_unavailable", "server_error", "slow_down"})
+# How often a grant waiting for another's turn looks again (seconds; doubling up to the maximum).
+_FIRST_TURN_POLL = 0.002
+_MAX_TURN_POLL = 0.05
+
+log = logging.getLogger("authsession")
 
 OnRefresh = Callable[[dict[str, Any]], "Awaitable[None] | None"]
 
@@ -86,6 +91,12 @@ def parse_token_response(
     transient = status >= 500 or status == 429
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise RefreshError(
+            f"token endpoint answered {status} with JSON nested too deeply to read ({len(body)} bytes)",
+            status=status,
+            retryable=transient,
+        ) from None
     except (ValueError, UnicodeDecodeError):
         payload = None
     if not isinstance(payload, dict):
@@ -139,8 +150,11 @@ def _parse_expires_in(value: object, status: int) -> float | None:
         return None
     if isinstance(value, bool):
         seconds = math.nan
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
+    elif isinstance(value, int):
+        # An integer too large for a float is absurdly large, and taken as the cap like any other.
+        seconds = float(value) if value.bit_length() <= 1000 else math.inf
+    elif isinstance(value, float):
+        seconds = value
     elif isinstance(value, str):
         try:
             seconds = float(value)
@@ -173,9 +187,18 @@ def check_token_uri(token_uri: str, *, allow_insecure_http: bool = False, what: 
         ValueError: The URI is not absolute http(s), or is plain http to a host
             that is not loopback and ``allow_insecure_http`` is False.
     """
-    url = URL(token_uri)
+    try:
+        url = URL(token_uri)
+    except (TypeError, ValueError):
+        raise ValueError("token_uri must be an absolute http(s) URL, got one that is not a URL") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"{what} must be an absolute http(s) URL, got {safe_url(token_uri)!r}")
+    if url.user is not None or url.password is not None:
+        raise ValueError(
+            f"{what} {safe_url(token_uri)!r} holds user info (user:password@): it would be sent as a second"
+            " set of credentials and shown wherever the URL is; pass the client's credentials as client_id and"
+            " client_secret"
+        )
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
         raise ValueError(
             f"{what} {safe_url(token_uri)!r} is plain http to a non-loopback host: secrets would travel"
@@ -441,8 +464,14 @@ class RefreshTokenCredentials(_OAuth2Credentials):
     When the endpoint rotates the refresh token, the new one is kept and
     ``on_refresh(token_info)`` (sync or async) is called with the endpoint's
     answer, ``refresh_token`` always filled in, so it can be persisted. If
-    ``on_refresh`` raises, the new token is still kept and the error surfaces
-    as a :class:`RefreshError`.
+    ``on_refresh`` raises, the failure is logged (its type, at ERROR, once per
+    refresh) and the new token is kept and used all the same: failing the
+    request would not bring the persisted refresh token back, and asking again
+    would rotate it once more.
+
+    One instance may be used from several event loops (threads): grants take
+    turns across all of them, since rotation invalidates the refresh token each
+    one presents.
 
     With a ``store`` (a :class:`FileTokenCache`, :class:`RedisTokenCache`...), the
     refresh token lives there, beside the access token it last produced, and is
@@ -517,7 +546,9 @@ class RefreshTokenCredentials(_OAuth2Credentials):
             assert refresh_token is not None
             self._subject = digest(refresh_token)
         self._on_refresh = on_refresh
-        self._lock: asyncio.Lock | None = None
+        # A thread lock, taken without blocking: an asyncio.Lock belongs to one event loop,
+        # and the credential may be shared by sessions on several.
+        self._turn = threading.Lock()
         self._grants = 0
         self._store = store
         self._slot = _StoreSlot(self)
@@ -549,10 +580,9 @@ class RefreshTokenCredentials(_OAuth2Credentials):
         # Rotation makes the old refresh token invalid: two concurrent grants
         # would race, so they take turns, and a caller that waited reuses the
         # token its predecessor just got.
-        if self._lock is None:
-            self._lock = asyncio.Lock()
         grants_seen = self._grants
-        async with self._lock:
+        await self._take_turn()
+        try:
             current = self._token
             if self._grants != grants_seen and current is not None and current.is_usable(self._clock()):
                 return current
@@ -563,6 +593,8 @@ class RefreshTokenCredentials(_OAuth2Credentials):
                 token, parsed = await self._through_store(request, self._store)
             self._token = token
             self._grants += 1
+        finally:
+            self._turn.release()
         if parsed is not None and self._on_refresh is not None:
             info = dict(parsed.raw)
             info["refresh_token"] = self._refresh_token
@@ -570,8 +602,13 @@ class RefreshTokenCredentials(_OAuth2Credentials):
                 result = self._on_refresh(info)
                 if inspect.isawaitable(result):
                     await result
-            except Exception as exc:
-                raise RefreshError(f"on_refresh callback failed: {type(exc).__name__}") from exc
+            except Exception as exc:  # noqa: BLE001 - the caller's callback; its failure must not lose the token
+                # The type only: the message may quote token_info.
+                log.error(
+                    "on_refresh callback failed (%s); the new token is used, but whatever on_refresh was to"
+                    " persist (the refresh token) was not",
+                    type(exc).__name__,
+                )
         return token
 
     async def _redeem(self, request: Any) -> tuple[TokenResponse, Token]:
@@ -604,6 +641,13 @@ class RefreshTokenCredentials(_OAuth2Credentials):
             return token, parsed
 
         return await fetch_through(store, self.store_key, redeem, accept, clock=self._clock, refresh_token=self._slot)
+
+    async def _take_turn(self) -> None:
+        """Wait for the other grants in flight, on this loop or any other, without blocking the loop."""
+        pause = _FIRST_TURN_POLL
+        while not self._turn.acquire(blocking=False):
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_TURN_POLL)
 
 
 class _StoreSlot:

@@ -74,6 +74,9 @@ class Replay:
                     outcome = await self._send(sent)
                     asks_again = self._ask_hook(outcome)
                     continue
+                if outcome.status not in self.engine.refresh_statuses:
+                    # A replacement after a rejection worked: the next rejection is replaced at once (issue 17 #12).
+                    self.engine.tokens.accepted(sent)
             delay = self._retry_delay(outcome)
             if delay is None:
                 if isinstance(outcome, Exception):

@@ -120,7 +120,13 @@ class Source:
 
     async def fetch(self, request: Request, timeout: float | None) -> tuple[Token, dict[str, str]]:
         """Refresh, then return the new token and its headers."""
-        await self.refresh(request, timeout)
+        try:
+            await self.refresh(request, timeout)
+        except (OverflowError, RecursionError) as exc:
+            # google-auth reads token answers itself: an expires_in too large for a date, JSON nested too deeply.
+            raise RefreshError(
+                f"{type(self.credentials).__name__} could not read the token endpoint's answer ({type(exc).__name__})"
+            ) from exc
         token = self.existing()
         if token is None:
             raise RefreshError(f"{type(self.credentials).__name__}.refresh() left no token")

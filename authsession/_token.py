@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "EXPIRY_MARGIN_MAX",
+    "MAX_EXPIRES_IN",
     "REFRESH_WINDOW_MAX",
     "Token",
     "expiry_margin",
     "refresh_window",
 ]
 
+#: An ``expires_in`` beyond this (a year) is taken as this: the token is long-lived, not eternal.
+MAX_EXPIRES_IN = 366 * 24 * 3600.0
 #: A long-lived token starts refreshing (in the background) this long before it expires.
 REFRESH_WINDOW_MAX = 300.0
 #: A long-lived token stops being sent this long before it expires (transit, clock skew).

@@ -5,6 +5,14 @@ comparison of monotonic times, whether they are fresh (send), stale (send, and
 refresh in the background) or unusable (wait for a refresh). All refreshes run
 in one shared task: waiters shield it, so a waiter's cancellation never cancels
 the refresh the others are waiting on.
+
+A server that rejects every token must not turn requests into a storm of
+grants: a refresh after a rejection happens only for the token in use (so the
+previous replacement was actually tried), and while replacements keep being
+rejected before any request was accepted with them, each grant waits longer
+(:func:`rejection_backoff`). The request flow reports, with
+:meth:`TokenManager.accepted`, a re-send with refreshed headers that was not
+rejected (the slow path only).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +34,46 @@ from ._deadline import timeout_after
 from ._errors import AuthSessionError, RefreshError, TransportError
 from ._events import Event, EventHook, emit
 from ._identity import token_cache_key
-from ._retry import RetryPolicy
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._sources import make_source
 from ._token import Token
 from ._transport import Request
 
-__all__ = ["RefreshStats", "TokenManager", "get_token", "refresh"]
+__all__ = [
+    "REJECTION_BACKOFF_FIRST",
+    "REJECTION_BACKOFF_MAX",
+    "REJECTION_FREE_STREAK",
+    "REJECTION_MEMORY",
+    "RefreshStats",
+    "TokenManager",
+    "get_token",
+    "refresh",
+    "rejection_backoff",
+]
 
 log = logging.getLogger("authsession")
 
 Headers = Mapping[str, str]
+
+#: Replacements rejected in a row (each before any request was accepted with it) that are replaced at once.
+REJECTION_FREE_STREAK = 2
+#: The wait before the next grant once more were (seconds), doubling after.
+REJECTION_BACKOFF_FIRST = 0.5
+#: The longest such wait.
+REJECTION_BACKOFF_MAX = 30.0
+#: A replacement rejected after this long in use was not one of a storm, even if no acceptance of it was
+#: reported: the next grant goes out at once.
+REJECTION_MEMORY = 60.0
+
+
+def rejection_backoff(streak: int) -> float:
+    """Seconds between a grant made after a rejection and the next one, when ``streak`` replacements in a row
+    were rejected too before any request was accepted with them: none for the first
+    :data:`REJECTION_FREE_STREAK` (a revocation racing a refresh, a replica that lags), then 0.5 s doubling
+    up to 30 s."""
+    if streak <= REJECTION_FREE_STREAK:
+        return 0.0
+    return min(REJECTION_BACKOFF_MAX, REJECTION_BACKOFF_FIRST * 2.0 ** min(streak - REJECTION_FREE_STREAK - 1, 32))
 
 
 @dataclass
@@ -78,6 +116,7 @@ class TokenManager:
             when :attr:`per_request` is true. Without it, per-request
             credentials are refused (TypeError) rather than sent without
             their headers.
+        sleep: How the refresh waits out a rejection backoff, injectable for tests.
     """
 
     def __init__(
@@ -91,6 +130,7 @@ class TokenManager:
         token_cache: TokenCache | None = None,
         clock: Clock = time.monotonic,
         request_hook: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if refresh_timeout is not None and not (isinstance(refresh_timeout, (int, float)) and refresh_timeout > 0):
             raise ValueError(f"refresh_timeout must be a positive number of seconds or None, got {refresh_timeout!r}")
@@ -101,6 +141,7 @@ class TokenManager:
         self._retry = retry
         self._on_event = on_event
         self._clock = clock
+        self._sleep = sleep
         self._headers: dict[str, str] | None = None
         self._token: Token | None = None
         self._fresh_until = -math.inf
@@ -115,6 +156,12 @@ class TokenManager:
         self._cache_key = None if token_cache is None else token_cache_key(credentials)
         self._rejected: str | None = None
         self._request_hook = request_hook
+        # When the token in use was fetched; a replacement after a rejection that is rejected in
+        # turn before any request was accepted with it lengthens the wait before the next grant.
+        self._installed_at = -math.inf
+        self._probation: Headers | None = None
+        self._rejection_streak = 0
+        self._rejection_not_before = -math.inf
 
     @property
     def can_refresh(self) -> bool:
@@ -136,6 +183,11 @@ class TokenManager:
         without I/O, so a door can call it for each send.
         """
         return self._source.request_headers(method, url, headers)
+
+    @property
+    def probation(self) -> Headers | None:
+        """The headers of a replacement fetched after a rejection, until a request is accepted with them."""
+        return self._probation
 
     @property
     def token(self) -> Token | None:
@@ -174,7 +226,7 @@ class TokenManager:
             )
         if self._source.fixed:
             # Anonymous, API key, per-request: headers that no token refresh will change.
-            self._install(None, await self._source.headers())
+            self._install(None, await self._source.headers(), "fixed")
             assert self._headers is not None
             return self._headers
         if not self._adopted:
@@ -191,39 +243,91 @@ class TokenManager:
                 # Even a token born (nearly) expired is sent once rather than refreshed forever.
                 return self._headers
 
+    async def fresh_headers(self) -> Headers:
+        """The headers of a token that needs no refresh yet (for a token handed out to be used elsewhere).
+
+        A usable token inside its refresh window is refreshed first, once; if
+        that refresh fails, the usable token is returned all the same (the
+        failure is logged).
+        """
+        headers = await self.headers()
+        if self._clock() < self._fresh_until:
+            return headers
+        generation = self._generation
+        try:
+            await self._join("background")
+        except Exception:  # whatever the refresh met was logged; a usable token still serves
+            current = self.headers_now()
+            if current is None:
+                raise
+            return current
+        if self._generation != generation and self._headers is not None:
+            return self._headers
+        return await self.headers()
+
     async def refresh_rejected(self, rejected: Headers) -> Headers:
         """Headers to re-send with after a server rejected ``rejected``.
 
         Refreshes only if ``rejected`` is still current: a rejection of a token
-        that was already replaced re-sends with the replacement.
+        that was already replaced re-sends with the replacement. When the token
+        rejected was itself a replacement for a rejected one, and was rejected
+        within :data:`REJECTION_MEMORY` of being fetched, the grant waits
+        :func:`rejection_backoff` after the previous one (the wait is part of the
+        shared refresh, so concurrent callers wait together).
         """
         if self._headers is not rejected and self._headers is not None and self._clock() < self._usable_until:
             return self._headers
-        if self._headers is rejected:
-            # Nobody should be sent this token again while its replacement is fetched,
-            # nor take it back from a shared cache.
+        if self._headers is rejected and self._usable_until != -math.inf:
+            # The first to report this token: nobody should be sent it again while its
+            # replacement is fetched, nor take it back from a shared cache.
             self._fresh_until = self._usable_until = -math.inf
             self._rejected = None if self._token is None else self._token.value
+            self._schedule_after_rejection()
         generation = self._generation
         while True:
             await self._join("after_rejection")
             if self._generation != generation and self._headers is not None:
                 return self._headers
 
+    def accepted(self, headers: Headers) -> None:
+        """A server accepted a request sent with ``headers``: a replacement on probation has proved itself.
+
+        The request flow calls this after a re-send with the headers
+        :meth:`refresh_rejected` gave it, when the answer was not a rejection.
+        """
+        if headers is self._probation:
+            self._probation = None
+            self._rejection_streak = 0
+
+    def _schedule_after_rejection(self) -> None:
+        """When the refresh for the token just rejected may start: at once, unless replacements keep failing."""
+        unproven = self._probation is not None and self._probation is self._headers
+        if unproven and self._clock() - self._installed_at < REJECTION_MEMORY:
+            self._rejection_streak += 1
+        else:
+            self._rejection_streak = 0
+        self._rejection_not_before = self._installed_at + rejection_backoff(self._rejection_streak)
+
     async def _adopt_existing(self) -> bool:
         token = self._source.existing()
         if token is None or not token.is_usable(self._clock()):
             return False
-        self._install(token, await self._source.headers())
+        self._install(token, await self._source.headers(), "existing")
         return True
 
-    def _install(self, token: Token | None, headers: dict[str, str]) -> None:
+    def _install(self, token: Token | None, headers: dict[str, str], reason: str) -> None:
         """Send ``headers`` from now on: until ``token`` needs a refresh, or forever without one."""
         self._token = token
         self._headers = headers
         self._fresh_until = math.inf if token is None else token.fresh_until
         self._usable_until = math.inf if token is None else token.usable_until
         self._generation += 1
+        self._installed_at = self._clock()
+        # A token fetched because its predecessor was rejected must prove itself before the next such grant
+        # goes out at once; any other kind of token ends a streak of rejections.
+        self._probation = headers if reason == "after_rejection" else None
+        if self._probation is None:
+            self._rejection_streak = 0
 
     def _start(self, reason: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._refresh(reason))
@@ -244,8 +348,13 @@ class TokenManager:
 
     async def _refresh(self, reason: str) -> None:
         try:
+            if reason == "after_rejection":
+                wait = self._rejection_not_before - self._clock()
+                if wait > 0:
+                    log.debug("replacements of rejected tokens were rejected too: next grant in %.2fs", wait)
+                    await self._sleep(wait)
             started = self._clock()
-            log.debug("authsession: refreshing token (%s) for %s", reason, type(self.credentials).__name__)
+            log.debug("refreshing token (%s) for %s", reason, type(self.credentials).__name__)
             try:
                 async with timeout_after(self._refresh_timeout):
                     token, headers, attempt = await self._fetch(reason)
@@ -253,12 +362,12 @@ class TokenManager:
                 raise TransportError(
                     f"token refresh did not finish within refresh_timeout={self._refresh_timeout:g}s"
                 ) from exc
-            self._install(token, headers)
+            self._install(token, headers, reason)
             setattr(self.stats, reason, getattr(self.stats, reason) + 1)
             emit(self._on_event, Event("refresh", reason, attempt))
             lifetime = token.lifetime
             log.debug(
-                "authsession: token refreshed (%s) in %.3fs, lifetime %s",
+                "token refreshed (%s) in %.3fs, lifetime %s",
                 reason,
                 self._clock() - started,
                 "unknown" if lifetime is None else f"{lifetime:.0f}s",
@@ -268,11 +377,9 @@ class TokenManager:
             if reason == "background":
                 now = self._clock()
                 self._background_not_before = now + min(30.0, max(0.1, (self._usable_until - now) / 4))
-                log.warning(
-                    "authsession: background token refresh failed (%s); the current token is kept", type(exc).__name__
-                )
+                log.warning("background token refresh failed (%s); the current token is kept", type(exc).__name__)
             else:
-                log.debug("authsession: token refresh (%s) failed: %s", reason, type(exc).__name__)
+                log.debug("token refresh (%s) failed: %s", reason, type(exc).__name__)
             raise
         finally:
             self._task = None
@@ -337,25 +444,49 @@ class TokenManager:
         self._task = None
 
 
-async def get_token(credentials: Any, request: Request, *, token_cache: TokenCache | None) -> Token:
-    """A usable token for ``credentials`` without a session: theirs, a cached one, or one fetched and cached.
+async def get_token(
+    credentials: Any,
+    request: Request | None = None,
+    *,
+    token_cache: TokenCache | None,
+    retry: RetryPolicy | None = DEFAULT_RETRY,
+    refresh_timeout: float | None = None,
+) -> Token:
+    """A fresh token for ``credentials`` without a session: theirs, a cached one, or one fetched and cached.
 
     For scripts and command lines: with a :class:`FileTokenCache`, a second run
-    reuses the first run's token.
+    reuses the first run's token. The token returned needs no refresh yet: one
+    inside its refresh window (half its lifetime, at most 5 minutes before
+    expiry) is replaced first, so whoever uses it has most of its lifetime.
 
     Args:
         credentials: authsession or google-auth credentials.
-        request: The :class:`Request` token requests go through.
+        request: The :class:`Request` token requests go through; by default one
+            opened and closed here.
         token_cache: Where to look for a token and publish a new one (None: nowhere).
+        retry: How token requests are retried (transport errors and transient
+            answers); None: not at all.
+        refresh_timeout: Bound on the whole refresh, retries included, in seconds.
 
     Raises:
         RefreshError: The issuer refused.
         TransportError: The issuer could not be reached.
         TypeError: The credentials have no access token (anonymous, API key, on-demand JWT).
     """
-    manager = TokenManager(credentials, transport=lambda: request, token_cache=token_cache)
+    if request is None:
+        async with Request() as own:
+            return await get_token(
+                credentials, own, token_cache=token_cache, retry=retry, refresh_timeout=refresh_timeout
+            )
+    manager = TokenManager(
+        credentials,
+        transport=lambda: request,
+        token_cache=token_cache,
+        retry=retry,
+        refresh_timeout=refresh_timeout,
+    )
     try:
-        await manager.headers()
+        await manager.fresh_headers()
     finally:
         await manager.close()
     token = manager.token

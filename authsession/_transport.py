@@ -3,6 +3,12 @@
 It has the call shape of google-auth's transports, so any credentials,
 google-auth's included, can refresh through it. Only this module and the grants
 do network I/O for tokens.
+
+A token request carries secrets (a client secret, a refresh token, a signed
+assertion), so the adapter is stricter than a plain ClientSession: it follows a
+redirect only within the origin it was sent to, reads at most
+:data:`MAX_RESPONSE_BYTES` of an answer, and is bounded by
+:data:`TOKEN_REQUEST_TIMEOUT` unless told otherwise.
 """
 
 from __future__ import annotations
@@ -17,18 +23,49 @@ from google.auth import transport as google_transport
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._errors import TransportError
+from ._errors import RefreshError, TransportError
 
-__all__ = ["Body", "Content", "Request", "Response", "SyncRequestBridge", "safe_url"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "MAX_RESPONSE_BYTES",
+    "TOKEN_REQUEST_TIMEOUT",
+    "Body",
+    "Content",
+    "Request",
+    "Response",
+    "SyncRequestBridge",
+    "safe_url",
+]
 
-DEFAULT_TIMEOUT = 180.0
+#: Seconds one token request may take, connection and whole answer included, unless the caller gives
+#: another bound: a token endpoint that accepts and never answers must not hold a refresh for minutes.
+TOKEN_REQUEST_TIMEOUT = 20.0
+#: The largest answer read from a token endpoint (a real one is a few KiB).
+MAX_RESPONSE_BYTES = 1 << 20
+#: Redirects followed within the token endpoint's origin before giving up.
+MAX_REDIRECTS = 10
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_READ_CHUNK = 65536
 
 
-def safe_url(url: str | URL) -> str:
-    """The URL without its query, fragment or user info, fit for a message or a log."""
+def safe_url(url: str | URL, base: str | URL | None = None) -> str:
+    """The URL without its query, fragment or user info, fit for a message or a log.
+
+    A relative URL (a request against a session's ``base_url``) is joined to
+    ``base`` when one is given, and otherwise shown as the relative path it is.
+    """
     try:
         parsed = URL(url)
-        return str(parsed.with_query(None).with_fragment(None).with_user(None))
+        if not parsed.is_absolute() and base is not None:
+            parsed = URL(base).join(parsed)
+        parsed = parsed.with_query(None).with_fragment(None)
+        if parsed.is_absolute():
+            return str(parsed.with_user(None))
+        # Not a URL with a host (``host:8765/x``, ``v1/things``): what was typed, minus
+        # anything before an "@" in its first segment, which would be user info.
+        text = str(parsed)
+        first, slash, rest = text.partition("/")
+        return first.rpartition("@")[2] + slash + rest
     except (ValueError, TypeError):
         return "<unparseable URL>"
 
@@ -138,21 +175,48 @@ class Request:
 
     ``await creds.refresh(authsession.Request(session))`` refreshes any
     credentials over aiohttp. Every aiohttp error and timeout becomes a
-    :class:`TransportError` with the cause chained.
+    :class:`TransportError` with the cause chained; an answer no token endpoint
+    should give (a redirect to another origin, a body over ``max_body`` bytes,
+    a request aiohttp refuses to build) becomes a :class:`RefreshError`.
+
+    A Request that opened its own session closes it in :meth:`close`; use it as
+    ``async with Request() as request: ...``.
 
     Args:
         session: The ClientSession to send through. When None, the adapter
             opens one on first use and closes it in :meth:`close`.
+        timeout: The bound on each request (seconds or an ``aiohttp.ClientTimeout``)
+            when the caller gives none: :data:`TOKEN_REQUEST_TIMEOUT` (20 s).
+        max_body: The largest answer read, in bytes (1 MiB).
     """
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        timeout: float | aiohttp.ClientTimeout = TOKEN_REQUEST_TIMEOUT,
+        max_body: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        if not isinstance(timeout, aiohttp.ClientTimeout) and not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds or a ClientTimeout, got {timeout!r}")
+        if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
+            raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
         self._session = session
         self._owns_session = session is None
+        self._timeout = _client_timeout(timeout)
+        self._max_body = max_body
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
         """The session requests go through (None until first use when the adapter owns it)."""
         return self._session
+
+    @property
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """The bound on each request whose caller gives none."""
+        return self._timeout
 
     async def __call__(
         self,
@@ -160,24 +224,28 @@ class Request:
         method: str = "GET",
         body: Any = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float | aiohttp.ClientTimeout | None = DEFAULT_TIMEOUT,
+        timeout: float | aiohttp.ClientTimeout | None = None,
         **kwargs: Any,
     ) -> Response:
         """Send ``method url`` and return the response once its body is read.
 
+        A redirect is followed only within the origin of the URL it answers
+        (307 and 308 keep the method and body); ``allow_redirects=False`` returns
+        it instead.
+
         Raises:
             TransportError: The request failed or timed out before a whole
                 response arrived.
+            RefreshError: The answer redirects to another origin (or too many
+                times), is larger than ``max_body``, or the request could not be
+                built (user info in the URL, or a ``.netrc`` entry with
+                ``trust_env=True``, beside an Authorization header).
         """
         session = self._session
         if session is None or (self._owns_session and session.closed):
             session = self._session = aiohttp.ClientSession()
-        if timeout is None:
-            client_timeout = aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT)
-        elif isinstance(timeout, aiohttp.ClientTimeout):
-            client_timeout = timeout
-        else:
-            client_timeout = aiohttp.ClientTimeout(total=timeout)
+        client_timeout = self._timeout if timeout is None else _client_timeout(timeout)
+        follow = kwargs.pop("allow_redirects", True)
         # A token request must never pass through client middlewares (an
         # AuthMiddleware would recurse into itself) nor an AuthorizedSession's
         # own injection: take aiohttp's plain request path.
@@ -185,26 +253,52 @@ class Request:
         # Credentials parse the body as text: decode gzip/deflate/br even over a
         # session made with auto_decompress=False (google-auth's legacy class makes those).
         kwargs.setdefault("auto_decompress", True)
+        target: str | URL = url
         try:
-            resp = await send(
-                session,
-                method,
-                url,
-                data=body,
-                headers=headers,
-                timeout=client_timeout,
-                middlewares=(),
-                **kwargs,
-            )
-            try:
-                data = await resp.read()
-            finally:
-                resp.release()
+            for _ in range(MAX_REDIRECTS + 1):
+                resp = await send(
+                    session,
+                    method,
+                    target,
+                    data=body,
+                    headers=headers,
+                    timeout=client_timeout,
+                    allow_redirects=False,
+                    middlewares=(),
+                    **kwargs,
+                )
+                try:
+                    location = _same_origin_redirect(resp, method) if follow else None
+                    if location is None:
+                        data = await self._read(resp, method)
+                        return Response(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), data)
+                finally:
+                    resp.release()
+                if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                    # What every client does with these: the next hop is a GET, without the body.
+                    method, body = "GET", None
+                target = location
+            raise RefreshError(f"{method} {safe_url(url)} redirected more than {MAX_REDIRECTS} times")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            what = "timed out" if isinstance(exc, asyncio.TimeoutError) else "failed"
-            detail = "" if isinstance(exc, asyncio.TimeoutError) else f": {type(exc).__name__}"
-            raise TransportError(f"{method} {safe_url(url)} {what}{detail}") from exc
-        return Response(resp.status, CIMultiDictProxy(CIMultiDict(resp.headers)), data)
+            if isinstance(exc, asyncio.TimeoutError):
+                bound = f" (bound: {client_timeout.total:g}s)" if client_timeout.total else ""
+                raise TransportError(f"{method} {safe_url(target)} timed out{bound}") from exc
+            raise TransportError(f"{method} {safe_url(target)} failed: {type(exc).__name__}") from exc
+        except ValueError as exc:
+            raise RefreshError(f"{method} {safe_url(target)} could not be sent: {_refusal(exc)}") from exc
+
+    async def _read(self, resp: aiohttp.ClientResponse, method: str) -> bytes:
+        """The whole body, read a chunk at a time and given up past ``max_body`` bytes."""
+        limit = self._max_body
+        declared = resp.content_length
+        if declared is not None and declared > limit:
+            raise _too_large(resp, method, limit, f"announced {declared} bytes")
+        data = bytearray()
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            data += chunk
+            if len(data) > limit:
+                raise _too_large(resp, method, limit, f"sent more than {limit} bytes")
+        return bytes(data)
 
     async def close(self) -> None:
         """Close the session, if this adapter opened it."""
@@ -219,6 +313,55 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<authsession.Request owns_session={self._owns_session}>"
+
+
+def _client_timeout(timeout: float | aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
+    return timeout if isinstance(timeout, aiohttp.ClientTimeout) else aiohttp.ClientTimeout(total=timeout)
+
+
+def _same_origin_redirect(resp: aiohttp.ClientResponse, method: str) -> URL | None:
+    """Where a redirect leads, if it is one to follow; None for an answer to read.
+
+    Raises:
+        RefreshError: The redirect leaves the origin it answers, or says nowhere readable.
+    """
+    location = resp.headers.get("Location") if resp.status in _REDIRECT_STATUSES else None
+    if location is None:
+        return None
+    here = resp.url
+    try:
+        there = here.join(URL(location))
+        origin = there.origin()
+    except (ValueError, TypeError):
+        raise RefreshError(
+            f"{method} {safe_url(here)} answered {resp.status} with a Location that is not a URL", status=resp.status
+        ) from None
+    if origin != here.origin():
+        downgrade = ", from https to http" if here.scheme == "https" and there.scheme == "http" else ""
+        raise RefreshError(
+            f"{method} {safe_url(here)} answered {resp.status}, a redirect to another origin ({origin}{downgrade}):"
+            " not followed, since a token request carries credentials",
+            status=resp.status,
+        )
+    return there
+
+
+def _too_large(resp: aiohttp.ClientResponse, method: str, limit: int, what: str) -> RefreshError:
+    return RefreshError(
+        f"{method} {safe_url(resp.url)} answered {resp.status} and {what}: more than a token endpoint's answer"
+        f" ({limit} bytes at most); not read",
+        status=resp.status,
+    )
+
+
+def _refusal(exc: ValueError) -> str:
+    """Why aiohttp would not build the request, in words that hold none of its values."""
+    if "Cannot combine" in str(exc):
+        return (
+            "it carries its own Authorization header, and aiohttp found other credentials for it too (user info in"
+            " the URL, or a .netrc entry for the host with trust_env=True); remove one of them"
+        )
+    return f"aiohttp refused it ({type(exc).__name__})"
 
 
 class SyncRequestBridge(google_transport.Request):
@@ -252,7 +395,7 @@ class SyncRequestBridge(google_transport.Request):
     ) -> Response:
         if self._timeout is not None:
             timeout = self._timeout if timeout is None else min(timeout, self._timeout)
-        coro = _outcome(self._request(url, method, body, headers, timeout or DEFAULT_TIMEOUT, **kwargs))
+        coro = _outcome(self._request(url, method, body, headers, timeout or None, **kwargs))
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         self._pending.add(future)
         try:

@@ -2,7 +2,8 @@
 
 ``oauth_server`` (a fake OAuth2 provider and API on 127.0.0.1) comes from
 authsession's own pytest plugin, ``authsession.testing.plugin``, as it does for
-users; ``pytester`` runs throwaway test files the way a user's project would;
+users, and so does the emptying of the process-wide token cache before each
+test; ``pytester`` runs throwaway test files the way a user's project would;
 ``redis_server`` is a real redis-server on a free loopback port.
 """
 
@@ -22,7 +23,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from authsession import AuthMiddleware, AuthorizedSession, RefreshStats
-from authsession._cache import DEFAULT_TOKEN_CACHE
 from authsession.testing import FakeOAuthServer
 from authsession.testing._fleet import RedisServer
 
@@ -90,12 +90,6 @@ def door(request: pytest.FixtureRequest) -> Door:
     return Door(request.param)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_process_token_cache() -> None:
-    """Each test starts with an empty process-wide token cache: equal credentials in two tests share nothing."""
-    DEFAULT_TOKEN_CACHE.clear()
-
-
 pytest_plugins = ["pytester"]
 
 
@@ -106,10 +100,13 @@ async def other_server() -> AsyncIterator[FakeOAuthServer]:
         yield server
 
 
-def _apt_install_redis() -> str:
-    """Install redis-server with apt-get (root only); the reason it failed, or ""."""
+def _apt_install_redis(config: pytest.Config) -> str:
+    """Install redis-server with apt-get (root only), saying so on one line; the reason it failed, or ""."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
         return "redis-server is not installed, and apt-get cannot install it here (needs root and apt-get)"
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("tests/conftest.py: redis-server is missing; installing it with apt-get (running as root)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     install = ["apt-get", "install", "-y", "-q", "redis-server"]
     for step in ([install], [["apt-get", "update", "-q"], install]):
@@ -121,10 +118,10 @@ def _apt_install_redis() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_binary() -> str:
+def redis_binary(pytestconfig: pytest.Config) -> str:
     """The redis-server binary, installed with apt-get if missing and possible; else the test is skipped."""
     if shutil.which("redis-server") is None:
-        reason = _apt_install_redis()
+        reason = _apt_install_redis(pytestconfig)
         if reason:
             pytest.skip(reason)
     found = shutil.which("redis-server")

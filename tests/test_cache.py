@@ -105,12 +105,12 @@ def test_encryption_at_rest() -> None:
     key = Fernet.generate_key()
     token = CachedToken("very-secret-token", 1.0, 2.0)
     codec = _Codec(key)
-    stored = codec.encode(token)
+    stored = codec.encode(token, "k")
     assert b"very-secret-token" not in stored
-    assert codec.decode(stored) == token
-    assert _Codec(Fernet.generate_key()).decode(stored) is None
-    assert codec.decode(_Codec(None).encode(token)) is None
-    assert _Codec(None).decode(b"garbage") is None
+    assert codec.decode(stored, "k") == token
+    assert _Codec(Fernet.generate_key()).decode(stored, "k") is None
+    assert codec.decode(_Codec(None).encode(token, "k"), "k") is None
+    assert _Codec(None).decode(b"garbage", "k") is None
 
 
 # --- cache keys --------------------------------------------------------------------

@@ -60,3 +60,24 @@ def test_parser_accepts_anything(value: str) -> None:
 def test_parser_accepts_header_like_noise(parts: list[str]) -> None:
     """Fragments of real headers in any order never make the parser raise."""
     parse_www_authenticate("".join(parts))
+
+
+@pytest.mark.parametrize(
+    ("lines", "helps"),
+    [
+        (['Basic realm="api"', 'Bearer error="insufficient_scope", scope="admin"'], False),
+        (['Bearer error="insufficient_scope"', 'Basic realm="api"'], False),
+        (['Basic realm="api"', 'Bearer error="invalid_token"'], True),
+        ([], True),
+        ((), True),
+    ],
+)
+def test_refresh_can_help_reads_every_header_line(lines: list[str], helps: bool) -> None:
+    """Given every WWW-Authenticate line, an insufficient_scope challenge on any line rules a refresh out."""
+    assert refresh_can_help(lines) is helps
+
+
+@given(st.lists(st.text(max_size=60), max_size=5))
+def test_refresh_can_help_takes_any_lines(lines: list[str]) -> None:
+    """Any list of header values gives an answer; it is False exactly when one of them alone would say so."""
+    assert refresh_can_help(lines) is all(refresh_can_help(line) for line in lines)

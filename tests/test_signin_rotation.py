@@ -52,10 +52,11 @@ def _seeded(server: FakeOAuthServer, store: object | None, **options: object) ->
 
 
 def test_an_entry_without_a_refresh_token_is_written_as_before() -> None:
-    """Entries of grants that do not rotate keep the format older readers know, byte for byte."""
+    """Entries of grants that do not rotate have no refresh_token field at all (format 2, bound to its key)."""
     entry = CachedToken("tok", 1000.0, 2000.0, "Bearer", ("a",))
     assert json.loads(entry.to_json()) == {
-        "v": 1,
+        "v": 2,
+        "key": None,
         "access_token": "tok",
         "token_type": "Bearer",
         "obtained_at": 1000.0,

@@ -17,9 +17,14 @@ from ._model import DEFAULT_LEASE_TIME, FORMAT_VERSION, CachedToken, Codec, Leas
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["FileTokenCache"]
+__all__ = ["DEFAULT_LOCK_TIMEOUT", "FileTokenCache"]
 
 T = TypeVar("T")
+
+#: How long a FileTokenCache waits for its lock before it counts as down (writers hold it for milliseconds).
+DEFAULT_LOCK_TIMEOUT = 1.0
+_FIRST_LOCK_POLL = 0.001
+_MAX_LOCK_POLL = 0.05
 
 
 class FileTokenCache:
@@ -27,8 +32,9 @@ class FileTokenCache:
 
     The file (mode 0600, in a directory created 0700 if missing) is replaced
     atomically; writers take turns with ``flock`` on ``<path>.lock``. File I/O
-    runs in a worker thread. If the file cannot be read or written, sessions
-    fetch their own tokens and one warning is logged.
+    runs in a worker thread. If the file cannot be read or written, or its lock
+    is held longer than ``lock_timeout``, sessions fetch their own tokens and
+    one warning is logged, as when a Redis cache is down.
 
     Args:
         path: The cache file.
@@ -36,6 +42,8 @@ class FileTokenCache:
             to encrypt tokens at rest.
         lease_time: How long a lease lasts if its holder dies without releasing it.
         retry_after: Seconds to leave the file alone after it failed.
+        lock_timeout: Seconds to wait for the lock (writers hold it for
+            milliseconds; a process that holds it longer is stuck).
     """
 
     def __init__(
@@ -45,11 +53,17 @@ class FileTokenCache:
         encryption_key: bytes | str | None = None,
         lease_time: float = DEFAULT_LEASE_TIME,
         retry_after: float = 5.0,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         if sys.platform == "win32":  # pragma: no cover - POSIX only
             raise RuntimeError("FileTokenCache needs fcntl.flock (POSIX)")
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout > 0:
+            raise ValueError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
         self.path = os.fspath(path)
         self.lease_time = lease_time
+        self.lock_timeout = float(lock_timeout)
+        # Set once a corrupt file was reported, until the file reads well again: one warning, not one per read.
+        self._reported_corrupt = False
         self._codec = Codec(encryption_key)
         self._outage = Outage(f"file {self.path!r}", retry_after)
 
@@ -62,11 +76,11 @@ class FileTokenCache:
         if not isinstance(entry, dict) or not _alive(entry, time.time()):
             return None
         data = entry.get("data")
-        return self._codec.decode(data.encode()) if isinstance(data, str) else None
+        return self._codec.decode(data.encode(), key) if isinstance(data, str) else None
 
     async def set(self, key: str, token: CachedToken, ttl: float) -> None:
         """Store ``token`` under ``key`` for ``ttl`` seconds."""
-        data = self._codec.encode(token).decode()
+        data = self._codec.encode(token, key).decode()
 
         def put(state: dict[str, Any], now: float) -> None:
             state["tokens"][key] = {"data": data, "until": now + ttl}
@@ -140,8 +154,12 @@ class FileTokenCache:
             try:
                 loaded = json.loads(raw)
                 state = loaded if isinstance(loaded, dict) else None
-            except (ValueError, UnicodeDecodeError):
-                log.warning("authsession: token cache file %r is corrupt; starting it afresh", self.path)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                if not self._reported_corrupt:
+                    self._reported_corrupt = True
+                    log.warning("token cache file %r is corrupt; starting it afresh", self.path)
+            else:
+                self._reported_corrupt = False
         if state is None or not isinstance(state.get("tokens"), dict):
             state = {"version": FORMAT_VERSION, "tokens": {}, "leases": {}}
         if not isinstance(state.get("leases"), dict):
@@ -164,10 +182,31 @@ class FileTokenCache:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock(fd)
             yield
         finally:
             os.close(fd)  # closing drops the lock
+
+    def _lock(self, fd: int) -> None:
+        """Take the lock on ``fd``, polling with a growing pause, for at most ``lock_timeout`` seconds.
+
+        Raises:
+            TimeoutError: (an OSError, so the cache counts as down) Another process held it all that time.
+        """
+        give_up = time.monotonic() + self.lock_timeout
+        pause = _FIRST_LOCK_POLL
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"the lock {self.path + '.lock'!r} was held by another process for {self.lock_timeout:g}s"
+                    ) from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _MAX_LOCK_POLL)
 
     def _write(self, data: bytes) -> None:
         tmp = f"{self.path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .._credentials import validate_refresh_token, validate_token_value
-from .._token import Token
+from .._token import MAX_EXPIRES_IN, Token
 
 __all__ = [
     "DEFAULT_LEASE_TIME",
@@ -39,8 +39,13 @@ UNKNOWN_EXPIRY_TTL = 3600.0
 MAX_POLL_INTERVAL = 0.1
 #: How long an entry that carries a refresh token is kept (a year): it outlives the access token beside it.
 REFRESH_TOKEN_TTL = 366 * 24 * 3600.0
-#: Entries with a refresh token keep this version: the field is optional, so older readers still read them.
-FORMAT_VERSION = 1
+#: 2: an entry names the key it was written under (1 did not; such entries are ignored). The refresh
+#: token is an optional field: entries without one have no such field.
+FORMAT_VERSION = 2
+#: The last second of the year 9999, the latest time a datetime holds: a time past it is not in seconds.
+_LAST_UNIX_TIME = 253_402_300_799.0
+#: The longest lifetime a cached token may claim: what a token endpoint's answer is capped at, and a minute.
+_MAX_LIFETIME = MAX_EXPIRES_IN + 60.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,14 @@ class CachedToken:
         return cls(token.value, token.obtained_at + offset, expires, token.token_type, token.scopes, refresh_token)
 
     def to_token(self, *, now: float, wall_now: float) -> Token:
-        """This token on the local monotonic clock, anchored at the read (``now`` and ``wall_now`` together)."""
+        """This token on the local monotonic clock, anchored at the read (``now`` and ``wall_now`` together).
+
+        Raises:
+            ValueError: Its times are not Unix times in seconds (infinite, NaN,
+                milliseconds, before 1970 or past 9999) or claim a lifetime of
+                more than a year: a store holding them is broken.
+        """
+        self.check_times()
         offset = now - wall_now
         if self.expires_at is None:
             return Token(self.value, self.obtained_at + offset, None, self.token_type, self.scopes)
@@ -80,6 +92,23 @@ class CachedToken:
         return Token(
             self.value, self.obtained_at + offset, self.expires_at + offset, self.token_type, self.scopes, expiry
         )
+
+    def check_times(self) -> None:
+        """Refuse times no token can have.
+
+        Raises:
+            ValueError: Saying which time, and why.
+        """
+        for name, value in (("obtained_at", self.obtained_at), ("expires_at", self.expires_at)):
+            if value is None and name == "expires_at":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"a cached token's {name} is not a number")
+            if not (math.isfinite(value) and 0 <= value <= _LAST_UNIX_TIME):
+                raise ValueError(f"a cached token's {name} ({value:.6g}) is not a Unix time in seconds")
+        if self.expires_at is not None and self.expires_at - self.obtained_at > _MAX_LIFETIME:
+            lifetime = self.expires_at - self.obtained_at
+            raise ValueError(f"a cached token claims a lifetime of {lifetime:.6g}s, more than a year")
 
     def ttl(self, *, now: float, wall_now: float) -> float:
         """How long a cache should keep it: until it stops being sendable, so no reader gets a dead token.
@@ -93,31 +122,45 @@ class CachedToken:
             return UNKNOWN_EXPIRY_TTL
         return self.to_token(now=now, wall_now=wall_now).usable_until - now
 
-    def to_json(self) -> bytes:
-        """Serialise (the token in clear: encrypt before storing it where others can read)."""
+    def to_json(self, *, key: str | None = None) -> bytes:
+        """Serialise (the token in clear: encrypt before storing it where others can read).
+
+        Args:
+            key: The cache key the entry is stored under; :meth:`from_json` given
+                another key refuses the entry, so it cannot be copied to another
+                credential's key (encrypted, it cannot be altered either).
+        """
         fields: dict[str, Any] = {
             "v": FORMAT_VERSION,
+            "key": key,
             "access_token": self.value,
             "token_type": self.token_type,
             "obtained_at": self.obtained_at,
             "expires_at": self.expires_at,
             "scopes": None if self.scopes is None else list(self.scopes),
         }
-        if self.refresh_token is not None:  # absent otherwise: entries without one are as they always were
+        if self.refresh_token is not None:  # absent otherwise
             fields["refresh_token"] = self.refresh_token
         return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> CachedToken:
+    def from_json(cls, data: bytes, *, key: str | None = None) -> CachedToken:
         """Parse :meth:`to_json` output.
 
+        Args:
+            key: The cache key the entry was read from; when given, an entry
+                written under another key is refused.
+
         Raises:
-            ValueError: ``data`` is not a cached token of this format.
+            ValueError: ``data`` is not a cached token of this format, or was
+                written under another key.
         """
         try:
             raw = json.loads(data)
             if not isinstance(raw, dict) or raw.get("v") != FORMAT_VERSION:
                 raise ValueError("not a cached token of a known format")
+            if key is not None and raw.get("key") != key:
+                raise ValueError("a cached token written under another key")
             value, token_type = raw["access_token"], raw["token_type"]
             obtained_at, expires_at, scopes = float(raw["obtained_at"]), raw["expires_at"], raw["scopes"]
             # Whoever can write to the store must not be able to inject headers.
@@ -136,7 +179,7 @@ class CachedToken:
                 None if scopes is None else tuple(str(s) for s in scopes),
                 refresh_token,
             )
-        except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (KeyError, TypeError, OverflowError, RecursionError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed cached token ({type(exc).__name__})") from None
 
 
@@ -198,7 +241,7 @@ class Outage:
             self.down = True
             # The type only: a message may carry a URL with a password in it.
             log.warning(
-                "authsession: token cache %s failed (%s); sessions fetch their own tokens until it is back",
+                "token cache %s failed (%s); sessions fetch their own tokens until it is back",
                 self.what,
                 type(exc).__name__,
             )
@@ -206,7 +249,7 @@ class Outage:
     def succeeded(self) -> None:
         if self.down:
             self.down = False
-            log.info("authsession: token cache %s is reachable again", self.what)
+            log.info("token cache %s is reachable again", self.what)
 
 
 class Codec:
@@ -228,20 +271,25 @@ class Codec:
         """Whether tokens are encrypted at rest."""
         return self._fernet is not None
 
-    def encode(self, token: CachedToken) -> bytes:
-        data = token.to_json()
+    def encode(self, token: CachedToken, key: str) -> bytes:
+        """``token`` as stored under ``key``: the key goes inside, encrypted with the token when encrypting."""
+        data = token.to_json(key=key)
         return data if self._fernet is None else bytes(self._fernet.encrypt(data))
 
-    def decode(self, data: bytes) -> CachedToken | None:
-        """The token in ``data``, or None if it is unreadable with this key (or in clear when a key is set)."""
+    def decode(self, data: bytes, key: str) -> CachedToken | None:
+        """The token in ``data`` read under ``key``, or None.
+
+        None when it is unreadable with this encryption key (or in clear when a key
+        is set), of an older format, or was written under another cache key.
+        """
         if self._fernet is not None:
             try:
                 data = self._fernet.decrypt(data)
             except self._invalid:
-                log.debug("authsession: a cached token could not be decrypted with this key; ignored")
+                log.debug("a cached token could not be decrypted with this key; ignored")
                 return None
         try:
-            return CachedToken.from_json(data)
-        except ValueError:
-            log.debug("authsession: a cached token is malformed; ignored")
+            return CachedToken.from_json(data, key=key)
+        except ValueError as exc:
+            log.debug("a cached token is not usable here (%s); ignored", exc)
             return None

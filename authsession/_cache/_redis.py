@@ -137,14 +137,14 @@ class RedisTokenCache:
         data: Any = await self._call(None, self._client.get, self._token_key(key))
         if isinstance(data, str):  # a client made with decode_responses=True
             data = data.encode()
-        return self._codec.decode(data) if isinstance(data, bytes) else None
+        return self._codec.decode(data, key) if isinstance(data, bytes) else None
 
     async def set(self, key: str, token: CachedToken, ttl: float) -> None:
         """Store ``token`` under ``key`` with a TTL of ``ttl`` seconds."""
         millis = int(ttl * 1000)
         if millis <= 0:
             return
-        data = self._codec.encode(token)
+        data = self._codec.encode(token, key)
         await self._call(None, self._client.set, self._token_key(key), data, px=millis)
 
     async def delete(self, key: str) -> None:

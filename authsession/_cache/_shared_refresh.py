@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from .._errors import RefreshError
 from .._token import Token
-from ._model import MAX_POLL_INTERVAL, CachedToken, Lease, Outage, TokenCache
+from ._model import MAX_POLL_INTERVAL, CachedToken, Lease, Outage, TokenCache, log
 
 __all__ = ["RefreshTokenSlot", "fetch_through"]
 
@@ -82,7 +82,25 @@ async def _read(
         return None
     if slot is not None and cached.refresh_token is not None:
         slot.adopt(cached.refresh_token)
-    return cached.to_token(now=clock(), wall_now=wall_clock())
+    try:
+        return cached.to_token(now=clock(), wall_now=wall_clock())
+    except ValueError as exc:
+        # Times no token can have (a store that wrote milliseconds, or garbage): a miss, reported once.
+        _report_absurd(cache, exc)
+        return None
+
+
+_reported_absurd: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _report_absurd(cache: TokenCache, exc: ValueError) -> None:
+    try:
+        if cache in _reported_absurd:
+            return
+        _reported_absurd.add(cache)
+    except TypeError:  # neither hashable nor weakly referable: report every time
+        pass
+    log.warning("token cache %s holds an unusable entry (%s); it is ignored", type(cache).__name__, exc)
 
 
 async def fetch_through(

@@ -46,7 +46,10 @@ def non_negative_seconds(text: str) -> float:
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
-    value = non_negative_int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value

@@ -88,8 +88,9 @@ class DemoReport:
     requests: int
     errors: int
     throughput: float
-    p50_ms: float
-    p99_ms: float
+    #: Latency percentiles; None when no request completed (a run too short for one).
+    p50_ms: float | None
+    p99_ms: float | None
     token_grants: int
     refreshes_cold: int
     refreshes_background: int
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         report = asyncio.run(run_demo(options))
-        print(json.dumps(asdict(report), indent=2))
+        print(json.dumps(asdict(report), indent=2, allow_nan=False))
         return 0 if report.errors == 0 else 1
 
     try:
@@ -291,9 +292,9 @@ async def run_demo(options: DemoOptions, *, on_progress: Callable[[Progress], No
         fail_rate=options.fail_rate,
         requests=len(latencies),
         errors=sum(errors.values()),
-        throughput=round(len(latencies) / elapsed, 1),
-        p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
-        p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
+        throughput=round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
+        p50_ms=round(percentile(latencies, 0.50) * 1000, 2) if latencies else None,
+        p99_ms=round(percentile(latencies, 0.99) * 1000, 2) if latencies else None,
         token_grants=server.grant_count,
         refreshes_cold=stats.cold,
         refreshes_background=stats.background,
@@ -322,7 +323,12 @@ def summary_rows(report: DemoReport) -> list[tuple[str, str]]:
     return [
         ("requests", f"{report.requests:,} in {report.duration:.1f} s at concurrency {report.concurrency}"),
         ("throughput", f"{report.throughput:,.0f} requests/s"),
-        ("latency", f"p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms"),
+        (
+            "latency",
+            "no request completed"
+            if report.p50_ms is None or report.p99_ms is None
+            else f"p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms",
+        ),
         ("token grants", f"{report.token_grants:,} (tokens live {report.token_lifetime:g} s)"),
         (
             "refreshes",

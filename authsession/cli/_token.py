@@ -10,17 +10,23 @@ import sys
 import time
 from typing import Any
 
-from .._session import AuthorizedSession
+from .._deadline import timeout_after
+from .._errors import AuthSessionError
 from .._token import Token
-from ._common import add_credential_options, credential_flags, session_options
+from .._tokens import get_token
+from .._transport import TOKEN_REQUEST_TIMEOUT
+from ._common import add_credential_options, credential_flags, positive_seconds, session_options
 from ._config import Resolved, resolve
+from ._errors import CommandError
 
 __all__ = ["add_parser", "obtain_token", "token_document"]
 
 DESCRIPTION = """\
 Print an access token for the credentials found (see "credentials" below), and
 nothing else, so scripts can use it: curl -H "Authorization: Bearer $(authsession token)".
-This is the only command that ever prints a token."""
+This is the only command that ever prints a token. The token is fresh: one kept
+from an earlier run is replaced once it is past half its lifetime (or within 5
+minutes of expiry), so a script gets most of a token's life."""
 
 EXAMPLES = """\
 examples:
@@ -28,7 +34,7 @@ examples:
   authsession token --credentials client.toml --scope api.read --json
   AUTHSESSION_CLIENT_SECRET=... authsession token --token-uri https://idp.example/oauth/token \\
       --client-id my-client --scope "api.read api.write"
-  AUTHSESSION_CREDENTIALS=client.json authsession token
+  AUTHSESSION_CREDENTIALS=client.json authsession token --max-time 10
 
 client.toml:
   token_uri = "https://idp.example/oauth/token"
@@ -47,6 +53,13 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print the token, its expiry and scopes as JSON")
+    parser.add_argument(
+        "--max-time",
+        metavar="S",
+        type=positive_seconds,
+        help=f"give up after S seconds, retries included (default: each token request is bounded by"
+        f" {TOKEN_REQUEST_TIMEOUT:g} s, and retried twice)",
+    )
     add_credential_options(parser)
     parser.set_defaults(run=run)
 
@@ -54,7 +67,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve credentials, fetch a token and print it."""
     resolved = resolve(credential_flags(args), os.environ)
-    token = asyncio.run(obtain_token(resolved, cache=not args.no_cache))
+    token = asyncio.run(obtain_token(resolved, cache=not args.no_cache, max_time=args.max_time))
     if args.json:
         print(json.dumps(token_document(token, resolved), indent=2))
     else:
@@ -63,22 +76,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def obtain_token(resolved: Resolved, *, cache: bool = True) -> Token:
-    """A usable token for ``resolved.credentials``, fetched the way an AuthorizedSession fetches one.
+async def obtain_token(resolved: Resolved, *, cache: bool = True, max_time: float | None = None) -> Token:
+    """A fresh token for ``resolved.credentials``, with the persistent token cache and retries of the commands.
 
-    Going through the session (rather than the credentials) means whatever the
-    session gains, such as token-endpoint retries or a persistent token cache
-    (see :func:`session_options`), applies here too.
+    Raises:
+        CommandError: No token within ``max_time`` seconds.
     """
-    session = AuthorizedSession(resolved.credentials, **session_options(cache=cache))
+    options = session_options(cache=cache)
     try:
-        tokens = session._engine.tokens
-        await tokens.headers()
-        token = tokens.token
-        assert token is not None
-        return token
-    finally:
-        await session.close()
+        async with timeout_after(max_time):
+            return await get_token(resolved.credentials, token_cache=options.get("token_cache"))
+    except TimeoutError as exc:
+        if isinstance(exc, AuthSessionError) or max_time is None:
+            raise  # a token request's own bound, already described
+        raise CommandError(
+            f"no token within --max-time {max_time:g}s (the token endpoint is slow or not answering)"
+        ) from None
 
 
 def token_document(token: Token, resolved: Resolved, *, now: float | None = None) -> dict[str, Any]:

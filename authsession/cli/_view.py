@@ -42,12 +42,15 @@ def run_with_view(options: DemoOptions, console: Console | None = None) -> int:
 
 
 def _live(progress: Progress) -> Panel:
-    bar = ProgressBar(total=progress.duration or 1.0, completed=progress.elapsed, width=40)
+    """The live panel: fits 80 columns whatever the counts (a bar, then one line each for outcomes and details)."""
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(
+        ProgressBar(total=progress.duration or 1.0, completed=progress.elapsed, width=40),
+        Text(f"{progress.elapsed:.1f}/{progress.duration:g} s", style="bold"),
+    )
     line = Text.assemble(
-        (f"{progress.elapsed:4.1f}/{progress.duration:g} s  ", "bold"),
-        f"{progress.requests:,} requests  {progress.throughput:,.0f}/s  ",
-        ("errors ", ""),
-        (f"{progress.errors}", "bold red" if progress.errors else "bold green"),
+        f"{progress.requests:,} requests  {progress.throughput:,.0f}/s  errors ",
+        (f"{progress.errors:,}", "bold red" if progress.errors else "bold green"),
     )
     detail = Text(
         f"grants {progress.grants}  refreshes: {progress.background} proactive, {progress.after_rejection} after 401  "

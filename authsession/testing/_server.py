@@ -124,6 +124,8 @@ class TokenFailure:
     content_type: str = "application/json"
     #: Send the headers and part of the body, then close the connection.
     truncate: bool = False
+    #: More response headers (a ``Location`` for a redirect, say).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -633,8 +635,12 @@ class FakeOAuthServer:
             if failure.truncate:
                 return await _truncated(request, failure.status, b'{"access_token": "')
             if failure.body is not None:
-                return web.Response(status=failure.status, body=failure.body, content_type=failure.content_type)
-            return web.json_response({"error": failure.error or "temporarily_unavailable"}, status=failure.status)
+                return web.Response(
+                    status=failure.status, body=failure.body, content_type=failure.content_type, headers=failure.headers
+                )
+            return web.json_response(
+                {"error": failure.error or "temporarily_unavailable"}, status=failure.status, headers=failure.headers
+            )
         # DPoP first (RFC 9449 5): a nonce refusal then costs the client no client assertion.
         jkt = None
         proof = request.headers.getall("DPoP", [])

@@ -14,6 +14,10 @@ there in any project that has authsession and pytest-asyncio:
 - ``authorized_session``: an :class:`AuthorizedSession` with those credentials
   and ``base_url`` set to the server's API, so ``session.get("things")`` works.
 
+And, for every test (autouse), an empty process-wide token cache at its start
+and end: sessions with equal credentials share tokens within a process, and
+without this a token fetched (or mocked) in one test would be sent in the next.
+
 The async fixtures are pytest-asyncio fixtures: they work in its strict mode
 (mark tests with ``@pytest.mark.asyncio``) and in auto mode, and they run in the
 event loop scope your configuration gives fixtures. Without pytest-asyncio
@@ -22,7 +26,7 @@ installed, using one fails with a message that says so; nothing else changes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
@@ -38,7 +42,7 @@ except ImportError:  # pragma: no cover - exercised only where pytest-asyncio is
 else:
     _HAS_PYTEST_ASYNCIO = True
 
-__all__ = ["authorized_session", "oauth_credentials", "oauth_server"]
+__all__ = ["authorized_session", "authsession_token_isolation", "oauth_credentials", "oauth_server"]
 
 MARKER = "oauth_server"
 
@@ -49,6 +53,16 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}(**knobs): keyword arguments for authsession's FakeOAuthServer behind the oauth_server fixture",
     )
+
+
+@pytest.fixture(autouse=True)
+def authsession_token_isolation() -> Iterator[None]:
+    """Empty authsession's process-wide token cache before and after each test: no token crosses tests."""
+    from .._cache import DEFAULT_TOKEN_CACHE
+
+    DEFAULT_TOKEN_CACHE.clear()
+    yield
+    DEFAULT_TOKEN_CACHE.clear()
 
 
 def server_options(request: pytest.FixtureRequest) -> dict[str, Any]:
