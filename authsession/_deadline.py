@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from typing import Any
 
 from ._errors import DeadlineExceededError
 
@@ -26,34 +27,84 @@ __all__ = ["DEADLINE", "Deadline", "check_seconds", "current_deadline", "deadlin
 
 
 class Deadline:
-    """An absolute point on the event loop's clock by which a call must finish.
+    """An absolute point on the event loop's clock by which a call must finish; ``async with`` bounds a block by it.
+
+    Entering it makes it the deadline in force (:func:`current_deadline`) and a
+    cancel scope; leaving it past the deadline raises :class:`DeadlineExceededError`.
+    A class rather than a generator: it is entered once per ``max_allowed_time`` request.
 
     Attributes:
         seconds: The budget it was given.
         at: The loop time at which it passes.
         expired: Set when its scope cancelled the call.
-        label: How messages name it (``"deadline of 5s"``, ``"max_allowed_time=5s"``).
     """
 
-    __slots__ = ("at", "expired", "label", "seconds")
+    __slots__ = ("_loop", "_name", "_scope", "_token", "at", "expired", "seconds", "what")
 
-    def __init__(self, seconds: float, label: str | None = None) -> None:
+    def __init__(self, seconds: float, *, what: str | Callable[[], str] = "the call", name: str | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         self.seconds = seconds
-        self.at = asyncio.get_running_loop().time() + seconds
+        self.at = self._loop.time() + seconds
         self.expired = False
-        self.label = label or f"a deadline of {seconds:g}s"
+        self.what = what
+        self._name = name
+        self._scope: Any = None
+        self._token: Token[Deadline | None] | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it (``"a deadline of 5s"``, ``"max_allowed_time=5s"``)."""
+        if self._name is None:
+            return f"a deadline of {self.seconds:g}s"
+        return f"{self._name}={self.seconds:g}s"
 
     def remaining(self) -> float:
         """Seconds left, never negative."""
-        return max(0.0, self.at - asyncio.get_running_loop().time())
+        return max(0.0, self.at - self._loop.time())
 
     def fits(self, delay: float) -> bool:
         """Whether sleeping ``delay`` seconds still leaves time to act before the deadline."""
         return delay < self.remaining()
 
-    def exceeded(self, what: str) -> DeadlineExceededError:
-        """The error that says ``what`` ran out of time."""
-        return DeadlineExceededError(f"{what} did not complete within {self.label}")
+    def exceeded(self, what: str | Callable[[], str] | None = None) -> DeadlineExceededError:
+        """The error that says ``what`` (by default the work this deadline bounds) ran out of time."""
+        what = self.what if what is None else what
+        name = what() if callable(what) else what
+        return DeadlineExceededError(f"{name} did not complete within {self.label}")
+
+    async def __aenter__(self) -> Deadline:
+        self._token = DEADLINE.set(self)
+        self._scope = _timeout_at(self.at)
+        await self._scope.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool | None:
+        scope = self._scope
+        raised: BaseException | None = None
+        try:
+            try:
+                if await scope.__aexit__(exc_type, exc, tb):
+                    return True
+            except (asyncio.TimeoutError, TimeoutError) as error:
+                raised = error  # the scope turned its cancellation into a TimeoutError
+            problem = exc if raised is None else raised
+            # A timeout once the deadline has passed is the deadline's, even when a timer inside it (aiohttp's
+            # own, cut to the deadline) fired in the same moment and raised first.
+            if isinstance(problem, (asyncio.TimeoutError, TimeoutError)) and not isinstance(
+                problem, DeadlineExceededError
+            ):
+                expired = scope.expired() if callable(scope.expired) else bool(scope.expired)
+                if expired or self.remaining() <= 0:
+                    self.expired = True
+                    raise self.exceeded() from problem
+            if raised is not None:
+                raise raised
+            return None
+        finally:
+            self._scope = None  # the scope holds the task: a response that keeps this deadline must not
+            if self._token is not None:
+                DEADLINE.reset(self._token)
+                self._token = None
 
 
 #: The innermost deadline in force (``DEADLINE.get()``: a C call, for the hot path).
@@ -72,9 +123,8 @@ def check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
-@asynccontextmanager
-async def deadline(seconds: float, *, what: str = "the call", label: str | None = None) -> AsyncIterator[Deadline]:
-    """Bound everything inside the block to ``seconds``; past it, raise :class:`DeadlineExceededError`.
+def deadline(seconds: float, *, what: str | Callable[[], str] = "the call") -> Deadline:
+    """Bound everything inside ``async with deadline(seconds):``; past it, raise :class:`DeadlineExceededError`.
 
     Works through both doors (``AuthorizedSession`` and ``AuthMiddleware``): token
     waits, sends, re-sends and back-off sleeps are all inside it, and a sleep that
@@ -84,26 +134,14 @@ async def deadline(seconds: float, *, what: str = "the call", label: str | None 
 
     Args:
         seconds: The budget, > 0.
-        what: How the error message names the work (``"GET https://api/x"``).
-        label: How the error message names the deadline.
+        what: How the error message names the work (``"GET https://api/x"``), or a
+            function that says it, called only if the deadline passes.
 
     Raises:
         DeadlineExceededError: The block ran past the deadline (a ``TimeoutError``).
         ValueError: ``seconds`` is not a positive number.
     """
-    scope = Deadline(check_seconds("deadline", seconds), label)
-    token = DEADLINE.set(scope)
-    cm = _timeout_at(scope.at)
-    try:
-        async with cm:
-            yield scope
-    except (asyncio.TimeoutError, TimeoutError) as exc:
-        scope.expired = cm.expired() if callable(cm.expired) else bool(cm.expired)
-        if scope.expired and not isinstance(exc, DeadlineExceededError):
-            raise scope.exceeded(what) from exc
-        raise
-    finally:
-        DEADLINE.reset(token)
+    return Deadline(check_seconds("deadline", seconds), what=what)
 
 
 def timeout_after(seconds: float | None) -> AbstractAsyncContextManager[object]:

@@ -27,7 +27,7 @@ from yarl import URL
 
 from ._body import ReplayableForm, is_replayable, replayable_form
 from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
-from ._deadline import DEADLINE, check_seconds, deadline
+from ._deadline import DEADLINE, Deadline, check_seconds
 from ._engine import Engine, EngineDoor, PerHop, check_retry, merge
 from ._events import EventHook
 from ._failures import raise_for_status
@@ -220,6 +220,7 @@ with warnings.catch_warnings():
                 kwargs["timeout"] = ClientTimeout(total=check_seconds("timeout", timeout))
             if auto_decompress is not None:
                 kwargs["auto_decompress"] = auto_decompress
+            kwargs["response_class"] = _deadline_aware(kwargs.get("response_class") or ClientResponse)
             # The status check runs after refreshes and retries, not on the 401 or 503 that triggers one.
             status_rule = kwargs.pop("raise_for_status", False)
             super().__init__(**kwargs)
@@ -319,10 +320,14 @@ with warnings.catch_warnings():
             except ValueError:
                 run.close()
                 raise
-            what = f"{method} {self._engine.describe(self._door, url)}"
-            async with deadline(limit, what=what, label=f"max_allowed_time={limit:g}s") as scope:
+
+            def what() -> str:  # named only if the deadline passes: building the message costs a URL parse
+                return f"{method} {self._engine.describe(self._door, url)}"
+
+            async with Deadline(limit, what=what, name="max_allowed_time") as scope:
                 response = await run
-            _watch_body(response, scope, what)
+            if isinstance(response, DeadlineResponse):
+                response._authsession_deadline = scope
             return response
 
         async def close(self) -> None:
@@ -390,19 +395,34 @@ def _total(timeout: Any) -> float | None:
     return None
 
 
-def _watch_body(response: ClientResponse, scope: Any, what: str) -> None:
-    """Make a body read that outlives the deadline raise DeadlineExceededError, not aiohttp's bare timeout."""
-    read = response.read
+class DeadlineResponse(ClientResponse):
+    """aiohttp's response, whose body read past a ``max_allowed_time`` raises DeadlineExceededError.
 
-    async def read_within() -> bytes:
+    The deadline's scope ends when the response is returned; its time limit lives
+    on in aiohttp's own timer, cut to the deadline, which fires while the body is
+    read and raises a bare timeout. The deadline is kept on the response (no
+    closure: a wrapper holding the response would make a reference cycle per
+    request, and the garbage collector would have to find every one).
+    """
+
+    _authsession_deadline: Deadline | None = None
+
+    async def read(self) -> bytes:
+        """The whole body; past the request's ``max_allowed_time``, :class:`DeadlineExceededError`."""
         try:
-            return await read()
+            return await super().read()
         except asyncio.TimeoutError as exc:
-            if scope.remaining() <= 0:
-                raise scope.exceeded(what) from exc
+            scope = self._authsession_deadline
+            if scope is not None and scope.remaining() <= 0:
+                raise scope.exceeded() from exc
             raise
 
-    response.read = read_within  # type: ignore[method-assign]
+
+def _deadline_aware(response_class: type[ClientResponse]) -> type[ClientResponse]:
+    """``response_class`` with :class:`DeadlineResponse`'s read (itself when it is aiohttp's own)."""
+    if response_class is ClientResponse or issubclass(response_class, DeadlineResponse):
+        return DeadlineResponse if response_class is ClientResponse else response_class
+    return type(response_class.__name__, (DeadlineResponse, response_class), {})
 
 
 async def _checked(run: Coroutine[Any, Any, ClientResponse], rule: RaiseForStatus) -> ClientResponse:

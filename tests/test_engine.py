@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import textwrap
@@ -431,3 +432,42 @@ async def test_bad_options_are_named_by_both_doors(door_class: Any) -> None:
         door_class(creds, on_event="log")
     with pytest.raises(TypeError, match="refresh_status_codes"):
         door_class(creds, refresh_status_codes=401)
+
+
+@pytest.mark.parametrize("deadline_kind", ["none", "deadline", "max_allowed_time"])
+async def test_requests_leave_no_garbage_for_the_cycle_collector(
+    oauth_server: FakeOAuthServer, door: Door, deadline_kind: str
+) -> None:
+    """A request, its retry and its re-send make no reference cycle: freed when done, not by a GC pass.
+
+    A cycle per request (a wrapper closing over its response, say) lets garbage pile up until the cyclic
+    collector runs; under load its pauses delay requests that already carry a token, past the token's expiry.
+    """
+    if deadline_kind == "max_allowed_time" and door.kind != "session":
+        pytest.skip("max_allowed_time is the session door's")
+    async with door.open(oauth_server.credentials(), retry=FAST) as session:
+
+        async def one() -> None:
+            options = {"max_allowed_time": 10} if deadline_kind == "max_allowed_time" else {}
+            if deadline_kind == "deadline":
+                async with authsession.deadline(10), session.get(oauth_server.api_url("x"), **options) as resp:
+                    await resp.read()
+            else:
+                async with session.get(oauth_server.api_url("x"), **options) as resp:
+                    await resp.read()
+
+        for _ in range(10):
+            await one()
+        gc.collect()
+        gc.disable()
+        try:
+            for index in range(60):
+                if index == 20:
+                    oauth_server.fail_api_next(1, status=503)  # a retry: the slow path's Replay
+                if index == 40:
+                    oauth_server.fail_api_next(1, status=401)  # a rejection: the same-token re-send
+                await one()
+            found = gc.collect()
+        finally:
+            gc.enable()
+    assert found == 0
