@@ -33,8 +33,8 @@ def _rss_bytes() -> int | None:
 
 @pytest.mark.slow
 async def test_soak() -> None:
-    """200 workers, 2 s tokens, 1% spurious 401s, 5% token failures, 2% 503s: no failed request, no
-    token handed out past its usable time, every grant a refresh of the schedule (or after a 401), no memory growth after warm-up."""
+    """200 workers, 2 s tokens, 1% spurious 401s, 5% token failures, 2% 503s: no failed request, no token
+    handed out past its usable time, every grant a refresh of the schedule (or after a 401), no memory growth."""
     events: list[Event] = []
     failures: list[str] = []
     done = 0
