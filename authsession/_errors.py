@@ -7,7 +7,7 @@ mixed in too, so existing ``except`` clauses keep working::
     AuthSessionError
     ├── TransportError              (+ google.auth.exceptions.TransportError)
     │   ├── NetworkError            (+ ConnectionError)   connection refused, reset, truncated body
-    │   └── BackendTimeout          (+ TimeoutError)      connect or read timeout
+    │   └── BackendTimeout          (+ TimeoutError, google.auth.exceptions.TimeoutError)   connect or read timeout
     ├── RefreshError                (+ google.auth.exceptions.RefreshError)
     ├── DeadlineExceededError       (+ TimeoutError)      max_allowed_time passed
     ├── UnknownBackendResponse      (+ ValueError)        a body that is not what its content type says
@@ -118,14 +118,19 @@ class NetworkError(TransportError, ConnectionError):
     """The connection failed: refused, reset, closed mid-body, unreachable."""
 
 
+# google-auth's own timeout (its google.auth.aio transports raise it), where this google-auth has one.
+_GOOGLE_TIMEOUT: tuple[type[Exception], ...] = tuple(
+    cls for cls in (getattr(google_exceptions, "TimeoutError", None),) if isinstance(cls, type)
+)
+
 if sys.version_info >= (3, 11):
 
-    class BackendTimeout(TransportError, TimeoutError):
+    class BackendTimeout(TransportError, *_GOOGLE_TIMEOUT, TimeoutError):  # type: ignore[misc]
         """The server did not connect or answer in time."""
 
 else:  # pragma: no cover - exercised on Python 3.10 by nox
 
-    class BackendTimeout(TransportError, asyncio.TimeoutError, TimeoutError):
+    class BackendTimeout(TransportError, *_GOOGLE_TIMEOUT, asyncio.TimeoutError, TimeoutError):  # type: ignore[misc]
         """The server did not connect or answer in time."""
 
 

@@ -23,7 +23,7 @@ from google.auth import transport as google_transport
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._errors import RefreshError, TransportError
+from ._errors import BackendTimeout, RefreshError, TransportError
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -282,7 +282,7 @@ class Request:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             if isinstance(exc, asyncio.TimeoutError):
                 bound = f" (bound: {client_timeout.total:g}s)" if client_timeout.total else ""
-                raise TransportError(f"{method} {safe_url(target)} timed out{bound}") from exc
+                raise BackendTimeout(f"{method} {safe_url(target)} timed out{bound}") from exc
             raise TransportError(f"{method} {safe_url(target)} failed: {type(exc).__name__}") from exc
         except ValueError as exc:
             raise RefreshError(f"{method} {safe_url(target)} could not be sent: {_refusal(exc)}") from exc

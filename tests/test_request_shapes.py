@@ -104,3 +104,16 @@ async def test_gzip_token_answer_for_authsession_credentials(private_key_pem: st
             async with session.get(server.api_url()) as response:
                 assert response.status == 200
         assert server.grant_count == 2
+
+
+async def test_a_timed_out_request_is_google_auths_timeout_too(oauth_server: FakeOAuthServer) -> None:
+    """A token request that times out raises what google.auth.aio's Request raises (its TimeoutError), and ours."""
+    from google.auth import exceptions as google_exceptions
+
+    oauth_server.token_latency = 5
+    async with Request() as request:
+        with pytest.raises(google_exceptions.TimeoutError) as info:
+            await request(oauth_server.token_url, "POST", body=b"grant_type=client_credentials", timeout=0.3)
+    assert isinstance(info.value, authsession.BackendTimeout)
+    assert isinstance(info.value, google_exceptions.TransportError)
+    assert "timed out" in str(info.value)
