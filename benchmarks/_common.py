@@ -12,6 +12,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -237,3 +238,97 @@ def machine() -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "load": "{:.2f} {:.2f} {:.2f}".format(*load),
     }
+
+
+# --- instruction counts -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def counted_block() -> Any:
+    """The child's side of instruction counting: perf counts only inside the block (its control fifo).
+
+    Under callgrind (no fifo in the environment) it does nothing: callgrind counts the
+    whole process, and the caller's differential of two runs cancels the rest.
+    """
+    if not os.environ.get("BENCH_PERF_CTL"):
+        yield
+        return
+    with (
+        open(os.environ["BENCH_PERF_CTL"], "w", encoding="ascii") as ctl,
+        open(os.environ["BENCH_PERF_ACK"], encoding="ascii") as ack,
+    ):
+
+        def say(word: str) -> None:
+            ctl.write(word + "\n")
+            ctl.flush()
+            ack.readline()
+
+        say("enable")
+        try:
+            yield
+        finally:
+            say("disable")
+
+
+def perf_instructions(script: str, args: Sequence[str], *, timeout: float = 600) -> int:
+    """User-space instructions counted by ``perf stat`` inside the child's :func:`counted_block`.
+
+    The child is ``python script --child *args``.
+    """
+    with tempfile.TemporaryDirectory() as fifos:
+        ctl, ack = Path(fifos, "ctl"), Path(fifos, "ack")
+        os.mkfifo(ctl)
+        os.mkfifo(ack)
+        out = subprocess.run(
+            [  # noqa: S607 - perf from PATH, checked by perf_unavailable()
+                "perf",
+                "stat",
+                "-x,",
+                "-e",
+                "instructions:u",
+                "-D",
+                "-1",  # start with counting off; the child switches it on and off
+                "--control",
+                f"fifo:{ctl},{ack}",
+                sys.executable,
+                script,
+                "--child",
+                *args,
+            ],
+            env={**os.environ, "BENCH_PERF_CTL": str(ctl), "BENCH_PERF_ACK": str(ack)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    for line in out.stderr.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
+            return int(fields[0])
+    raise RuntimeError(f"no instruction count from perf (exit {out.returncode}): {out.stderr.strip()[-300:]}")
+
+
+def callgrind_instructions(script: str, args: Sequence[str], *, timeout: float = 1800) -> int:
+    """All instructions of ``python script --child *args`` under callgrind (valgrind), start-up included."""
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(
+            [  # noqa: S607 - valgrind from PATH, checked by the caller
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}/callgrind.out",
+                sys.executable,
+                script,
+                "--child",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"callgrind run failed (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+        for line in Path(out, "callgrind.out").read_text().splitlines():
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    raise RuntimeError("callgrind wrote no totals")

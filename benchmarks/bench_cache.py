@@ -37,12 +37,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import resource
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -228,34 +225,9 @@ async def child_real(variant: str, server: Server, requests: int) -> None:
         await _common.run_workers(requests, bench_throughput.CONCURRENCY, send)
 
 
-def _callgrind(*args: str) -> int:
-    """Instructions callgrind counts for ``bench_cache.py --child *args``, start-up included."""
-    with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run(
-            [  # noqa: S607 - valgrind from PATH, checked by the caller
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}/callgrind.out",
-                sys.executable,
-                __file__,
-                "--child",
-                *args,
-            ],
-            env={**os.environ, "BENCH_NO_PERF": "1"},
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            check=False,
-        )
-    found = [line for line in done.stderr.splitlines() if "Collected :" in line]
-    if not found:
-        raise RuntimeError(f"no count from callgrind (exit {done.returncode}): {done.stderr.strip()[-300:]}")
-    return int(found[-1].split(":")[-1])
-
-
 def per_call(mode: str, variant: str, counts: tuple[int, int], *extra: str) -> float:
     """Instructions per call: the difference of two runs divided by the difference in calls."""
-    few, many = (_callgrind(mode, variant, str(n), *extra) for n in counts)
+    few, many = (_common.callgrind_instructions(__file__, [mode, variant, str(n), *extra]) for n in counts)
     return (many - few) / (counts[1] - counts[0])
 
 

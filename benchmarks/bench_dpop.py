@@ -23,14 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import _common
@@ -194,29 +190,12 @@ async def timed(rounds: int, calls: int) -> dict[str, list[float]]:
     return per_call
 
 
-def _counted_by_perf(run: Callable[[], None]) -> None:
-    """Run ``run`` with perf counting switched on around it (perf's control fifo), if perf is the counter."""
-    if not os.environ.get("BENCH_PERF_CTL"):
-        run()  # callgrind counts the whole process; the differential cancels the rest
-        return
-    with (
-        open(os.environ["BENCH_PERF_CTL"], "w", encoding="ascii") as ctl,
-        open(os.environ["BENCH_PERF_ACK"], encoding="ascii") as ack,
-    ):
-        ctl.write("enable\n")
-        ctl.flush()
-        ack.readline()
-        run()
-        ctl.write("disable\n")
-        ctl.flush()
-        ack.readline()
-
-
 async def child(variant: str, calls: int) -> None:
     """Run ``calls`` of one variant after a warm-up, counted."""
     loops, sessions = _loops()
     loops[variant](200)
-    _counted_by_perf(lambda: loops[variant](calls))
+    with _common.counted_block():
+        loops[variant](calls)
     await _close(sessions)
 
 
@@ -224,70 +203,15 @@ VARIANTS = ("sign", "request_headers", "bearer", "hooks", "dpop")
 
 
 def _perf(variant: str, calls: int) -> float:
-    """Instructions per call, perf stat counting only the measured calls (perf's control fifo)."""
-    with tempfile.TemporaryDirectory() as fifos:
-        ctl, ack = Path(fifos, "ctl"), Path(fifos, "ack")
-        os.mkfifo(ctl)
-        os.mkfifo(ack)
-        out = subprocess.run(
-            [  # noqa: S607 - perf from PATH, checked by perf_unavailable()
-                "perf",
-                "stat",
-                "-x,",
-                "-e",
-                "instructions:u",
-                "-D",
-                "-1",
-                "--control",
-                f"fifo:{ctl},{ack}",
-                sys.executable,
-                __file__,
-                "--child",
-                variant,
-                str(calls),
-            ],
-            env={**os.environ, "BENCH_PERF_CTL": str(ctl), "BENCH_PERF_ACK": str(ack)},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-    for fields in (line.split(",") for line in out.stderr.splitlines()):
-        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
-            return int(fields[0]) / calls
-    raise RuntimeError(f"no instruction count from perf: {out.stderr.strip()[-300:]}")
-
-
-def _callgrind_total(variant: str, calls: int) -> int:
-    with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run(
-            [  # noqa: S607 - valgrind from PATH, checked by the caller
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}/callgrind.out",
-                sys.executable,
-                __file__,
-                "--child",
-                variant,
-                str(calls),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"callgrind run failed: {done.stderr.strip()[-300:]}")
-        for line in Path(out, "callgrind.out").read_text().splitlines():
-            if line.startswith(("totals:", "summary:")):
-                return int(line.split()[1])
-    raise RuntimeError("callgrind wrote no totals")
+    """Instructions per call, perf stat counting only the measured calls."""
+    return _common.perf_instructions(__file__, [variant, str(calls)]) / calls
 
 
 def _callgrind(variant: str, calls: int) -> float:
     """Instructions per call by callgrind, start-up cancelled out: (I(few + calls) - I(few)) / calls."""
     few = 200
-    return (_callgrind_total(variant, few + calls) - _callgrind_total(variant, few)) / calls
+    total = _common.callgrind_instructions
+    return (total(__file__, [variant, str(few + calls)]) - total(__file__, [variant, str(few)])) / calls
 
 
 def counted(calls: int) -> tuple[dict[str, float], str] | tuple[None, str]:

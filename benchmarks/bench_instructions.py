@@ -27,12 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import _common
 import aiohttp
@@ -45,34 +41,10 @@ REQUESTS = 3000
 STUB_CALLS = 20_000
 
 
-class _Counting:
-    """The child's side of perf's control fifo: counting on, counting off."""
-
-    def __init__(self) -> None:
-        if os.environ.get("BENCH_NO_PERF"):  # counted from outside (callgrind): no fifo
-            self.ctl = self.ack = None
-            return
-        self.ctl = open(os.environ["BENCH_PERF_CTL"], "w", encoding="ascii")  # noqa: SIM115 - held open for on/off
-        self.ack = open(os.environ["BENCH_PERF_ACK"], encoding="ascii")  # noqa: SIM115
-
-    def _say(self, word: str) -> None:
-        self.ctl.write(word + "\n")
-        self.ctl.flush()
-        self.ack.readline()
-
-    def __enter__(self) -> None:
-        if self.ctl is not None:
-            self._say("enable")
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.ctl is not None:
-            self._say("disable")
-
-
 async def child_real(variant: str, server: Server, requests: int) -> None:
     async with bench_throughput.variants()[variant](server) as send:
         await _common.run_workers(bench_throughput.WARMUP * 3, bench_throughput.CONCURRENCY, send)
-        with _Counting():
+        with _common.counted_block():
             await _common.run_workers(requests, bench_throughput.CONCURRENCY, send)
 
 
@@ -87,7 +59,7 @@ async def child_stub(variant: str, calls: int) -> None:
     for _ in range(1000):
         drive(plain._request("GET", url, headers=headers, allow_redirects=True))
         drive(ours._request("GET", url, allow_redirects=True))
-    with _Counting():
+    with _common.counted_block():
         if variant == "bare":
             for _ in range(calls):
                 drive(plain._request("GET", url, headers=headers, allow_redirects=True))
@@ -117,37 +89,7 @@ def child_main(argv: list[str]) -> None:
 
 def count(*args: str, per: int) -> float:
     """Instructions per unit, counted in a child run as ``bench_instructions.py --child *args``."""
-    with tempfile.TemporaryDirectory() as fifos:
-        ctl, ack = Path(fifos, "ctl"), Path(fifos, "ack")
-        os.mkfifo(ctl)
-        os.mkfifo(ack)
-        out = subprocess.run(
-            [  # noqa: S607 - perf from PATH, checked by perf_unavailable()
-                "perf",
-                "stat",
-                "-x,",
-                "-e",
-                "instructions:u",
-                "-D",
-                "-1",  # start with counting off; the child switches it on and off
-                "--control",
-                f"fifo:{ctl},{ack}",
-                sys.executable,
-                __file__,
-                "--child",
-                *args,
-            ],
-            env={**os.environ, "BENCH_PERF_CTL": str(ctl), "BENCH_PERF_ACK": str(ack)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-    for line in out.stderr.splitlines():
-        fields = line.split(",")
-        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
-            return int(fields[0]) / per
-    raise RuntimeError(f"no instruction count from perf (exit {out.returncode}): {out.stderr.strip()[-300:]}")
+    return _common.perf_instructions(__file__, args, timeout=300) / per
 
 
 CALLGRIND_CALLS = (2_000, 12_000)
@@ -155,33 +97,11 @@ CALLGRIND_CALLS = (2_000, 12_000)
 
 def count_callgrind(variant: str) -> float:
     """Instructions per stubbed call of ``variant``, by callgrind: (I(many) - I(few)) / (many - few)."""
-    totals = []
-    for calls in CALLGRIND_CALLS:
-        with tempfile.TemporaryDirectory() as out:
-            done = subprocess.run(
-                [  # noqa: S607 - valgrind from PATH, checked by the caller
-                    "valgrind",
-                    "--tool=callgrind",
-                    f"--callgrind-out-file={out}/callgrind.out",
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    "stub",
-                    variant,
-                    "--count",
-                    str(calls),
-                ],
-                env={**os.environ, "BENCH_NO_PERF": "1"},
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-        found = [line for line in done.stderr.splitlines() if "Collected :" in line]
-        if not found:
-            raise RuntimeError(f"no count from callgrind (exit {done.returncode}): {done.stderr.strip()[-300:]}")
-        totals.append(int(found[-1].split(":")[-1]))
-    return (totals[1] - totals[0]) / (CALLGRIND_CALLS[1] - CALLGRIND_CALLS[0])
+    few, many = (
+        _common.callgrind_instructions(__file__, ["stub", variant, "--count", str(calls)], timeout=600)
+        for calls in CALLGRIND_CALLS
+    )
+    return (many - few) / (CALLGRIND_CALLS[1] - CALLGRIND_CALLS[0])
 
 
 def hot_path_by_callgrind(rounds: int, why_not: str) -> list[Row]:

@@ -7,12 +7,11 @@ import threading
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import _credentials_async as user_async
 from google.oauth2 import _service_account_async as sa_async
 from google.oauth2 import credentials as user_sync
 from google.oauth2 import service_account as sa_sync
+from google_kinds import make_private_key_pem, service_account_info
 
 from authsession import AuthorizedSession, Request
 from authsession.testing import FakeOAuthServer
@@ -20,30 +19,15 @@ from authsession.testing import FakeOAuthServer
 
 @pytest.fixture(scope="module")
 def private_key_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def _service_account_info(server: FakeOAuthServer, pem: str) -> dict[str, str]:
-    return {
-        "type": "service_account",
-        "project_id": "test-project",
-        "private_key_id": "key-1",
-        "private_key": pem,
-        "client_email": "robot@test-project.iam.gserviceaccount.com",
-        "client_id": "1234",
-        "token_uri": server.token_url,
-    }
+    return make_private_key_pem()
 
 
 def _make(kind: str, server: FakeOAuthServer, pem: str) -> Any:
     scopes = ["https://www.googleapis.com/auth/cloud-platform"]
     if kind == "service_account_sync":
-        return sa_sync.Credentials.from_service_account_info(_service_account_info(server, pem), scopes=scopes)
+        return sa_sync.Credentials.fromservice_account_info(service_account_info(server, pem), scopes=scopes)
     if kind == "service_account_async":
-        return sa_async.Credentials.from_service_account_info(_service_account_info(server, pem), scopes=scopes)
+        return sa_async.Credentials.fromservice_account_info(service_account_info(server, pem), scopes=scopes)
     user_kwargs = {
         "token": None,
         "refresh_token": next(iter(server.refresh_tokens)),
