@@ -25,9 +25,9 @@ def private_key_pem() -> str:
 def _make(kind: str, server: FakeOAuthServer, pem: str) -> Any:
     scopes = ["https://www.googleapis.com/auth/cloud-platform"]
     if kind == "service_account_sync":
-        return sa_sync.Credentials.fromservice_account_info(service_account_info(server, pem), scopes=scopes)
+        return sa_sync.Credentials.from_service_account_info(service_account_info(server, pem), scopes=scopes)
     if kind == "service_account_async":
-        return sa_async.Credentials.fromservice_account_info(service_account_info(server, pem), scopes=scopes)
+        return sa_async.Credentials.from_service_account_info(service_account_info(server, pem), scopes=scopes)
     user_kwargs = {
         "token": None,
         "refresh_token": next(iter(server.refresh_tokens)),
