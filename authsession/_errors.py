@@ -7,9 +7,10 @@ mixed in too, so existing ``except`` clauses keep working::
     AuthSessionError
     ├── TransportError              (+ google.auth.exceptions.TransportError)
     │   ├── NetworkError            (+ ConnectionError)   connection refused, reset, truncated body
+    │   │   └── ResponseReadError   (+ google.auth.exceptions.ResponseError)   a Response's body unreadable
     │   └── BackendTimeout          (+ TimeoutError, google.auth.exceptions.TimeoutError)   connect or read timeout
     ├── RefreshError                (+ google.auth.exceptions.RefreshError)
-    ├── DeadlineExceededError       (+ TimeoutError)      max_allowed_time passed
+    ├── DeadlineExceededError       (+ TimeoutError, google.auth.exceptions.TimeoutError)   max_allowed_time passed
     ├── UnknownBackendResponse      (+ ValueError)        a body that is not what its content type says
     └── HTTPStatusError             (+ aiohttp.ClientResponseError)   any status >= 400
         ├── AuthenticationRequired  401
@@ -47,6 +48,7 @@ __all__ = [
     "DeadlineExceededError",
     "HTTPStatusError",
     "NetworkError",
+    "ResponseReadError",
     "NotFound",
     "RedirectHop",
     "RefreshError",
@@ -103,14 +105,24 @@ class RefreshError(AuthSessionError, google_exceptions.RefreshError):
         return str(self.args[0])
 
 
+# google-auth's own timeout (google.auth.aio raises it for timeouts and max_allowed_time), where it exists.
+_GOOGLE_TIMEOUT: tuple[type[Exception], ...] = tuple(
+    cls for cls in (getattr(google_exceptions, "TimeoutError", None),) if isinstance(cls, type)
+)
+
+# and its error for a body that could not be read (google.auth.aio's Response raises it).
+_GOOGLE_RESPONSE_ERROR: tuple[type[Exception], ...] = tuple(
+    cls for cls in (getattr(google_exceptions, "ResponseError", None),) if isinstance(cls, type)
+)
+
 if sys.version_info >= (3, 11):
 
-    class DeadlineExceededError(AuthSessionError, TimeoutError):
+    class DeadlineExceededError(AuthSessionError, *_GOOGLE_TIMEOUT, TimeoutError):  # type: ignore[misc]
         """A call did not finish within its ``max_allowed_time``; what was in flight was cancelled."""
 
 else:  # pragma: no cover - exercised on Python 3.10 by nox
 
-    class DeadlineExceededError(AuthSessionError, asyncio.TimeoutError, TimeoutError):
+    class DeadlineExceededError(AuthSessionError, *_GOOGLE_TIMEOUT, asyncio.TimeoutError, TimeoutError):  # type: ignore[misc]
         """A call did not finish within its ``max_allowed_time``; what was in flight was cancelled."""
 
 
@@ -118,10 +130,9 @@ class NetworkError(TransportError, ConnectionError):
     """The connection failed: refused, reset, closed mid-body, unreachable."""
 
 
-# google-auth's own timeout (its google.auth.aio transports raise it), where this google-auth has one.
-_GOOGLE_TIMEOUT: tuple[type[Exception], ...] = tuple(
-    cls for cls in (getattr(google_exceptions, "TimeoutError", None),) if isinstance(cls, type)
-)
+class ResponseReadError(NetworkError, *_GOOGLE_RESPONSE_ERROR):  # type: ignore[misc]
+    """A response's body could not be read (``authsession.Response``, google-auth's shape)."""
+
 
 if sys.version_info >= (3, 11):
 

@@ -23,7 +23,7 @@ from google.auth import transport as google_transport
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._errors import BackendTimeout, RefreshError, TransportError
+from ._errors import AuthSessionError, BackendTimeout, RefreshError, ResponseReadError, TransportError
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -35,6 +35,7 @@ __all__ = [
     "Response",
     "SyncRequestBridge",
     "safe_url",
+    "transport_failure",
 ]
 
 #: Seconds one token request may take, connection and whole answer included, unless the caller gives
@@ -94,41 +95,91 @@ class Content:
 
     ``await response.content()`` is google-auth's legacy aiohttp transport;
     ``async for chunk in response.content()`` its newer ``google.auth.aio`` one.
+    The body is either read already (bytes) or still on the wire (an aiohttp
+    response), which is then read as it arrives.
     """
 
-    __slots__ = ("_chunk_size", "_data")
+    __slots__ = ("_chunk_size", "_source")
 
-    def __init__(self, data: bytes, chunk_size: int) -> None:
-        self._data = data
+    def __init__(self, source: bytes | aiohttp.ClientResponse, chunk_size: int) -> None:
+        self._source = source
         self._chunk_size = chunk_size
 
     def __await__(self) -> Generator[Any, None, bytes]:
         return self._whole().__await__()
 
     async def _whole(self) -> bytes:
-        return self._data
+        source = self._source
+        if isinstance(source, bytes):
+            return source
+        return await _read_live(source)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        data, size = self._data, self._chunk_size
-        for start in range(0, len(data), size):
-            yield data[start : start + size]
+        source, size = self._source, self._chunk_size
+        if isinstance(source, bytes):
+            for start in range(0, len(source), size):
+                yield source[start : start + size]
+            return
+        try:
+            async for chunk in source.content.iter_chunked(size):
+                yield chunk
+        except AuthSessionError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _body_failure(exc, "Failed to read from the payload stream") from exc
+
+
+async def _read_live(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.read()
+    except AuthSessionError:
+        raise  # a max_allowed_time that passed while reading: DeadlineExceededError
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise _body_failure(exc, "Failed to read the response body") from exc
+
+
+def _body_failure(exc: BaseException, what: str) -> TransportError:
+    """A body read that failed: google-auth's ResponseError, or its TimeoutError when it timed out."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return BackendTimeout(f"{what}: timed out")
+    return ResponseReadError(f"{what}: {type(exc).__name__}")
 
 
 class Response(google_transport.Response):
-    """A fully read HTTP response: what a token endpoint answered.
+    """An HTTP response in google-auth's shapes: what a token endpoint answered, or a streamed API answer.
 
     It has the shapes of both of google-auth's aiohttp transports: ``status``
     and ``status_code``; ``data`` as bytes that also has an async ``read()``;
     ``await content()`` or ``async for chunk in content()``; ``await read()``;
-    ``await close()``. A compressed body is already decoded.
+    ``await close()``.
+
+    ``Response(status, headers, data)`` holds a body read already (a compressed
+    one decoded): what :class:`Request` returns. ``Response(aiohttp_response)``
+    wraps a response whose body is still to be read, as ``google.auth.aio``'s
+    aiohttp ``Response`` does: what :class:`AsyncAuthorizedSession` returns.
+    A body that cannot be read raises :class:`ResponseReadError`.
     """
 
-    __slots__ = ("_data", "_headers", "_status")
+    __slots__ = ("_data", "_headers", "_response", "_status")
 
-    def __init__(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
-        self._status = status
-        self._headers = headers
-        self._data = data if isinstance(data, Body) else Body(data)
+    def __init__(
+        self,
+        status: int | aiohttp.ClientResponse,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> None:
+        if isinstance(status, int):
+            if headers is None or data is None:
+                raise TypeError("Response(status, headers, data) needs all three, or Response(aiohttp_response)")
+            self._response: aiohttp.ClientResponse | None = None
+            self._status = status
+            self._headers = headers
+            self._data: Body | None = data if isinstance(data, Body) else Body(data)
+        else:
+            self._response = status
+            self._status = status.status
+            self._headers = status.headers
+            self._data = None
 
     @property
     def status(self) -> int:
@@ -146,27 +197,40 @@ class Response(google_transport.Response):
         return self._headers
 
     @property
-    def data(self) -> Body:
-        """The whole response body: bytes, also readable as ``await response.data.read()``.
+    def data(self) -> Any:
+        """The body: bytes that also read as ``await response.data.read()``.
 
-        Always the same :class:`Body`, so successive ``read(n)`` go forward as on a stream.
+        Always the same :class:`Body`, so successive ``read(n)`` go forward as on a
+        stream. For a body still on the wire, aiohttp's stream (``read(n)`` too).
         """
+        if self._data is None:
+            assert self._response is not None
+            return self._response.content
         return self._data
 
     def content(self, chunk_size: int = 1024) -> Content:
-        """The whole body: ``await response.content()``, or ``async for chunk in response.content()``."""
+        """The body: ``await response.content()``, or ``async for chunk in response.content()``."""
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-        return Content(self._data, chunk_size)
+        source = self._data if self._data is not None else self._response
+        assert source is not None
+        return Content(source, chunk_size)
 
     async def read(self) -> bytes:
         """The whole response body."""
+        if self._data is None:
+            assert self._response is not None
+            return await _read_live(self._response)
         return self._data
 
     async def close(self) -> None:
-        """Nothing to release: the body was read and the connection returned when the response arrived."""
+        """Release the connection: at once for a body still on the wire (nothing if it was read)."""
+        if self._response is not None:
+            self._response.close()
 
     def __repr__(self) -> str:
+        if self._data is None:
+            return f"<Response [{self._status}] streamed>"
         return f"<Response [{self._status}] {len(self._data)} bytes>"
 
 
@@ -205,6 +269,7 @@ class Request:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
         self._session = session
         self._owns_session = session is None
+        self._closed = False
         self._timeout = _client_timeout(timeout)
         self._max_body = max_body
 
@@ -242,7 +307,10 @@ class Request:
                 ``trust_env=True``, beside an Authorization header).
         """
         session = self._session
-        if session is None or (self._owns_session and session.closed):
+        if self._closed or (session is not None and session.closed):
+            # As google-auth's aiohttp Request says it; nothing is reopened behind the caller's close().
+            raise TransportError(f"Failed to send request to {safe_url(url)}: the session is closed ({method})")
+        if session is None:
             session = self._session = aiohttp.ClientSession()
         client_timeout = self._timeout if timeout is None else _client_timeout(timeout)
         follow = kwargs.pop("allow_redirects", True)
@@ -280,10 +348,7 @@ class Request:
                 target = location
             raise RefreshError(f"{method} {safe_url(url)} redirected more than {MAX_REDIRECTS} times")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                bound = f" (bound: {client_timeout.total:g}s)" if client_timeout.total else ""
-                raise BackendTimeout(f"{method} {safe_url(target)} timed out{bound}") from exc
-            raise TransportError(f"{method} {safe_url(target)} failed: {type(exc).__name__}") from exc
+            raise transport_failure(exc, method, target, client_timeout.total) from exc
         except ValueError as exc:
             raise RefreshError(f"{method} {safe_url(target)} could not be sent: {_refusal(exc)}") from exc
 
@@ -301,7 +366,8 @@ class Request:
         return bytes(data)
 
     async def close(self) -> None:
-        """Close the session, if this adapter opened it."""
+        """Close the session, if this adapter opened it; later calls raise :class:`TransportError`."""
+        self._closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
 
@@ -313,6 +379,19 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<authsession.Request owns_session={self._owns_session}>"
+
+
+def transport_failure(exc: BaseException, method: str, url: Any, total: float | None) -> TransportError:
+    """The error for an aiohttp error or timeout while sending ``method url``.
+
+    Worded as google-auth's aiohttp transports word it, so code matching their
+    messages keeps working; a timeout is a :class:`BackendTimeout` (also
+    google-auth's TimeoutError), anything else a :class:`TransportError`.
+    """
+    if isinstance(exc, asyncio.TimeoutError):
+        said = f"Request timed out after {total:g} seconds" if total else "Request timed out"
+        return BackendTimeout(f"{said}: {method} {safe_url(url)}")
+    return TransportError(f"Failed to send request to {safe_url(url)}: {method} failed with {type(exc).__name__}")
 
 
 def _client_timeout(timeout: float | aiohttp.ClientTimeout) -> aiohttp.ClientTimeout:
