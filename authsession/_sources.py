@@ -60,6 +60,21 @@ def _wall_utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
 
 
+def state_of(credentials: Any) -> Any:
+    """Where the token and expiry of ``credentials`` are read and written.
+
+    The credentials themselves, except for a spy (``unittest.mock.Mock(wraps=creds)``,
+    as test suites wrap credentials to count ``refresh`` calls): a spy answers
+    Mocks for attributes, so its state is read from what it wraps, while calls
+    still go through the spy.
+    """
+    if type(credentials).__module__ == "unittest.mock":
+        wrapped = getattr(credentials, "_mock_wraps", None)
+        if wrapped is not None:
+            return wrapped
+    return credentials
+
+
 def _class_names(credentials: Any) -> set[str]:
     return {_qualified(cls) for cls in type(credentials).__mro__}
 
@@ -94,6 +109,8 @@ class Source:
 
     def __init__(self, credentials: Any, clock: Clock) -> None:
         self.credentials = credentials
+        #: Where the token and expiry live (see :func:`state_of`).
+        self.state = state_of(credentials)
         self.clock = clock
 
     def existing(self) -> Token | None:
@@ -106,8 +123,8 @@ class Source:
 
     def adopt(self, token: Token) -> None:
         """Make ``token`` (from a shared cache) the credentials' own."""
-        self.credentials.token = token.value
-        self.credentials.expiry = token.expiry
+        self.state.token = token.value
+        self.state.expiry = token.expiry
 
     async def headers(self) -> dict[str, str]:
         """The headers that carry the current token (for a fixed source: its only headers)."""
@@ -163,15 +180,15 @@ class _GoogleSource(Source):
         self._started = clock()
         # Sync google-auth credentials add a usage metric ("cred-type/sa"...) in before_request, after apply().
         self._metric = None
-        if _qualified(getattr(type(credentials), "before_request", None)) == _METRIC_BEFORE_REQUEST:
+        if _qualified(getattr(type(self.state), "before_request", None)) == _METRIC_BEFORE_REQUEST:
             metric_for = getattr(credentials, "_metric_header_for_usage", None)
             self._metric = metric_for() if callable(metric_for) else None
 
     def existing(self) -> Token | None:
-        value = getattr(self.credentials, "token", None)
+        value = getattr(self.state, "token", None)
         if not value:
             return None
-        kind = type(self.credentials).__name__
+        kind = type(self.state).__name__
         if isinstance(value, bytes):
             # google-auth's JWT credentials hold their token as bytes and decode it to apply it.
             try:
@@ -183,7 +200,7 @@ class _GoogleSource(Source):
         except ValueError as exc:
             raise RefreshError(f"{kind} holds an unusable token: {exc}") from None
         now = self.clock()
-        expiry = getattr(self.credentials, "expiry", None)
+        expiry = getattr(self.state, "expiry", None)
         if expiry is None:
             return Token(value, self._started, None)
         wall_now = _wall_utcnow()
@@ -279,7 +296,7 @@ def make_source(credentials: Any, clock: Clock) -> Source:
             "credentials must be a credentials object, not a str: wrap a fixed token "
             "in authsession.StaticCredentials(token)"
         )
-    names = _class_names(credentials)
+    names = _class_names(state_of(credentials))
     if names & _FIXED_HEADERS:
         return _FixedSource(credentials, clock)
     if names & _PER_REQUEST:
@@ -288,6 +305,6 @@ def make_source(credentials: Any, clock: Clock) -> Source:
         raise TypeError(
             f"credentials must have refresh() and apply() (google-auth's shape), got {type(credentials).__name__}"
         )
-    if inspect.iscoroutinefunction(credentials.refresh):
+    if inspect.iscoroutinefunction(state_of(credentials).refresh):
         return _GoogleAsyncSource(credentials, clock)
     return _GoogleSyncSource(credentials, clock)
