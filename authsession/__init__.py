@@ -3,6 +3,7 @@
 The public surface is re-exported here; every other module is private.
 """
 
+from ._aio import AsyncAuthorizedSession
 from ._cache import CachedToken, FileTokenCache, Lease, MemoryTokenCache, RedisTokenCache, TokenCache
 from ._client_auth import (
     ClientAuth,
@@ -38,6 +39,7 @@ from ._errors import (
     NotFound,
     RedirectHop,
     RefreshError,
+    ResponseReadError,
     TooManyRequests,
     TransportError,
     UnknownBackendResponse,
@@ -72,6 +74,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",
+    "AsyncAuthorizedSession",
     "AuthMiddleware",
     "AuthSessionError",
     "AuthenticationRequired",
@@ -119,6 +122,7 @@ __all__ = [
     "Response",
     "ResponseCache",
     "ResponseCacheStats",
+    "ResponseReadError",
     "ResponseStore",
     "RetryPolicy",
     "SQLiteResponseStore",

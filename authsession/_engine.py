@@ -271,15 +271,18 @@ class Engine:
         ``waiting`` is what to wait on (by default the TokenManager's usable headers).
         The refresh itself is shared and goes on for the others when this wait gives up.
         """
+        bound = door.time_left(options)
         if waiting is None:
             waiting = self.tokens.headers()
-        bound = door.time_left(options)
         if bound is None:
             return await waiting
         try:
             async with timeout_after(bound):
                 return await waiting
-        except TimeoutError as exc:
+        except BaseException as exc:
+            if not isinstance(exc, TimeoutError):
+                _close(waiting)  # the timer itself failed before the wait began: no "never awaited" warning
+                raise
             deadline = current_deadline()
             if deadline is not None and deadline.remaining() <= 0:
                 raise  # the deadline's own scope reports it
@@ -401,6 +404,13 @@ def check_retry(retry: object) -> RetryPolicy | None:
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise TypeError(f"retry must be a RetryPolicy or None, got {type(retry).__name__}")
     return retry
+
+
+def _close(awaitable: Awaitable[Any]) -> None:
+    """Close ``awaitable`` if it is a coroutine (a no-op once it has run)."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
 
 
 def _absolute(door: Door, url: Any) -> URL:

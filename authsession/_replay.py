@@ -63,7 +63,7 @@ class Replay:
         (the hook sees each response once); later responses are shown to it here.
         """
         while True:
-            if sent is not None and isinstance(outcome, ClientResponse):
+            if sent is not None and not isinstance(outcome, Exception):
                 if asks_again and self._may_resend_for_hook():
                     outcome = await self._resend(outcome, sent)
                     asks_again = self._ask_hook(outcome)
@@ -94,7 +94,7 @@ class Replay:
     def _ask_hook(self, outcome: Outcome) -> bool:
         """Show a response to the credential hook (it may record a nonce); True if it asks for one more send."""
         hook = self.engine.resend_hook
-        return hook is not None and isinstance(outcome, ClientResponse) and bool(hook(outcome))
+        return hook is not None and not isinstance(outcome, Exception) and bool(hook(outcome))
 
     def _may_resend_for_hook(self) -> bool:
         return not self.hooked and self._budget_left() > 0 and self.door.rewind(self.options)

@@ -1,0 +1,382 @@
+"""``AsyncAuthorizedSession``: google.auth.aio's session shape, over authsession's engine.
+
+Code written for ``google.auth.aio.transport.sessions.AsyncAuthorizedSession``
+switches by changing its import: the same constructor, ``request()`` and verbs
+with the same parameters, google-auth's :class:`Response` shape back
+(``status_code``, ``await read()``, ``async for chunk in content()``,
+``await close()``), google-auth's exceptions, ``configure_mtls_channel()``.
+Behind it runs the engine both other doors use: one refresh however many
+requests wait, refresh and re-send after a 401, retries, a real
+``max_allowed_time``.
+
+Requests go through an aiohttp session of its own, or through the caller's
+``auth_request`` (any callable with google-auth's ``Request`` call shape), as
+google-auth's session sends them; tokens are fetched over authsession's own
+token connections either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import aiohttp
+from aiohttp import ClientTimeout
+from google.auth import exceptions as google_exceptions
+from google.auth import transport as google_transport
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ._body import is_replayable
+from ._cache import DEFAULT_TOKEN_CACHE, TokenCache
+from ._deadline import DEADLINE, Deadline, check_seconds
+from ._engine import Engine, EngineDoor, PerHop
+from ._errors import AuthSessionError, TransportError
+from ._events import EventHook
+from ._http_cache import ResponseCache
+from ._retry import RetryPolicy
+from ._session import DeadlineResponse, _caller_headers, _clamp_timeout, _SessionDoor, _total
+from ._tokens import Headers
+from ._transport import Response, safe_url, transport_failure
+
+__all__ = [
+    "DEFAULT_MAX_RETRY_ATTEMPTS",
+    "DEFAULT_RETRYABLE_STATUS_CODES",
+    "DEFAULT_TIMEOUT_SECONDS",
+    "AsyncAuthorizedSession",
+]
+
+#: Returns the client certificate and its private key, both PEM.
+CertCallback = Callable[[], tuple[bytes, bytes]]
+
+#: google.auth.aio's defaults: seconds for ``timeout`` and ``max_allowed_time``, sends per request, statuses retried.
+DEFAULT_TIMEOUT_SECONDS = 180.0
+DEFAULT_MAX_RETRY_ATTEMPTS = 3
+DEFAULT_RETRYABLE_STATUS_CODES = frozenset(int(code) for code in google_transport.DEFAULT_RETRYABLE_STATUS_CODES)
+
+
+class AsyncAuthorizedSession(EngineDoor):
+    """google.auth.aio's ``AsyncAuthorizedSession``, with authsession's request flow.
+
+    Args:
+        credentials: Any credentials ``AuthorizedSession`` takes: google-auth's
+            (``google.auth.aio`` ones, sync ones, on-demand JWTs, anonymous...) or
+            authsession's.
+        auth_request: A callable with google-auth's ``Request`` call shape
+            (``await auth_request(url, method, body, headers, timeout, **kwargs)``
+            returning a response with ``status_code`` and ``headers``) that sends
+            every API request, as google-auth's session does. None (the default):
+            an aiohttp session of this object's own, whose responses are
+            :class:`authsession.Response`.
+        refresh_status_codes, max_refresh_attempts, refresh_timeout, rate_limit,
+        on_event, token_cache, cache: As for :class:`authsession.AuthorizedSession`.
+
+    Retries follow google-auth's: up to ``total_attempts`` sends (3) after 408,
+    429, 500, 503 and 504, with backoff from 1 s doubling, for idempotent methods
+    (or a request with an ``Idempotency-Key``): a POST is not sent twice.
+
+    Raises:
+        google.auth.exceptions.InvalidType: ``credentials`` (or another option) is
+            not of a kind this session can use (also a TypeError).
+    """
+
+    def __init__(
+        self,
+        credentials: Any,
+        auth_request: Any = None,
+        *,
+        refresh_status_codes: Iterable[int] = (HTTPStatus.UNAUTHORIZED,),
+        max_refresh_attempts: int = 2,
+        refresh_timeout: float | None = None,
+        rate_limit: float | None = None,
+        on_event: EventHook | None = None,
+        token_cache: TokenCache | None = DEFAULT_TOKEN_CACHE,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        if auth_request is not None and not callable(auth_request):
+            raise google_exceptions.InvalidType(  # type: ignore[no-untyped-call]
+                f"auth_request must be callable as google-auth's Request is, got {type(auth_request).__name__}"
+            )
+        self._policies: dict[int, RetryPolicy | None] = {}
+        try:
+            self._engine = Engine(
+                credentials,
+                refresh_status_codes=refresh_status_codes,
+                max_refresh_attempts=max_refresh_attempts,
+                refresh_timeout=refresh_timeout,
+                retry=self._retry(DEFAULT_MAX_RETRY_ATTEMPTS),
+                rate_limit=rate_limit,
+                on_event=on_event,
+                token_cache=token_cache,
+                cache=cache,
+            )
+        except TypeError as exc:
+            raise google_exceptions.InvalidType(str(exc)) from exc  # type: ignore[no-untyped-call]
+        self._auth_request = auth_request
+        self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
+        self._ssl: Any = True
+        self._is_mtls = False
+        self._closed = False
+
+    @property
+    def is_mtls(self) -> bool:
+        """Whether requests go out with a client certificate (see :meth:`configure_mtls_channel`)."""
+        return self._is_mtls
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        data: Any = None,
+        headers: Mapping[str, Any] | None = None,
+        max_allowed_time: float | None = DEFAULT_TIMEOUT_SECONDS,
+        timeout: float | ClientTimeout = DEFAULT_TIMEOUT_SECONDS,
+        total_attempts: int | None = DEFAULT_MAX_RETRY_ATTEMPTS,
+        **kwargs: Any,
+    ) -> Any:
+        """Send a request; return its response once the headers are in (the body is read from it).
+
+        Args:
+            method: The HTTP method.
+            url: The URL.
+            data: The body.
+            headers: Request headers (bytes values are decoded).
+            max_allowed_time: Seconds for the whole call, refreshes, retries and
+                body read included (None or infinity: no bound); past it
+                :class:`DeadlineExceededError`, also google-auth's TimeoutError.
+            timeout: Seconds (or an ``aiohttp.ClientTimeout``) for each send.
+            total_attempts: Sends at most, retries included (None: 3).
+            **kwargs: Passed to aiohttp (or to ``auth_request``) unchanged.
+
+        Returns:
+            An :class:`authsession.Response`, or what ``auth_request`` returned.
+
+        Raises:
+            TransportError: The request could not be sent (also google-auth's).
+            BackendTimeout: A send timed out (also google-auth's TimeoutError).
+        """
+        if self._closed:
+            raise TransportError(f"Failed to send request to {safe_url(url)}: the session is closed ({method})")
+        retry = self._retry(DEFAULT_MAX_RETRY_ATTEMPTS if total_attempts is None else total_attempts)
+        if headers is not None:
+            headers = _caller_headers(headers)
+        options = {"timeout": timeout, **kwargs}
+        if data is not None:
+            options["data"] = data
+        door: _SessionDoor | _TransportDoor
+        if self._auth_request is None:
+            door = _SessionDoor(self._client(), retry)  # type: ignore[arg-type]
+        else:
+            door = _TransportDoor(self._auth_request, retry)
+        run = self._engine.run(door, method, url, headers, options)  # type: ignore[arg-type]
+        try:
+            if max_allowed_time is None or (isinstance(max_allowed_time, float) and math.isinf(max_allowed_time)):
+                response = await run
+            else:
+                try:
+                    limit = check_seconds("max_allowed_time", max_allowed_time)
+                except ValueError:
+                    run.close()
+                    raise
+                async with Deadline(limit, what=f"{method} {safe_url(url)}", name="max_allowed_time") as scope:
+                    response = await run
+                if isinstance(response, DeadlineResponse):
+                    response._authsession_deadline = scope
+        except AuthSessionError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise transport_failure(exc, method, url, _total(timeout)) from exc
+        finally:
+            if isinstance(door, _TransportDoor):
+                await door.close_discarded()
+        if isinstance(response, _Reply):
+            return response.response
+        return Response(response)
+
+    async def get(self, url: str, data: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        """``request("GET", url, ...)``."""
+        return await self.request("GET", url, data, headers, **kwargs)
+
+    async def post(self, url: str, data: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        """``request("POST", url, ...)``."""
+        return await self.request("POST", url, data, headers, **kwargs)
+
+    async def put(self, url: str, data: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        """``request("PUT", url, ...)``."""
+        return await self.request("PUT", url, data, headers, **kwargs)
+
+    async def patch(self, url: str, data: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        """``request("PATCH", url, ...)``."""
+        return await self.request("PATCH", url, data, headers, **kwargs)
+
+    async def delete(self, url: str, data: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        """``request("DELETE", url, ...)``."""
+        return await self.request("DELETE", url, data, headers, **kwargs)
+
+    async def configure_mtls_channel(
+        self, client_cert_callback: Callable[[], tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Send with a client certificate, found as google-auth finds it.
+
+        Does what google-auth's does: nothing unless client certificates are
+        enabled (``GOOGLE_API_USE_CLIENT_CERTIFICATE``, or workload certificates
+        found); the certificate and key from ``client_cert_callback`` or from the
+        machine's default source. Later requests, and token requests, use it;
+        requests in flight finish on the connections they have.
+
+        Raises:
+            google.auth.exceptions.MutualTLSChannelError: The certificate could
+                not be found or loaded.
+        """
+        try:
+            from google.auth.aio.transport import mtls as google_mtls
+            from google.auth.transport import _mtls_helper
+
+            if not await asyncio.to_thread(_mtls_helper.check_use_client_cert):
+                return
+            is_mtls, cert, key = await google_mtls.get_client_cert_and_key(client_cert_callback)  # type: ignore[no-untyped-call]
+            if is_mtls and self._auth_request is not None:
+                warnings.warn(
+                    "mutual TLS was not configured: API requests go through the auth_request you gave, whose"
+                    " session's TLS settings are yours to set",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                is_mtls = False
+            if is_mtls:
+                context = await asyncio.to_thread(google_mtls.make_client_cert_ssl_context, cert, key)
+                self._use_tls(context)
+        except Exception as exc:
+            raise google_exceptions.MutualTLSChannelError(  # type: ignore[no-untyped-call]
+                f"mutual TLS could not be configured ({type(exc).__name__})"
+            ) from exc
+        self._is_mtls = is_mtls
+
+    async def close(self) -> None:
+        """Close the session, its token refreshes and its connections; later requests raise TransportError."""
+        self._closed = True
+        await self._engine.close()
+        for session in (*self._retired, self._session):
+            if session is not None:
+                await session.close()
+        self._retired.clear()
+
+    async def __aenter__(self) -> AsyncAuthorizedSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<authsession.AsyncAuthorizedSession credentials={type(self.credentials).__name__}>"
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The aiohttp session API requests go through, opened on first use."""
+        session = self._session
+        if session is None:
+            session = self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
+                timeout=ClientTimeout(total=DEFAULT_TIMEOUT_SECONDS),
+                response_class=DeadlineResponse,
+            )
+            self._engine.session = session  # token requests follow its TLS (a client certificate)
+        return session
+
+    def _use_tls(self, context: Any) -> None:
+        """Open later connections with ``context``; the session in use is closed with this one."""
+        self._ssl = context
+        if self._session is not None:
+            self._retired.append(self._session)
+            self._session = None
+
+    def _retry(self, total_attempts: int) -> RetryPolicy | None:
+        try:
+            return self._policies[total_attempts]
+        except KeyError:
+            policy = (
+                None
+                if total_attempts <= 1
+                else RetryPolicy(
+                    attempts=total_attempts, statuses=DEFAULT_RETRYABLE_STATUS_CODES, initial=1.0, multiplier=2.0
+                )
+            )
+            self._policies[total_attempts] = policy
+            return policy
+
+
+class _Sent:
+    """What the engine reads of the request a transport sent: its headers."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self.headers = headers
+
+
+class _Reply:
+    """A transport's response, as the engine reads a response: ``status``, ``headers``, ``release()``."""
+
+    __slots__ = ("door", "headers", "request_info", "response", "status")
+
+    def __init__(self, response: Any, sent: Mapping[str, str], door: _TransportDoor) -> None:
+        self.response = response
+        self.status = response.status_code
+        self.headers = CIMultiDictProxy(CIMultiDict(response.headers or {}))
+        self.request_info = _Sent(sent)
+        self.door = door
+
+    def release(self) -> None:
+        """Closed before the next send (the transport's close may be a coroutine)."""
+        self.door.discarded.append(self.response)
+
+
+class _TransportDoor:
+    """How AsyncAuthorizedSession sends through the caller's ``auth_request``: google-auth's call shape."""
+
+    __slots__ = ("authorizes", "discarded", "retry", "transport")
+
+    def __init__(self, transport: Any, retry: RetryPolicy | None) -> None:
+        self.transport = transport
+        self.retry = retry
+        self.authorizes = True
+        #: Responses the engine let go of (a 401 before a re-send, a 503 before a retry).
+        self.discarded: list[Any] = []
+
+    async def send(self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any) -> _Reply:
+        await self.close_discarded()
+        sent: CIMultiDict[str] = CIMultiDict() if headers is None else CIMultiDict(headers)
+        if credentials is not None:
+            if type(credentials) is PerHop:
+                # The transport follows redirects its own way: the credentials are made for the URL asked.
+                credentials = credentials.for_hop(method, URL(url))
+            for name, value in (credentials or {}).items():
+                if name not in sent:
+                    sent[name] = value
+        kwargs = dict(options)
+        timeout = kwargs.pop("timeout")
+        scope = DEADLINE.get()
+        if scope is not None:
+            timeout = _clamp_timeout(timeout, scope.remaining())
+        response = await self.transport(str(url), method, kwargs.pop("data", None), sent, timeout, **kwargs)
+        return _Reply(response, sent, self)
+
+    def rewind(self, options: Any) -> bool:
+        return is_replayable(options.get("data"))
+
+    def time_left(self, options: Any) -> float | None:
+        return _total(options.get("timeout"))
+
+    async def close_discarded(self) -> None:
+        """Close the responses the engine let go of."""
+        while self.discarded:
+            closing = getattr(self.discarded.pop(), "close", None)
+            if closing is not None:
+                result = closing()
+                if inspect.isawaitable(result):
+                    await result
