@@ -80,7 +80,7 @@ from __future__ import annotations
 import aiohttp
 
 import authsession
-from authsession import AuthorizedSession, ClientCredentials, RetryPolicy
+from authsession import AsyncAuthorizedSession, AuthorizedSession, ClientCredentials, RetryPolicy
 
 
 async def main(creds: ClientCredentials) -> None:
@@ -96,6 +96,17 @@ async def main(creds: ClientCredentials) -> None:
             pass
         async with authsession.deadline(5):
             await session.delete("v1/things/1")
+
+
+async def written_for_google_auth_aio(creds: ClientCredentials) -> None:
+    async with AsyncAuthorizedSession(creds) as session:
+        await session.configure_mtls_channel()
+        response = await session.request("GET", "https://api.example.com/v1", None, {"X-A": "1"}, 30.0)
+        print(response.status_code, await response.read())
+        response = await session.post("https://api.example.com/v1", b"x", total_attempts=1, timeout=5.0)
+        async for chunk in response.content(chunk_size=512):
+            print(len(chunk))
+        await response.close()
 """
 
 USER_FILE_WITH_A_TYPO = """
