@@ -29,6 +29,7 @@ import aiohttp
 from aiohttp import ClientTimeout
 from google.auth import exceptions as google_exceptions
 from google.auth import transport as google_transport
+from google.auth import version as _google_auth
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -50,6 +51,10 @@ __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
     "AsyncAuthorizedSession",
 ]
+
+# google-auth's error for credentials of the wrong kind (a TypeError), where this google-auth has it.
+_GOOGLE_AUTH_VERSION = getattr(_google_auth, "__version__", "unknown")
+_InvalidType: type[TypeError] = getattr(google_exceptions, "InvalidType", TypeError)
 
 #: Returns the client certificate and its private key, both PEM.
 CertCallback = Callable[[], tuple[bytes, bytes]]
@@ -99,7 +104,7 @@ class AsyncAuthorizedSession(EngineDoor):
         cache: ResponseCache | None = None,
     ) -> None:
         if auth_request is not None and not callable(auth_request):
-            raise google_exceptions.InvalidType(  # type: ignore[no-untyped-call]
+            raise _InvalidType(
                 f"auth_request must be callable as google-auth's Request is, got {type(auth_request).__name__}"
             )
         self._policies: dict[int, RetryPolicy | None] = {}
@@ -116,7 +121,7 @@ class AsyncAuthorizedSession(EngineDoor):
                 cache=cache,
             )
         except TypeError as exc:
-            raise google_exceptions.InvalidType(str(exc)) from exc  # type: ignore[no-untyped-call]
+            raise _InvalidType(str(exc)) from exc
         self._auth_request = auth_request
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
@@ -237,7 +242,12 @@ class AsyncAuthorizedSession(EngineDoor):
         try:
             from google.auth.aio.transport import mtls as google_mtls
             from google.auth.transport import _mtls_helper
-
+        except ImportError as exc:
+            raise google_exceptions.MutualTLSChannelError(  # type: ignore[no-untyped-call]
+                "configure_mtls_channel finds certificates with google-auth's google.auth.aio.transport.mtls,"
+                f" which this google-auth does not have ({_GOOGLE_AUTH_VERSION}): upgrade google-auth"
+            ) from exc
+        try:
             if not await asyncio.to_thread(_mtls_helper.check_use_client_cert):
                 return
             is_mtls, cert, key = await google_mtls.get_client_cert_and_key(client_cert_callback)  # type: ignore[no-untyped-call]
