@@ -124,6 +124,9 @@ class Engine:
         if cache is not None and not isinstance(cache, ResponseCache):
             raise TypeError(f"cache must be an authsession.ResponseCache or None, got {type(cache).__name__}")
         self.cache = cache
+        # What a door calls for each request: the cache's way when there is one, chosen
+        # once here rather than checked on every request.
+        self.start = self.run if cache is None else self.cached
         self.max_refresh_attempts = check_refresh_attempts(max_refresh_attempts)
         if isinstance(refresh_status_codes, (str, bytes, int)):
             raise TypeError("refresh_status_codes must be a collection of status codes")
@@ -176,10 +179,8 @@ class Engine:
         """What the token manager did."""
         return self.tokens.stats
 
-    async def run(
-        self, door: Door, method: str, url: Any, headers: Any, options: Any, consulted: bool = False
-    ) -> ClientResponse:
-        """Send the request through ``door`` and see it through: the whole flow, hot path first.
+    async def run(self, door: Door, method: str, url: Any, headers: Any, options: Any) -> ClientResponse:
+        """Send the request through ``door`` and see it through: the whole flow, hot path first (no response cache).
 
         Args:
             door: How to send.
@@ -188,10 +189,7 @@ class Engine:
             headers: The caller's own headers (a case-insensitive mapping, or None);
                 an Authorization among them means the caller authorizes this request.
             options: Whatever else the door needs to send (opaque here).
-            consulted: The response cache was asked already (by :meth:`cached`).
         """
-        if self.cache is not None and not consulted:
-            return await self.cached(door, method, url, headers, options)
         if not door.authorizes or (headers is not None and hdrs.AUTHORIZATION in headers):
             sent: Headers | None = None
         else:
@@ -222,7 +220,7 @@ class Engine:
     async def cached(self, door: Door, method: str, url: Any, headers: Any, options: Any) -> ClientResponse:
         """The request through the response cache: a fresh stored response at once, else :meth:`run` and store."""
         cache = self.cache
-        assert cache is not None  # only run() calls this, when there is a cache
+        assert cache is not None  # :attr:`start` is this only when there is a cache
         # Parsed once: the absolute URL goes on to aiohttp, which takes a URL as it is.
         url = target = _absolute(door, url)
         params = options.get("params") if isinstance(options, dict) else None
@@ -238,7 +236,7 @@ class Engine:
                 if headers is None:
                     headers = CIMultiDict()
                 headers.update(lookup.request_headers)
-        response = await self.run(door, method, url, headers, options, True)
+        response = await self.run(door, method, url, headers, options)
         return await cache.complete(lookup, method, target, headers, self.identity, response)  # type: ignore[return-value]
 
     def send(

@@ -147,7 +147,7 @@ class AuthMiddleware(EngineDoor):
         # A hop to another origin, or an origin outside the session's base_url scope, gets no credentials of ours.
         authorizes = req.url.origin() == asked_origin and self._allows(session, req.url)
         door = _MiddlewareDoor(req, handler, engine.retry, authorizes)
-        response = await engine.run(door, req.method, req.url, req.headers, None)
+        response = await engine.start(door, req.method, req.url, req.headers, None)
         location = response.headers.get(hdrs.LOCATION) if response.status in _REDIRECTS else None
         if location is not None:
             with contextlib.suppress(ValueError):  # a bad Location: aiohttp refuses the redirect itself

@@ -65,12 +65,15 @@ _UNSET: Any = object()
 class _SessionDoor:
     """How AuthorizedSession sends one request: aiohttp's own ``_request``, options as the caller gave them."""
 
-    __slots__ = ("authorizes", "retry", "session")
+    __slots__ = ("_build_url", "authorizes", "retry", "session")
 
     def __init__(self, session: AuthorizedSession, retry: RetryPolicy | None, authorizes: bool = True) -> None:
         self.session = session
         self.retry = retry
         self.authorizes = authorizes
+        # For per-send credentials (DPoP) and the response cache, the absolute URL of a
+        # base_url-relative one: aiohttp's own method, bound here (a frame less per cached request).
+        self._build_url: Callable[[Any], URL] = session._build_url
 
     def send(
         self, method: str, url: Any, headers: Any, credentials: Headers | None, options: dict[str, Any]
@@ -99,11 +102,6 @@ class _SessionDoor:
 
     def time_left(self, options: dict[str, Any]) -> float | None:
         return _total(options.get("timeout", self.session.timeout))
-
-    # For per-send credentials (DPoP), the absolute URL of a base_url-relative one.
-    def _build_url(self, url: Any) -> URL:
-        built: URL = self.session._build_url(url)
-        return built
 
 
 # aiohttp warns when ClientSession is subclassed; the warning is for subclasses
@@ -304,7 +302,7 @@ with warnings.catch_warnings():
             rule = self._status_rule if raise_for_status is None else raise_for_status
             if rule:
                 kwargs["raise_for_status"] = False  # checked by us, after refreshes and retries
-            run = self._engine.run(door, method, str_or_url, headers, kwargs)
+            run = self._engine.start(door, method, str_or_url, headers, kwargs)
             if max_allowed_time is not None:
                 run = self._within(run, method, str_or_url, max_allowed_time)
             if rule:

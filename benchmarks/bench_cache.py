@@ -48,6 +48,7 @@ import _common
 import aiohttp
 import bench_throughput
 from _common import Row, Server, fmt_rounds, median
+from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import authsession
@@ -126,19 +127,37 @@ _STUB_HEADERS = CIMultiDictProxy(
 )
 
 
+_STUB_BODY = b'{"ok": true}\n'
+
+
 class _StubResponse:
-    """What the stubbed ``_request`` answers: a small JSON 200 with no caching headers, readable."""
+    """What the stubbed ``_request`` answers: a small JSON 200 with no caching headers, readable.
+
+    Its body waits in an aiohttp ``StreamReader``, as a real response's does once
+    the payload arrived, and ``read()`` drains it as ``ClientResponse.read()``
+    does: every variant reads the body once (the caller does, or the cache does
+    and the caller gets it again), and a cache that read it pays to refill the
+    stream for streaming callers, as it would on a real response.
+    """
 
     status = 200
     reason = "OK"
     method = "GET"
     history = ()
     headers = _STUB_HEADERS
-    content_length = 13
-    content: Any = None
+    content_length = len(_STUB_BODY)
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.content = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+        self.content.feed_data(_STUB_BODY)
+        self.content.feed_eof()
+        self._body: bytes | None = None
 
     async def read(self) -> bytes:
-        return b'{"ok": true}\n'
+        if self._body is None:
+            self._body = await self.content.read()
+        return self._body
 
     def release(self) -> None:
         pass

@@ -71,6 +71,27 @@ async def test_memory_store_is_bounded_in_bytes_least_recently_used_first() -> N
     assert not await store.get("https://big.example/", "slot")
 
 
+async def test_memory_store_keeps_what_was_read_lately_and_counts_what_it_drops() -> None:
+    """Reading a URL makes it the most recently used; replaced and dropped responses no longer count for the bound."""
+    store = MemoryResponseStore(max_bytes=8_000)
+    each = 1000 + 2 * 100 + 512  # a body of 1,000 bytes, two header fields, the per-response overhead
+    for n in range(4):
+        await store.set(f"{URL_A}&n={n}", "slot", [response(b"x" * 1000)], ttl=60)
+    assert store.size == 4 * each
+    assert await store.get(f"{URL_A}&n=0", "slot")  # now the most recently used
+    await store.set(f"{URL_A}&n=4", "slot", [response(b"x" * 1000)], ttl=60)  # a fifth is over the bound
+    assert await store.get(f"{URL_A}&n=0", "slot")
+    assert not await store.get(f"{URL_A}&n=1", "slot")
+    await store.set(f"{URL_A}&n=0", "slot", [response(b"y" * 1000)], ttl=60)  # replaced, not added
+    assert store.size == 4 * each
+    assert all([await store.get(f"{URL_A}&n={n}", "slot") for n in (2, 3, 4)])  # nothing had to make room
+    await store.delete(f"{URL_A}&n=4")
+    assert store.size == 3 * each
+    store.clear()
+    assert store.size == 0
+    assert len(store) == 0
+
+
 async def test_memory_store_forgets_at_the_ttl() -> None:
     """Each slot of a URL is kept for its own ttl; the URL goes when its last slot does."""
     clock = Ticks()

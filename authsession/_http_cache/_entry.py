@@ -14,8 +14,7 @@ import json
 import logging
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -28,11 +27,26 @@ log = logging.getLogger("authsession")
 #: The first bytes of an encoded entry: the format and its version.
 FORMAT = b"authsession-http-1\n"
 _LENGTH = struct.Struct(">I")
+_FIELDS = (
+    "method",
+    "status",
+    "reason",
+    "headers",
+    "body",
+    "request_time",
+    "response_time",
+    "lifetime",
+    "vary",
+    "keep_until",
+)
 
 
-@dataclass(frozen=True)
 class StoredResponse:
     """A response as a response store keeps it.
+
+    Read-only by convention: a plain class with slots rather than a frozen
+    dataclass, because one is made for every stored miss and a frozen dataclass
+    costs several times as much to make. Equal when every field is.
 
     Attributes:
         method: The request method it answered (``GET`` or ``HEAD``).
@@ -47,27 +61,61 @@ class StoredResponse:
         keep_until: Unix time after which a store may drop it.
     """
 
-    method: str
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes = field(repr=False)
-    request_time: float
-    response_time: float
-    lifetime: float
-    vary: tuple[tuple[str, str], ...] = ()
-    keep_until: float = 0.0
+    __slots__ = (
+        "_directives",
+        "_header_map",
+        "body",
+        "headers",
+        "keep_until",
+        "lifetime",
+        "method",
+        "reason",
+        "request_time",
+        "response_time",
+        "status",
+        "vary",
+    )
 
-    # Parsed once per object: a response kept in memory is read by every hit.
-    @cached_property
+    def __init__(
+        self,
+        method: str,
+        status: int,
+        reason: str,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes,
+        request_time: float,
+        response_time: float,
+        lifetime: float,
+        vary: tuple[tuple[str, str], ...] = (),
+        keep_until: float = 0.0,
+    ) -> None:
+        self.method = method
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.request_time = request_time
+        self.response_time = response_time
+        self.lifetime = lifetime
+        self.vary = vary
+        self.keep_until = keep_until
+        # Parsed on first use, once per object: a response kept in memory is read by every hit.
+        self._header_map: CIMultiDictProxy[str] | None = None
+        self._directives: dict[str, str | None] | None = None
+
+    @property
     def header_map(self) -> CIMultiDictProxy[str]:
         """The headers as aiohttp gives them (case-insensitive, repeated fields kept)."""
-        return CIMultiDictProxy(CIMultiDict(self.headers))
+        if self._header_map is None:
+            self._header_map = CIMultiDictProxy(CIMultiDict(self.headers))
+        return self._header_map
 
-    @cached_property
+    @property
     def directives(self) -> dict[str, str | None]:
         """Its Cache-Control directives."""
-        return parse_cache_control(self.header_map.getall("Cache-Control", ()))
+        if self._directives is None:
+            self._directives = parse_cache_control(self.header_map.getall("Cache-Control", ()))
+        return self._directives
 
     @property
     def has_validator(self) -> bool:
@@ -78,9 +126,40 @@ class StoredResponse:
         """Whether a request with ``request_headers`` selects this variant (its Vary values are equal)."""
         return all(vary_value(request_headers, name) == value for name, value in self.vary)
 
-    def renewed(self, **changes: object) -> StoredResponse:
+    def renewed(self, **changes: Any) -> StoredResponse:
         """A copy with ``changes`` (new times and headers after a 304)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        fields: dict[str, Any] = dict(zip(_FIELDS, self._fields(), strict=True))
+        unknown = changes.keys() - fields.keys()
+        if unknown:
+            raise TypeError(f"StoredResponse has no field {sorted(unknown)[0]!r}")
+        fields.update(changes)
+        return StoredResponse(**fields)
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.method,
+            self.status,
+            self.reason,
+            self.headers,
+            self.body,
+            self.request_time,
+            self.response_time,
+            self.lifetime,
+            self.vary,
+            self.keep_until,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not StoredResponse:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        pairs = zip(_FIELDS, self._fields(), strict=True)
+        return "StoredResponse(" + ", ".join(f"{name}={value!r}" for name, value in pairs if name != "body") + ")"
 
     def _meta(self) -> dict[str, object]:
         return {

@@ -41,7 +41,26 @@ def _stream_of(body: bytes) -> StreamReader:
 
 
 def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:
-    """Give a response whose body the cache read a ``content`` stream again, so streaming callers still work."""
+    """Give a response whose body the cache read a ``content`` stream again, so streaming callers still work.
+
+    The body goes back into the stream it was read from, as aiohttp's own
+    (deprecated) ``StreamReader.unread_data`` puts it: a new stream costs
+    several times what storing the response does. A stream that is not
+    aiohttp's at its end, or one whose insides changed, is replaced instead.
+    """
+    content = response.content
+    if not body and content is not None and content.at_eof():
+        return  # an empty body reads as empty again
+    if type(content) is StreamReader and content.at_eof() and content.exception() is None:
+        try:
+            buffered, size, cursor = content._buffer, content._size, content._cursor
+        except AttributeError:
+            pass
+        else:
+            buffered.appendleft(body)
+            content._size = size + len(body)
+            content._cursor = cursor - len(body)
+            return
     response.content = _stream_of(body)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -68,14 +69,15 @@ CACHE_EVENTS = (HIT, MISS, REVALIDATED, STORED, INVALIDATED)
 
 # A request that carries any of these is the caller's own business: their own
 # credentials, a range, or their own validators. It bypasses the cache.
+# (aiohttp's istr names: a case-insensitive lookup with one costs a fraction of one with a str.)
 _BYPASS = (
-    "Authorization",
-    "Range",
-    "If-None-Match",
-    "If-Modified-Since",
-    "If-Match",
-    "If-Unmodified-Since",
-    "If-Range",
+    hdrs.AUTHORIZATION,
+    hdrs.RANGE,
+    hdrs.IF_NONE_MATCH,
+    hdrs.IF_MODIFIED_SINCE,
+    hdrs.IF_MATCH,
+    hdrs.IF_UNMODIFIED_SINCE,
+    hdrs.IF_RANGE,
 )
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
@@ -112,6 +114,9 @@ class CacheLookup:
         started: Unix time of the lookup: when the request was about to be sent.
         address: The URL the answer is stored under.
         slot: The identity's (and method's) slot for it.
+
+        ``address`` and ``slot`` are empty when the lookup had no need of them
+        (the store was empty); whoever stores the answer makes them.
     """
 
     __slots__ = ("address", "request_headers", "response", "slot", "started", "stored")
@@ -190,6 +195,8 @@ class ResponseCache:
         if on_event is not None and not callable(on_event):
             raise TypeError("on_event must be callable")
         self._store: ResponseStore = store if store is not None else MemoryResponseStore()
+        # The memory store is asked directly, not through its coroutines (a subclass may override them).
+        self._memory = self._store if type(self._store) is MemoryResponseStore else None
         self._overrides = _compile_overrides(ttl_for)
         self._max_body_size = max_body_size
         self._keep_stale = float(keep_stale)
@@ -233,12 +240,19 @@ class ResponseCache:
         request_headers = None if headers is None else _ci(headers)
         if request_headers is not None and _bypasses(request_headers):
             return None
-        address, slot = _address(url), _slot(identity, method)
-        variants = await self._store.get(address, slot)
+        memory = self._memory
+        if memory is not None and memory.is_empty:
+            # Nothing to find: the URL's text (several times the cost of the rest of a
+            # miss) is made only if the answer is stored.
+            address = slot = ""
+            variants: Sequence[StoredResponse] = ()
+        else:
+            address, slot = _address(url), _slot(identity, method)
+            variants = memory.read(address, slot) if memory is not None else await self._store.get(address, slot)
         now = self._clock()
         stored = None
         for variant in variants:
-            if variant.matches(request_headers):
+            if not variant.vary or variant.matches(request_headers):
                 stored = variant
                 break
         if stored is not None:
@@ -295,30 +309,35 @@ class ResponseCache:
         answer = response.headers
         if not (
             self._overrides
-            or "Cache-Control" in answer
-            or "Expires" in answer
-            or "ETag" in answer
-            or "Last-Modified" in answer
+            or hdrs.CACHE_CONTROL in answer
+            or hdrs.EXPIRES in answer
+            or hdrs.ETAG in answer
+            or hdrs.LAST_MODIFIED in answer
         ):
             return response  # the usual API answer: nothing says it may be reused
-        return await self._store_if_cacheable(lookup, url, _ci(headers), response)
+        if response.status not in CACHEABLE_STATUSES or response.history:
+            # A response reached through redirects answers another URL.
+            return response
+        return await self._store_if_cacheable(lookup, url, _ci(headers), identity, response)
 
     async def _store_if_cacheable(
         self,
         lookup: CacheLookup,
         url: URL,
         request_headers: CIMultiDictProxy[str] | None,
+        identity: str,
         response: aiohttp.ClientResponse,
     ) -> aiohttp.ClientResponse:
+        # Cheapest refusals first: a miss that stores must cost next to nothing too.
         headers = response.headers
-        if response.status not in CACHEABLE_STATUSES or response.history:
-            # A response reached through redirects answers another URL.
-            return response
         method = response.method
         now = self._clock()
-        response_directives = parse_cache_control(headers.getall("Cache-Control", ()))
-        lifetime = freshness_lifetime(response_directives, headers, now, self._override_for(lookup.address))
-        has_validator = "ETag" in headers or "Last-Modified" in headers
+        address = lookup.address or _address(url)
+        response_directives = (
+            parse_cache_control(headers.getall(hdrs.CACHE_CONTROL)) if hdrs.CACHE_CONTROL in headers else {}
+        )
+        lifetime = freshness_lifetime(response_directives, headers, now, self._override_for(address))
+        has_validator = hdrs.ETAG in headers or hdrs.LAST_MODIFIED in headers
         if not storable(
             method,
             response.status,
@@ -328,7 +347,7 @@ class ResponseCache:
             has_validator=has_validator,
         ):
             return response
-        names = vary_names(headers.getall("Vary", ()))
+        names = vary_names(headers.getall(hdrs.VARY)) if hdrs.VARY in headers else ()
         length = response.content_length
         if names is None or (length is not None and length > self._max_body_size):
             return response
@@ -336,21 +355,28 @@ class ResponseCache:
         refill_content(response, body)
         if len(body) > self._max_body_size:
             return response
+        keep_until = now + lifetime + (self._keep_stale if has_validator else 0.0)
         stored = StoredResponse(
-            method=method,
-            status=response.status,
-            reason=response.reason or "",
-            headers=_kept_headers(headers.items()),
-            body=body,
-            request_time=lookup.started,
-            response_time=now,
-            lifetime=lifetime,
-            vary=tuple((name, vary_value(request_headers, name)) for name in names),
-            keep_until=now + lifetime + (self._keep_stale if has_validator else 0.0),
+            method,
+            response.status,
+            response.reason or "",
+            _kept_headers(headers),
+            body,
+            lookup.started,
+            now,
+            lifetime,
+            tuple([(name, vary_value(request_headers, name)) for name in names]) if names else (),
+            keep_until,
         )
-        await self._put(lookup.address, lookup.slot, stored, now)
+        slot = lookup.slot or _slot(identity, method)
+        memory = self._memory
+        if memory is not None and not names:
+            memory.write(address, slot, (stored,), keep_until - now)  # no other variant to keep
+        else:
+            await self._put(address, slot, stored, now)
         self._stats.stores += 1
-        self._emit(STORED, method, url)
+        if self._on_event is not None or log.isEnabledFor(logging.DEBUG):
+            self._emit(STORED, method, url)
         return response
 
     async def _revalidated(
@@ -368,7 +394,7 @@ class ResponseCache:
             # The 304 confirms some other representation: serve ours this once, keep it no longer.
             await self._store.delete(lookup.address)
         else:
-            merged = refreshed_headers(stored.headers, _kept_headers(response.headers.items()))
+            merged = refreshed_headers(stored.headers, _kept_headers(response.headers))
             renewed = stored.renewed(headers=merged, request_time=lookup.started, response_time=now)
             override = self._override_for(lookup.address)
             lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, override)
@@ -502,11 +528,13 @@ def _bypasses(headers: CIMultiDictProxy[str]) -> bool:
 
 
 def _directives(headers: CIMultiDictProxy[str] | None) -> dict[str, str | None]:
-    if headers is None or "Cache-Control" not in headers:
+    if headers is None or hdrs.CACHE_CONTROL not in headers:
         return {}
-    return parse_cache_control(headers.getall("Cache-Control"))
+    return parse_cache_control(headers.getall(hdrs.CACHE_CONTROL))
 
 
-def _kept_headers(items: Any) -> tuple[tuple[str, str], ...]:
+def _kept_headers(headers: CIMultiDictProxy[str]) -> tuple[tuple[str, str], ...]:
     """Response headers worth storing: all but cookies (session state, not content)."""
-    return tuple([(name, value) for name, value in items if name.lower() != "set-cookie"])
+    if hdrs.SET_COOKIE not in headers:
+        return tuple(headers.items())
+    return tuple([(name, value) for name, value in headers.items() if name.lower() != "set-cookie"])

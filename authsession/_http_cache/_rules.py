@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 
@@ -48,6 +49,9 @@ MAX_DELTA_SECONDS = 2**31
 
 Directives = Mapping[str, "str | None"]
 
+# Cache-Control values up to this long are split once and remembered.
+_REMEMBERED = 256
+
 # Headers a 304 must not change in the stored response (RFC 9111 3.2): they describe the stored body.
 _KEPT_ON_304 = frozenset(
     {"content-length", "content-encoding", "content-type", "content-range", "transfer-encoding", "connection"}
@@ -68,7 +72,9 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
         values = (values,)
     directives: dict[str, str | None] = {}
     for value in values:
-        for name, argument in _split_directives(value):
+        # Texts of any length are split, only short ones remembered (the memory stays small).
+        items = _directive_items(value) if len(value) <= _REMEMBERED else _split_directives(value)
+        for name, argument in items:
             if name in directives:
                 previous = directives[name]
                 if name in {"max-age", "s-maxage", "max-stale"} and previous is not None and argument is not None:
@@ -78,6 +84,12 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
                 continue
             directives[name] = argument
     return directives
+
+
+@functools.lru_cache(maxsize=1024)
+def _directive_items(value: str) -> tuple[tuple[str, str | None], ...]:
+    """The items of one field value, split once per distinct text: an API sends the same few values again and again."""
+    return tuple(_split_directives(value))
 
 
 def _split_directives(value: str) -> Iterable[tuple[str, str | None]]:
