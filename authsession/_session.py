@@ -73,7 +73,7 @@ class _SessionDoor:
         self.authorizes = authorizes
 
     def send(
-        self, method: str, url: Any, headers: Any, credentials: Headers | None, options: dict[str, Any]
+        self, method: str, url: Any, headers: Any, credentials: Headers | PerHop | None, options: dict[str, Any]
     ) -> Coroutine[Any, Any, ClientResponse]:
         # aiohttp's coroutine itself, not one awaiting it: a frame less per request (the hot path).
         session = self.session
@@ -81,7 +81,7 @@ class _SessionDoor:
         if scope is not None:
             options["timeout"] = _clamp_timeout(options.get("timeout", session.timeout), scope.remaining())
         if credentials is not None:
-            if type(credentials) is PerHop:
+            if isinstance(credentials, PerHop):
                 theirs = options.get("middlewares") or session._middlewares
                 options = {**options, "middlewares": (*theirs, _hop(credentials))}
             else:
