@@ -256,13 +256,13 @@ class Engine:
         """
         sent: Headers | PerHop | None = credentials
         if credentials is not None and credentials is not self._plain:
-            sent = self._per_hop(credentials)
+            sent = PerHop(credentials, self.signer) if self.signer is not None else self._per_hop(credentials)
         if self.limiter is None:
             return door.send(method, url, headers, sent, options)
         return _after(self.limiter.wait(), door.send(method, url, headers, sent, options))
 
     def _per_hop(self, credentials: Headers) -> Headers | PerHop:
-        if self.signer is None and [name.lower() for name in credentials] == ["authorization"]:
+        if [name.lower() for name in credentials] == ["authorization"]:
             self._plain = credentials  # the TokenManager hands out this same mapping until the next refresh
             return credentials
         return PerHop(credentials, self.signer)
