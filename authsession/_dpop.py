@@ -267,13 +267,14 @@ class DPoPCredentials(BaseCredentials):
         authorization = headers.get("Authorization")
         if authorization is None or not authorization.startswith("DPoP "):
             return headers
-        with_proof = dict(headers)
-        with_proof["DPoP"] = self.prover.proof(method, url, authorization[5:])
-        return with_proof
+        return {**headers, "DPoP": self.prover.proof(method, url, authorization[5:])}
 
     def should_resend(self, response: aiohttp.ClientResponse) -> bool:
         """Keep a new ``DPoP-Nonce``; True when the response is a 401 asking for that nonce (RFC 9449 9)."""
-        fresh = self.prover.remember_nonce(response.url, response.headers)
+        headers = response.headers
+        if "DPoP-Nonce" not in headers:
+            return False  # most responses: no frame more than this one
+        fresh = self.prover.remember_nonce(response.url, headers)
         if not fresh or response.status != 401:
             return False
         for challenge in parse_www_authenticate(", ".join(response.headers.getall("WWW-Authenticate", ()))):
