@@ -56,10 +56,10 @@ class _MiddlewareDoor:
     ) -> ClientResponse:
         req = self.req
         if credentials is not None:
-            if isinstance(credentials, PerHop):
+            if type(credentials) is PerHop:
                 credentials = credentials.for_hop(req.method, req.url)
             if credentials is not None:
-                req.headers.update(credentials)
+                req.headers.update(credentials)  # type: ignore[arg-type]  # a PerHop is gone by now (type() is)
         return await self.handler(req)
 
     def rewind(self, options: Any) -> bool:

@@ -81,7 +81,9 @@ class _SessionDoor:
         if scope is not None:
             options["timeout"] = _clamp_timeout(options.get("timeout", session.timeout), scope.remaining())
         if credentials is not None:
-            if isinstance(credentials, PerHop):
+            # type() is, not isinstance(): a few hundred instructions less on the bearer hot path; mypy does not
+            # narrow the else branch from it, hence the ignore there.
+            if type(credentials) is PerHop:
                 theirs = options.get("middlewares")
                 if theirs is None:  # the usual case: no copy of the options
                     middlewares = (*session._middlewares, _hop(credentials))
@@ -90,7 +92,7 @@ class _SessionDoor:
                     )
                 options = {**options, "middlewares": (*(theirs or session._middlewares), _hop(credentials))}
             else:
-                headers = credentials if headers is None else merge(headers, credentials)
+                headers = credentials if headers is None else merge(headers, credentials)  # type: ignore[arg-type]
         # ClientSession._request looked up on the class each time, not cached: a mock
         # that patches it (aioresponses) must still be reached.
         return aiohttp.ClientSession._request(session, method, url, headers=headers, **options)
