@@ -28,7 +28,15 @@ from yarl import URL
 
 from ._challenge import parse_www_authenticate
 from ._credentials import BaseCredentials
-from ._jose import ASYMMETRIC_ALGORITHMS, KeyInput, SigningKey, jwt_header_segment, load_signing_key, sha256_b64url
+from ._jose import (
+    ASYMMETRIC_ALGORITHMS,
+    KeyInput,
+    SigningKey,
+    b64url,
+    jwt_header_segment,
+    load_signing_key,
+    sha256_b64url,
+)
 from ._token import Token
 
 if TYPE_CHECKING:
@@ -42,6 +50,10 @@ __all__ = ["DPoPCredentials", "DPoPProver"]
 MAX_NONCES = 256
 #: A nonce longer than this is not kept (RFC 9449 nonces are short opaque strings).
 MAX_NONCE_LENGTH = 1024
+#: URLs whose htu is remembered between proofs; the oldest is forgotten beyond this.
+MAX_TARGETS = 256
+#: Methods per URL whose proofs' start is remembered.
+MAX_METHODS = 8
 
 
 def _generate_key(algorithm: str) -> Any:
@@ -92,6 +104,10 @@ class DPoPProver:
         self._counter = itertools.count()
         self._clock = wall_clock
         self._nonces: OrderedDict[str, str] = OrderedDict()
+        # Per URL proofs are made for, worked out once: its origin (whose nonce goes in), its htu as JSON, and
+        # per method the proofs' constant start, encoded (see _start).
+        self._targets: dict[URL, tuple[str, str, dict[str, bytes]]] = {}
+        # The last access token and its ath claim, as JSON: a token is used for many requests in a row.
         self._ath = ("", "")
 
     @property
@@ -107,35 +123,50 @@ class DPoPProver:
     def proof(self, method: str, url: str | URL, access_token: str | None = None) -> str:
         """A new proof for one request: ``method`` to ``url``, for ``access_token`` (its ``ath``) if any."""
         target = url if isinstance(url, URL) else URL(url)
-        origin = str(target.origin())
-        # htu: the URL without query and fragment (RFC 9449 4.2); origin() already drops user info.
-        # The JSON is put together by hand: every value is either ours (jti, ath: base64url; iat: digits)
-        # or escaped by the json module's own encoder; this is a few microseconds less per request.
-        parts = [
-            '{"jti":"',
-            self._jti_prefix,
-            str(next(self._counter)),
-            '","htm":',
-            encode_basestring_ascii(method),
-            ',"htu":',
-            encode_basestring_ascii(origin + target.raw_path),
-            ',"iat":',
-            str(int(self._clock())),
-        ]
+        known = self._targets.get(target)
+        origin, htu, starts = self._learn(target) if known is None else known
+        start = starts.get(method)
+        if start is None:
+            start = self._start(method, htu, starts)
+        # The rest of the claims, put together by hand: every value is ours (jti's counter, iat: digits;
+        # ath: base64url) or a nonce checked to need no escaping (_is_nonce).
+        claims = f'{next(self._counter)}","iat":{int(self._clock())}'
         if access_token is not None:
-            parts += [',"ath":"', self._hash(access_token), '"']
+            token, ath = self._ath
+            if token != access_token:
+                ath = f',"ath":"{sha256_b64url(access_token)}"'
+                self._ath = (access_token, ath)
+            claims += ath
         nonce = self._nonces.get(origin)
         if nonce is not None:
-            parts += [',"nonce":', encode_basestring_ascii(nonce)]
-        parts.append("}")
-        return self._key.encode_payload(self._header, "".join(parts).encode("ascii"))
+            claims += f',"nonce":"{nonce}"'
+        return self._key.encode_payload(start, f"{claims}}}".encode("ascii"))
 
-    def _hash(self, access_token: str) -> str:
-        token, ath = self._ath
-        if token != access_token:
-            ath = sha256_b64url(access_token)
-            self._ath = (access_token, ath)
-        return ath
+    def _learn(self, target: URL) -> tuple[str, str, dict[str, bytes]]:
+        """``target``'s origin and its htu as JSON: the URL without query and fragment (RFC 9449 4.2).
+
+        origin() already drops user info. Kept for the next proof to the same URL, up to MAX_TARGETS URLs.
+        """
+        origin = str(target.origin())
+        known: tuple[str, str, dict[str, bytes]] = (origin, encode_basestring_ascii(origin + target.raw_path), {})
+        if len(self._targets) >= MAX_TARGETS:
+            del self._targets[next(iter(self._targets))]  # the oldest: dicts keep their order
+        self._targets[target] = known
+        return known
+
+    def _start(self, method: str, htu: str, starts: dict[str, bytes]) -> bytes:
+        """The start of every proof of ``method`` to one URL: the encoded header, its dot, and the claims up
+        to the jti's counter (htm, htu, the jti's prefix), base64url-encoded.
+
+        Padded with spaces (insignificant in JSON) to a multiple of 3 bytes, that encoding and the
+        rest's join into exactly the encoding of the whole claims: a proof encodes only what changes.
+        """
+        claims = f'"htm":{encode_basestring_ascii(method)},"htu":{htu},"jti":"{self._jti_prefix}'
+        claims = "{" + " " * (-(len(claims) + 1) % 3) + claims
+        start = self._header + b64url(claims.encode("ascii")).encode("ascii")
+        if len(starts) < MAX_METHODS:
+            starts[method] = start
+        return start
 
     def nonce_for(self, url: str | URL) -> str | None:
         """The nonce last received from ``url``'s origin, if any."""
@@ -236,13 +267,14 @@ class DPoPCredentials(BaseCredentials):
         authorization = headers.get("Authorization")
         if authorization is None or not authorization.startswith("DPoP "):
             return headers
-        with_proof = dict(headers)
-        with_proof["DPoP"] = self.prover.proof(method, url, authorization[5:])
-        return with_proof
+        return {**headers, "DPoP": self.prover.proof(method, url, authorization[5:])}
 
     def should_resend(self, response: aiohttp.ClientResponse) -> bool:
         """Keep a new ``DPoP-Nonce``; True when the response is a 401 asking for that nonce (RFC 9449 9)."""
-        fresh = self.prover.remember_nonce(response.url, response.headers)
+        headers = response.headers
+        if "DPoP-Nonce" not in headers:
+            return False  # most responses: no frame more than this one
+        fresh = self.prover.remember_nonce(response.url, headers)
         if not fresh or response.status != 401:
             return False
         for challenge in parse_www_authenticate(", ".join(response.headers.getall("WWW-Authenticate", ()))):

@@ -68,9 +68,12 @@ class Door(Protocol):
     authorizes: bool
 
     def send(
-        self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any
+        self, method: str, url: Any, headers: Any, credentials: Headers | PerHop | None, options: Any
     ) -> Awaitable[ClientResponse]:
-        """One send of the request, with ``credentials`` added to the caller's ``headers`` (None: none)."""
+        """One send of the request, with ``credentials`` added to the caller's ``headers`` (None: none).
+
+        A :class:`PerHop` is applied to each redirect hop by :meth:`PerHop.for_hop`.
+        """
 
     def rewind(self, options: Any) -> bool:
         """Make the request body ready to be sent again; False when it cannot be."""
@@ -249,14 +252,15 @@ class Engine:
         other credential header, or headers made per send (DPoP), go as
         :class:`PerHop`: applied to each redirect hop that stays on the origin.
         """
+        sent: Headers | PerHop | None = credentials
         if credentials is not None and credentials is not self._plain:
-            credentials = self._per_hop(door, url, credentials)
+            sent = PerHop(credentials, self.signer) if self.signer is not None else self._per_hop(credentials)
         if self.limiter is None:
-            return door.send(method, url, headers, credentials, options)
-        return _after(self.limiter.wait(), door.send(method, url, headers, credentials, options))
+            return door.send(method, url, headers, sent, options)
+        return _after(self.limiter.wait(), door.send(method, url, headers, sent, options))
 
-    def _per_hop(self, door: Door, url: Any, credentials: Headers) -> Headers:
-        if self.signer is None and [name.lower() for name in credentials] == ["authorization"]:
+    def _per_hop(self, credentials: Headers) -> Headers | PerHop:
+        if [name.lower() for name in credentials] == ["authorization"]:
             self._plain = credentials  # the TokenManager hands out this same mapping until the next refresh
             return credentials
         return PerHop(credentials, self.signer)
@@ -362,25 +366,29 @@ class TokenRequests(Request):
         return "<authsession token requests>"
 
 
-class PerHop(dict[str, str]):
-    """Credential headers applied per redirect hop: only to hops on ``origin``, made afresh for each by ``signer``."""
+class PerHop:
+    """Credential headers for each redirect hop on the first hop's origin, made afresh for each by ``signer``.
 
-    __slots__ = ("origin", "signer")
+    Made for every send that needs it, so it holds the headers rather than a copy,
+    and works out origins only when a redirect makes a second hop.
+    """
+
+    __slots__ = ("first", "headers", "signer")
 
     def __init__(self, headers: Headers, signer: Any) -> None:
-        super().__init__(headers)
-        #: (scheme, host, port) of the first hop, the URL the caller asked for.
-        self.origin: tuple[str, str | None, int | None] | None = None
+        self.headers = headers
         self.signer = signer
+        #: The first hop's URL, the one the caller asked for (None until the first hop).
+        self.first: URL | None = None
 
     def for_hop(self, method: str, url: URL) -> Headers | None:
         """The headers for one hop to ``url``, or None when it leaves the origin of the first hop."""
-        origin = (url.scheme, url.host, url.port)
-        if self.origin is None:
-            self.origin = origin
-        elif origin != self.origin:
+        first = self.first
+        if first is None:
+            self.first = url
+        elif (url.scheme, url.host, url.port) != (first.scheme, first.host, first.port):
             return None
-        return self if self.signer is None else self.signer(method, url, self)
+        return self.headers if self.signer is None else self.signer(method, url, self.headers)
 
 
 def token_session(api_session: aiohttp.ClientSession | None) -> aiohttp.ClientSession:

@@ -143,11 +143,15 @@ class SigningKey:
     def encode_payload(self, prefix: bytes, payload: bytes) -> str:
         """A compact JWS of ``payload`` (JSON, ASCII) after ``prefix``, the encoded header and its dot.
 
-        Bytes throughout, one decode at the end: a DPoP proof is made for every request.
+        ``prefix`` may also hold the base64url of the payload's first bytes, when they are a multiple of 3
+        bytes long: ``payload`` is then the rest, whose encoding joins theirs exactly (a DPoP proof's start is
+        encoded once per URL). Bytes throughout, one decode at the end, base64url inline: a DPoP proof is made
+        for every request.
         """
-        signing_input = prefix + _b64url_bytes(payload)
+        signing_input = prefix + binascii.b2a_base64(payload, newline=False).translate(_URLSAFE).rstrip(b"=")
         signature: bytes = self._alg.sign(signing_input, self._key)
-        return (signing_input + b"." + _b64url_bytes(signature)).decode("ascii")
+        encoded = binascii.b2a_base64(signature, newline=False).translate(_URLSAFE).rstrip(b"=")
+        return (signing_input + b"." + encoded).decode("ascii")
 
     def __repr__(self) -> str:
         shown = f" kid={self.kid!r}" if self.kid is not None else ""

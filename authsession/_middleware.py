@@ -52,14 +52,14 @@ class _MiddlewareDoor:
         self.authorizes = authorizes
 
     async def send(
-        self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any
+        self, method: str, url: Any, headers: Any, credentials: Headers | PerHop | None, options: Any
     ) -> ClientResponse:
         req = self.req
         if credentials is not None:
             if type(credentials) is PerHop:
                 credentials = credentials.for_hop(req.method, req.url)
             if credentials is not None:
-                req.headers.update(credentials)
+                req.headers.update(credentials)  # type: ignore[arg-type]  # a PerHop is gone by now (type() is)
         return await self.handler(req)
 
     def rewind(self, options: Any) -> bool:

@@ -8,11 +8,13 @@ signed JWT. Two measurements, each the median of interleaved rounds:
 - the proof alone: ``DPoPCredentials.request_headers`` (the hook the engine
   calls for every send) against the bare signature it makes (``SigningKey.sign``
   on an input of the same size): what a proof costs beyond its signature;
-- a request through ``AuthorizedSession`` with the network stubbed out, with a
-  DPoP token against a bearer token: what DPoP adds per request on the engine's
-  path (the hook, the per-hop credential middleware, the response check), beyond
-  the signature. aiohttp's ``_request`` is replaced by a stub that runs the
-  request's middlewares (as aiohttp runs them for each hop) and suspends once.
+- a request through each door with the network stubbed out, with a DPoP token
+  against a bearer token: ``AuthorizedSession`` (the hook, the per-hop credential
+  middleware, the response check) and a plain ClientSession with ``AuthMiddleware``
+  (the hook and the response check; the middleware is already there per hop):
+  what DPoP adds per request beyond the signature. aiohttp's ``_request`` is
+  replaced by a stub that runs the request's middlewares (as aiohttp runs them for
+  each hop) and suspends once. All four sessions are timed side by side.
 
 Instructions are counted with ``perf stat -e instructions:u`` around the same
 loops in a child process when perf can count here; otherwise the rows say so
@@ -48,12 +50,13 @@ BEYOND_SIGNATURE_US = 10.0
 class _Request:
     """What a client middleware reads and writes of a ClientRequest."""
 
-    __slots__ = ("headers", "method", "url")
+    __slots__ = ("headers", "method", "session", "url")
 
-    def __init__(self, method: str, url: URL, headers: Any) -> None:
+    def __init__(self, method: str, url: URL, headers: Any, session: aiohttp.ClientSession) -> None:
         self.method = method
         self.url = url
         self.headers = headers
+        self.session = session
 
 
 class _Response:
@@ -81,9 +84,10 @@ async def _answer(req: _Request) -> _Response:
 
 async def _stub_request(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
     """aiohttp's _request with the network cut out: the request's headers, then its middlewares, then a 200."""
-    req = _Request(method, URL(url), CIMultiDict(kwargs.get("headers") or ()))
+    req = _Request(method, URL(url), CIMultiDict(kwargs.get("headers") or ()), self)
     handler: Callable[[Any], Any] = _answer
-    for middleware in reversed(kwargs.get("middlewares") or ()):
+    middlewares = kwargs.get("middlewares")
+    for middleware in reversed(self._middlewares if middlewares is None else middlewares):
         handler = _chain(middleware, handler)
     return await handler(req)
 
@@ -120,9 +124,9 @@ def _dpop_credentials() -> DPoPCredentials:
     return creds
 
 
-def _loops() -> tuple[dict[str, Callable[[int], None]], list[authsession.AuthorizedSession]]:
-    """Each variant as a function running ``n`` calls (the proof and its signature, then the two sessions),
-    and the sessions to close. Call it inside a running event loop."""
+def _loops() -> tuple[dict[str, Callable[[int], None]], list[aiohttp.ClientSession]]:
+    """Each variant as a function running ``n`` calls (the proof and its signature, then the sessions of both
+    doors), and the sessions to close. Call it inside a running event loop."""
     creds = _dpop_credentials()
     url = URL(URL_TEXT)
     headers = {"Authorization": f"DPoP {TOKEN}"}
@@ -142,12 +146,18 @@ def _loops() -> tuple[dict[str, Callable[[int], None]], list[authsession.Authori
         "bearer": authsession.AuthorizedSession(StaticCredentials(TOKEN), retry=None),
         "hooks": authsession.AuthorizedSession(_HooksOnly(TOKEN), retry=None),
         "dpop": authsession.AuthorizedSession(_dpop_credentials(), retry=None),
+        "middleware_bearer": aiohttp.ClientSession(
+            middlewares=(authsession.AuthMiddleware(StaticCredentials(TOKEN), retry=None),)
+        ),
+        "middleware_dpop": aiohttp.ClientSession(
+            middlewares=(authsession.AuthMiddleware(_dpop_credentials(), retry=None),)
+        ),
     }
     aiohttp.ClientSession._request = _stub_request  # type: ignore[method-assign]
     for session in sessions.values():
         _drive(session._request("GET", URL_TEXT))  # the token is adopted on first use
 
-    def through(session: authsession.AuthorizedSession) -> Callable[[int], None]:
+    def through(session: aiohttp.ClientSession) -> Callable[[int], None]:
         def run(n: int) -> None:
             for _ in range(n):
                 _drive(session._request("GET", URL_TEXT))
@@ -160,20 +170,24 @@ def _loops() -> tuple[dict[str, Callable[[int], None]], list[authsession.Authori
         "bearer": through(sessions["bearer"]),
         "hooks": through(sessions["hooks"]),
         "dpop": through(sessions["dpop"]),
+        "middleware_bearer": through(sessions["middleware_bearer"]),
+        "middleware_dpop": through(sessions["middleware_dpop"]),
     }
     return loops, list(sessions.values())
 
 
-async def _close(sessions: list[authsession.AuthorizedSession]) -> None:
+async def _close(sessions: list[aiohttp.ClientSession]) -> None:
     aiohttp.ClientSession._request = _ORIGINAL  # type: ignore[method-assign]
     for session in sessions:
+        for middleware in session._middlewares:
+            await middleware.close()  # type: ignore[attr-defined]
         await session.close()
 
 
 async def timed(rounds: int, calls: int) -> dict[str, list[float]]:
     """Microseconds per call of each variant, per round.
 
-    What is compared is timed back to back (the proof with its signature; the three
+    What is compared is timed back to back (the proof with its signature; the five
     sessions), in an order that reverses from round to round.
     """
     loops, sessions = _loops()
@@ -181,7 +195,7 @@ async def timed(rounds: int, calls: int) -> dict[str, list[float]]:
         run(calls // 10)  # warm-up
     per_call: dict[str, list[float]] = {name: [] for name in loops}
     for index in range(rounds):
-        for group in (["sign", "request_headers"], ["bearer", "hooks", "dpop"]):
+        for group in (["sign", "request_headers"], ["bearer", "hooks", "dpop", "middleware_bearer", "middleware_dpop"]):
             for name in group if index % 2 == 0 else group[::-1]:
                 started = time.perf_counter()
                 loops[name](calls)
@@ -199,7 +213,7 @@ async def child(variant: str, calls: int) -> None:
     await _close(sessions)
 
 
-VARIANTS = ("sign", "request_headers", "bearer", "hooks", "dpop")
+VARIANTS = ("sign", "request_headers", "bearer", "hooks", "dpop", "middleware_bearer", "middleware_dpop")
 
 
 def _perf(variant: str, calls: int) -> float:
@@ -226,21 +240,18 @@ def counted(calls: int) -> tuple[dict[str, float], str] | tuple[None, str]:
 
 
 async def measure(rounds: int, calls: int, count_calls: int = 1000) -> list[Row]:
-    """The DPoP rows: time always, instructions when perf counts them here."""
+    """The DPoP rows: time always, instructions when perf or callgrind counts them here."""
     times = await timed(rounds, calls)
     sign, proof = median(times["sign"]), median(times["request_headers"])
     beyond_proof = [p - s for p, s in zip(times["request_headers"], times["sign"], strict=True)]
-    added = [d - b for d, b in zip(times["dpop"], times["bearer"], strict=True)]
-    beyond_request = [a - s for a, s in zip(added, times["sign"], strict=True)]
     instructions, how = await asyncio.to_thread(counted, count_calls) if count_calls else (None, "not asked")
     if instructions is not None:
-        ins_added = instructions["dpop"] - instructions["bearer"]
         hooks_only = instructions["hooks"] - instructions["bearer"]
         ins_text = (
             f"counted ({how}): a proof {instructions['request_headers'] / 1000:.1f}k instructions, its signature"
-            f" {instructions['sign'] / 1000:.1f}k; a DPoP request {ins_added / 1000:.1f}k more than a bearer one"
-            f" ({instructions['dpop'] / 1000:.1f}k vs {instructions['bearer'] / 1000:.1f}k), of which the engine's"
-            f" per-send hook path, with hooks that do nothing, {hooks_only / 1000:.1f}k"
+            f" {instructions['sign'] / 1000:.1f}k; a DPoP request {_more('', instructions)} through"
+            f" AuthorizedSession, of which the engine's per-send hook path, with hooks that do nothing,"
+            f" {hooks_only / 1000:.1f}k; {_more('middleware_', instructions)} through AuthMiddleware"
         )
     else:
         ins_text = f"instructions not counted: {how}"
@@ -255,18 +266,14 @@ async def measure(rounds: int, calls: int, count_calls: int = 1000) -> list[Row]
             f"{fmt_rounds(beyond_proof, '.1f')} us",
             beyond_proof,
         ),
-        Row(
-            "15",
-            "DPoP per request through AuthorizedSession vs a bearer token (network stubbed)",
-            f"+{median(added):.1f} us per request = signature {sign:.1f} us + {median(beyond_request):.1f} us",
-            f"one signature + < {BEYOND_SIGNATURE_US:g} us",
-            median(beyond_request) < BEYOND_SIGNATURE_US,
-            f"bearer {median(times['bearer']):.1f} us vs DPoP {median(times['dpop']):.1f} us per stubbed request; "
-            f"with hooks that do nothing (the engine's per-send path alone: the per-hop middleware, the hook calls, "
-            f"the response check) {median(times['hooks']):.1f} us; beyond the signature per round "
-            f"{fmt_rounds(beyond_request, '.1f')} us",
-            beyond_request,
+        _door_row(
+            "AuthorizedSession",
+            "",
+            times,
+            f"; with hooks that do nothing (the engine's per-send path alone: the per-hop middleware, the hook calls,"
+            f" the response check) {median(times['hooks']):.1f} us",
         ),
+        _door_row("AuthMiddleware on a plain ClientSession", "middleware_", times, ""),
         Row(
             "15",
             "DPoP, counted in CPU instructions",
@@ -276,6 +283,32 @@ async def measure(rounds: int, calls: int, count_calls: int = 1000) -> list[Row]
             ins_text,
         ),
     ]
+
+
+def _door_row(door: str, prefix: str, times: dict[str, list[float]], more: str) -> Row:
+    """What a DPoP request adds through one door, beyond the signature timed beside it in each round."""
+    sign = median(times["sign"])
+    added = [d - b for d, b in zip(times[f"{prefix}dpop"], times[f"{prefix}bearer"], strict=True)]
+    beyond = [a - s for a, s in zip(added, times["sign"], strict=True)]
+    return Row(
+        "15",
+        f"DPoP per request through {door} vs a bearer token (network stubbed)",
+        f"+{median(added):.1f} us per request = signature {sign:.1f} us + {median(beyond):.1f} us",
+        f"one signature + < {BEYOND_SIGNATURE_US:g} us",
+        median(beyond) < BEYOND_SIGNATURE_US,
+        f"bearer {median(times[f'{prefix}bearer']):.1f} us vs DPoP {median(times[f'{prefix}dpop']):.1f} us per"
+        f" stubbed request{more}; beyond the signature per round {fmt_rounds(beyond, '.1f')} us",
+        beyond,
+    )
+
+
+def _more(prefix: str, instructions: dict[str, float]) -> str:
+    """A door's DPoP request against its bearer one, in instructions: the difference, and beyond the signature."""
+    dpop, bearer = instructions[f"{prefix}dpop"], instructions[f"{prefix}bearer"]
+    return (
+        f"{(dpop - bearer) / 1000:.1f}k more than a bearer one ({dpop / 1000:.1f}k vs {bearer / 1000:.1f}k;"
+        f" the signature + {(dpop - bearer - instructions['sign']) / 1000:.1f}k)"
+    )
 
 
 def main() -> None:

@@ -69,6 +69,24 @@ def test_proof_header_and_nonces() -> None:
     assert "nonce" not in unverified_claims(prover.proof("GET", "https://api.example/x"))
 
 
+def test_proofs_to_a_remembered_url_still_name_their_own_request() -> None:
+    """A URL's htu and claims start are worked out once; later proofs to it still carry their own method, time,
+    token, jti and the nonce that came since, and verify (whatever length pads the claims' start)."""
+    clock = [NOW]
+    prover = DPoPProver(wall_clock=lambda: clock[0])
+    replay = ReplayCache()
+    for path in ("/a", "/ab", "/abc"):  # three lengths: each padding of the claims' start to 3 bytes
+        url = URL(f"https://api.example{path}?page=1")
+        for method, token in (("GET", "tok-1"), ("POST", "tok-1"), ("GET", "tok-2")):
+            clock[0] += 1
+            proof = prover.proof(method, url, token)
+            claims = unverified_claims(proof)
+            assert (claims["htm"], claims["htu"], claims["iat"]) == (method, f"https://api.example{path}", clock[0])
+            verify_dpop_proof(proof, method=method, url=url, now=clock[0], replay=replay, access_token=token)
+        assert prover.remember_nonce(url, {"DPoP-Nonce": f"n{path}"})
+        assert unverified_claims(prover.proof("GET", url, "tok-2"))["nonce"] == f"n{path}"
+
+
 def test_request_headers_leave_bearer_tokens_alone() -> None:
     """A provider that ignored DPoP issued a Bearer token: it is sent as it is, without a proof."""
     creds = DPoPCredentials(_client_credentials("https://idp.example/token"))
