@@ -179,7 +179,7 @@ class AsyncAuthorizedSession(EngineDoor):
             door = _SessionDoor(self._client(), retry)  # type: ignore[arg-type]
         else:
             door = _TransportDoor(self._auth_request, retry)
-        run = self._engine.run(door, method, url, headers, options)  # type: ignore[arg-type]
+        run = self._engine.start(door, method, url, headers, options)  # type: ignore[arg-type]
         try:
             if max_allowed_time is None or (isinstance(max_allowed_time, float) and math.isinf(max_allowed_time)):
                 response = await run

@@ -26,6 +26,7 @@ from authsession import (
     ClientCredentials,
     Request,
     Response,
+    ResponseCache,
     ResponseReadError,
     StaticCredentials,
     TlsClientAuth,
@@ -267,3 +268,18 @@ async def test_credentials_behind_a_spy_work_and_the_spy_sees_the_calls(
             assert response.status == 200
         assert spy.refresh.call_count == 2
     assert oauth_server.grant_count == 2
+
+
+async def test_a_response_cache_answers_through_it(oauth_server: FakeOAuthServer) -> None:
+    """cache= works as on AuthorizedSession: a fresh stored response is served again, nothing sent."""
+    async with ResponseCache() as cache:
+        async with AsyncAuthorizedSession(oauth_server.credentials(), cache=cache, token_cache=None) as session:
+            bodies = []
+            for _ in range(3):
+                response = await session.get(oauth_server.api_url("c?cache=max-age%3D60"))
+                assert response.status_code == 200
+                bodies.append(await response.read())
+                await response.close()
+    assert len(set(bodies)) == 1
+    assert oauth_server.api_served == 1
+    assert (cache.stats.hits, cache.stats.misses) == (2, 1)
