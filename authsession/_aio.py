@@ -358,16 +358,17 @@ class _TransportDoor:
         #: Responses the engine let go of (a 401 before a re-send, a 503 before a retry).
         self.discarded: list[Any] = []
 
-    async def send(self, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any) -> _Reply:
+    async def send(
+        self, method: str, url: Any, headers: Any, credentials: Headers | PerHop | None, options: Any
+    ) -> _Reply:
         await self.close_discarded()
         sent: CIMultiDict[str] = CIMultiDict() if headers is None else CIMultiDict(headers)
-        if credentials is not None:
-            if type(credentials) is PerHop:
-                # The transport follows redirects its own way: the credentials are made for the URL asked.
-                credentials = credentials.for_hop(method, URL(url))
-            for name, value in (credentials or {}).items():
-                if name not in sent:
-                    sent[name] = value
+        if isinstance(credentials, PerHop):
+            # The transport follows redirects its own way: the credentials are made for the URL asked.
+            credentials = credentials.for_hop(method, URL(url))
+        for name, value in (credentials or {}).items():
+            if name not in sent:
+                sent[name] = value
         kwargs = dict(options)
         timeout = kwargs.pop("timeout")
         scope = DEADLINE.get()
