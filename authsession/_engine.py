@@ -281,10 +281,7 @@ class Engine:
         try:
             async with timeout_after(bound):
                 return await waiting
-        except BaseException as exc:
-            if not isinstance(exc, TimeoutError):
-                _close(waiting)  # the timer itself failed before the wait began: no "never awaited" warning
-                raise
+        except TimeoutError as exc:
             deadline = current_deadline()
             if deadline is not None and deadline.remaining() <= 0:
                 raise  # the deadline's own scope reports it
@@ -292,6 +289,8 @@ class Engine:
                 f"{method} {self.describe(door, url)}: no access token within the request's timeout of {bound:g}s"
                 " (the token endpoint is slow or not answering)"
             ) from exc
+        finally:
+            _close(waiting)  # never awaited if the timer itself failed; a no-op once it has run
 
     def describe(self, door: Door, url: Any) -> str:
         """The request's URL fit for a message or a log: absolute, without query or user info."""
