@@ -33,6 +33,7 @@ from ._deadline import current_deadline, timeout_after
 from ._errors import BackendTimeout
 from ._events import EventHook
 from ._http_cache import ResponseCache, cache_identity
+from ._http_cache._response_cache import ASK_STORE
 from ._ratelimit import RateLimiter
 from ._replay import Replay
 from ._retry import RetryPolicy
@@ -229,18 +230,22 @@ class Engine:
         params = options.get("params") if isinstance(options, dict) else None
         if params:
             target = target.extend_query(params)
-        lookup = await cache.lookup(method, target, headers, self.identity)
-        if lookup is not None:
-            if lookup.response is not None:
+        # Without a coroutine when the store is in memory (a miss must cost next to nothing).
+        found = cache.find(method, target, headers, self.identity)
+        if found is ASK_STORE:
+            found = await cache.find_in_store(method, target, headers, self.identity)
+        if found is not None:
+            hit, validators = found[0], found[1]
+            if hit is not None:
                 # A stand-in with ClientResponse's reading side (authsession.CachedResponse).
-                return lookup.response  # type: ignore[return-value]
-            if lookup.request_headers:
+                return hit  # type: ignore[return-value]
+            if validators:
                 # In place: the session door's headers are its own copy, the middleware door's are the request's.
                 if headers is None:
                     headers = CIMultiDict()
-                headers.update(lookup.request_headers)
+                headers.update(validators)
         response = await self.run(door, method, url, headers, options)
-        return await cache.complete(lookup, method, target, headers, self.identity, response)  # type: ignore[return-value]
+        return await cache.settle(found, method, target, headers, self.identity, response)  # type: ignore[return-value]
 
     def send(
         self, door: Door, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any

@@ -32,6 +32,7 @@ from ._engine import Engine, EngineDoor, PerHop, check_retry, merge
 from ._events import EventHook
 from ._failures import raise_for_status
 from ._http_cache import ResponseCache
+from ._http_cache._response import PLAIN_RESPONSES
 from ._origins import OriginScope
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._tokens import Headers
@@ -421,6 +422,10 @@ class DeadlineResponse(ClientResponse):
             if scope is not None and scope.remaining() <= 0:
                 raise scope.exceeded() from exc
             raise
+
+
+# Its read() only adds the deadline's error: the response cache may look at a body it received whole.
+PLAIN_RESPONSES.add(DeadlineResponse)
 
 
 def _deadline_aware(response_class: type[ClientResponse]) -> type[ClientResponse]:

@@ -2,12 +2,14 @@
 
     python benchmarks/bench_cache.py [--rounds N] [--quick]
 
-Four variants of ``AuthorizedSession`` against the benchmark server's lean API
+Five variants of ``AuthorizedSession`` against the benchmark server's lean API
 (which sends no caching headers):
 
 - ``no cache``: ``cache=None``, the baseline;
 - ``miss``: a ``ResponseCache()`` that finds nothing and stores nothing (the
   API's answers carry no freshness): a lookup and a ``complete`` per request;
+- ``miss, store not empty``: the same, with 1,000 other URLs' responses in the
+  store, so each request's URL and slot are made and looked for;
 - ``storing miss``: ``ResponseCache(ttl_for={"*": 3600})`` with a new URL on
   every request, so every answer is looked up, missed, read and stored;
 - ``hit``: the same cache on one URL, stored during the warm-up: every request
@@ -52,8 +54,15 @@ from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import authsession
+from authsession._http_cache._response import PLAIN_RESPONSES
 
 GOAL = 1.05  # a miss costs at most 5% more than no cache
+#: The miss rows, by variant.
+STUB_ROWS = {
+    "miss": "a miss (nothing to store)",
+    "miss, store not empty": "a miss (nothing to store) while the store holds 1,000 other URLs",
+    "storing miss": "a miss that stores the answer",
+}
 REQUESTS = 3000
 STUB_CALLS = 20_000
 #: Calls (or real GETs) per callgrind child: the difference of the two counts cancels start-up.
@@ -91,6 +100,7 @@ def _storing() -> authsession.ResponseCache:
 VARIANTS: dict[str, Any] = {
     "no cache": _variant(lambda: None),
     "miss": _variant(authsession.ResponseCache),
+    "miss, store not empty": _variant(lambda: _holding_others()),
     "storing miss": _variant(_storing),
     "hit": _variant(_storing, fixed_url=True),
 }
@@ -145,6 +155,7 @@ class _StubResponse:
     method = "GET"
     history = ()
     headers = _STUB_HEADERS
+    _raw_headers = tuple((k.encode(), v.encode()) for k, v in _STUB_HEADERS.items())
     content_length = len(_STUB_BODY)
 
     def __init__(self) -> None:
@@ -163,6 +174,11 @@ class _StubResponse:
         pass
 
 
+# Its read() drains the stream as ClientResponse.read() does, and no more: the cache may look at a body
+# it received whole, as it does on aiohttp's own responses.
+PLAIN_RESPONSES.add(_StubResponse)
+
+
 async def _stub_request(self: aiohttp.ClientSession, method: str, url: Any, **kwargs: Any) -> Any:
     # aiohttp's own first step: the URL parsed (nothing to do when it is a URL already).
     self._build_url(url)
@@ -170,11 +186,21 @@ async def _stub_request(self: aiohttp.ClientSession, method: str, url: Any, **kw
     return _StubResponse()
 
 
+def _holding_others(count: int = 1000) -> authsession.ResponseCache:
+    """A cache whose store holds ``count`` responses of other URLs: a miss looks for its URL before it misses."""
+    store = authsession.MemoryResponseStore()
+    kept = authsession.StoredResponse("GET", 200, "OK", (("Content-Type", "application/json"),), _STUB_BODY, 0, 0, 3600)
+    for n in range(count):
+        store.write(f"http://127.0.0.1:9/api/other?n={n}", "slot", (kept,), 3600)
+    return authsession.ResponseCache(store)
+
+
 def _stub_sessions() -> dict[str, authsession.AuthorizedSession]:
     credentials = authsession.StaticCredentials("bench-token")
     return {
         "no cache": authsession.AuthorizedSession(credentials),
         "miss": authsession.AuthorizedSession(credentials, cache=authsession.ResponseCache()),
+        "miss, store not empty": authsession.AuthorizedSession(credentials, cache=_holding_others()),
         "storing miss": authsession.AuthorizedSession(credentials, cache=_storing()),
     }
 
@@ -205,7 +231,7 @@ async def own_work_us(rounds: int, calls: int = STUB_CALLS) -> dict[str, list[fl
     """Microseconds of user CPU the cache adds per request (miss, storing miss), ``_request`` stubbed out."""
     sessions = _stub_sessions()
     one = _stubbed_caller()
-    added: dict[str, list[float]] = {"miss": [], "storing miss": []}
+    added: dict[str, list[float]] = {name: [] for name in STUB_ROWS}
     try:
         with _stubbed():
             for session in sessions.values():
@@ -252,10 +278,10 @@ def per_call(mode: str, variant: str, counts: tuple[int, int], *extra: str) -> f
 
 def counted(server: Server, rounds: int) -> dict[str, list[float]]:
     """Instructions the cache adds per stubbed GET (miss, storing miss), and a real no-cache GET's, by callgrind."""
-    found: dict[str, list[float]] = {"miss": [], "storing miss": [], "real GET": []}
+    found: dict[str, list[float]] = {**{name: [] for name in STUB_ROWS}, "real GET": []}
     for index in range(rounds):
         base = per_call("stub", "no cache", CALLGRIND_STUB_CALLS)
-        for name in ("miss", "storing miss"):
+        for name in STUB_ROWS:
             found[name].append(per_call("stub", name, CALLGRIND_STUB_CALLS) - base)
         if index == 0:  # the slow one (a real server round trip under valgrind): once is enough to scale by
             found["real GET"].append(per_call("real", "no cache", CALLGRIND_GETS, server.to_json()))
@@ -299,7 +325,7 @@ async def measure(server: Server, rounds: int, total: int = REQUESTS) -> list[Ro
             speedup,
         )
     ]
-    for name, label in (("miss", "a miss (nothing to store)"), ("storing miss", "a miss that stores the answer")):
+    for name, label in STUB_ROWS.items():
         cpu_cost = cost(name, 1)
         own = stubbed[name]
         share = [us / base_cpu for us in own]

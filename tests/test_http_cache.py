@@ -23,6 +23,7 @@ from authsession import (
     ResponseCache,
     ResponseCacheStats,
 )
+from authsession._http_cache._response import refill_content
 from authsession.testing import FakeOAuthServer
 
 
@@ -470,6 +471,127 @@ async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: Fake
             assert not isinstance(response, CachedResponse)
             streamed = b"".join([chunk async for chunk in response.content.iter_chunked(5)])
     assert (await (await _hit(cache, oauth_server, door, url)).read()) == streamed
+
+
+async def test_a_body_that_arrived_whole_is_stored_without_reading_the_response(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A small body waits whole in the stream when the response is returned: the cache copies it, reads nothing."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        async with session.get(url) as response:
+            assert response._body is None  # nobody read it: aiohttp's read() would have kept it here
+            body = await response.read()
+    assert cache.stats.stores == 1
+    assert (await (await _hit(cache, oauth_server, door, url)).read()) == body
+
+
+async def test_a_body_still_arriving_is_read_then_streams_from_the_start(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A body still on its way when the response is returned is read to store it, and put back for the caller."""
+    url = URL(oauth_server.api_url("things")).with_query(chunks="3", every="0.02")
+    cache = ResponseCache(ttl_for={str(url.with_query(None)) + "*": 60})
+    async with client(door, oauth_server.credentials(), cache) as session:
+        async with session.get(url) as response:
+            streamed = b"".join([chunk async for chunk in response.content.iter_chunked(4096)])
+        assert len(streamed) == 3 * 65536
+        async with session.get(url) as hit:
+            assert isinstance(hit, CachedResponse)
+            assert await hit.read() == streamed
+    assert cache.stats.stores == 1
+
+
+async def test_set_cookie_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A cookie is session state: the hit has none, and no stored byte holds it."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    oauth_server.fail_api_next(
+        status=200,
+        headers={
+            "Cache-Control": "max-age=60",
+            "Set-Cookie": "session=cookie-secret",
+            "X-Kept": "yes",
+            "Content-Type": "application/json",
+        },
+        body=b"{}",
+    )
+    async with client(door, oauth_server.credentials(), cache) as session:
+        first, _ = await fetch(session, url)
+    assert first.headers["Set-Cookie"] == "session=cookie-secret"
+    hit = await _hit(cache, oauth_server, door, url)
+    assert hit.headers["X-Kept"] == "yes"
+    assert "Set-Cookie" not in hit.headers
+    assert b"cookie-secret" not in repr(cache.store._entries).encode()  # type: ignore[attr-defined]
+
+
+async def test_a_body_read_before_the_cache_saw_it_is_stored_whole(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A middleware after ours that reads the body drains the stream first: the cache keeps the body it read."""
+
+    async def reader(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        response = await handler(request)
+        assert await response.read()
+        return response
+
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    credentials = oauth_server.credentials()
+    middleware = AuthMiddleware(credentials, cache=cache)
+    if door == "session":
+        session: Any = AuthorizedSession(credentials, cache=cache, middlewares=[reader])
+    else:
+        session = aiohttp.ClientSession(middlewares=[middleware, reader])
+    try:
+        async with session.get(url) as response:
+            body = await response.read()
+        async with session.get(url) as hit:
+            assert isinstance(hit, CachedResponse)
+            assert await hit.read() == body
+    finally:
+        await session.close()
+        await middleware.close()
+
+
+class Shouting(aiohttp.ClientResponse):
+    """A response class whose read() does more than drain the stream."""
+
+    async def read(self) -> bytes:
+        return (await super().read()).upper()
+
+
+async def test_a_response_class_with_its_own_read_is_stored_as_it_reads(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """The cache stores what the response's read() returns: a hit reads the same as the miss did."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    credentials = oauth_server.credentials()
+    middleware = AuthMiddleware(credentials, cache=cache)
+    if door == "session":
+        session: Any = AuthorizedSession(credentials, cache=cache, response_class=Shouting)
+    else:
+        session = aiohttp.ClientSession(middlewares=[middleware], response_class=Shouting)
+    try:
+        for _ in range(2):
+            async with session.get(url) as response:
+                assert (await response.read()).startswith(b'{"METHOD": "GET"')
+        assert isinstance(response, CachedResponse)
+    finally:
+        await session.close()
+        await middleware.close()
+
+
+async def test_a_stream_that_cannot_be_refilled_is_replaced() -> None:
+    """Content that is not aiohttp's StreamReader gets a new stream that holds the body the cache read."""
+
+    class Foreign:
+        content: Any = object()
+
+    response: Any = Foreign()
+    refill_content(response, b"body")
+    assert isinstance(response.content, aiohttp.StreamReader)
+    assert await response.content.read() == b"body"
 
 
 async def _hit(cache: ResponseCache, server: FakeOAuthServer, door: str, url: URL) -> CachedResponse:

@@ -7,8 +7,17 @@ import email.utils
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from yarl import URL
 
-from authsession._http_cache._entry import StoredResponse, decode_variants, encode_variants, vary_value
+from authsession._http_cache._entry import (
+    StoredResponse,
+    decode_variants,
+    encode_variants,
+    header_block,
+    header_pairs,
+    vary_value,
+)
+from authsession._http_cache._response_cache import _address
 from authsession._http_cache._rules import (
     MAX_DELTA_SECONDS,
     Verdict,
@@ -260,3 +269,55 @@ def test_anything_else_decodes_to_nothing(data: bytes) -> None:
     assert decode_variants(good[:-1]) == ()
     assert decode_variants(good + b"x") == ()
     assert decode_variants(good.replace(b'"A"', b'"A\\r\\nX"')) == ()
+
+
+# --- the keys and forms the memory store uses ----------------------------------------------
+
+_HOSTS = st.sampled_from(
+    ["api.example.com", "API.Example.COM", "127.0.0.1", "[::1]", "[::80]", "h.", "xn--bcher-kva.example"]
+)
+_PORTS = st.sampled_from(["", ":", ":80", ":080", ":443", ":0443", ":8080", ":21", ":9"])
+_SCHEMES = st.sampled_from(["http", "https", "HTTPS", "ws", "wss"])
+_PART = st.text(alphabet="abcAZ09-._~%/?=&;:@!$'()*+, #[]é\u00a0", max_size=12)
+
+
+@given(_SCHEMES, st.sampled_from(["", "user@", "u:p@"]), _HOSTS, _PORTS, _PART, st.one_of(st.none(), _PART))
+def test_the_address_is_the_url_as_str_writes_it_without_its_fragment(
+    scheme: str, userinfo: str, host: str, port: str, rest: str, fragment: str | None
+) -> None:
+    """Joined from yarl's parts, the key is what ``str(url)`` writes (a default port dropped, case normalised...)."""
+    text = f"{scheme}://{userinfo}{host}{port}/{rest}" + ("" if fragment is None else f"#{fragment}")
+    try:
+        url = URL(text)
+    except ValueError:
+        return  # not a URL yarl takes
+    assert _address(url) == str(url.with_fragment(None))
+    with_query = url.extend_query({"page": "2", "q": "a b&c"})
+    assert _address(with_query) == str(with_query.with_fragment(None))
+
+
+def test_the_address_of_a_url_without_a_path() -> None:
+    """No path: none is added, unless a query follows (as str() writes it)."""
+    assert _address(URL("https://h")) == "https://h"
+    assert _address(URL("https://h?a=1")) == "https://h/?a=1"
+    assert _address(URL("https://h:443?a=1#f")) == "https://h/?a=1"
+
+
+_NAMES = st.binary(min_size=0, max_size=12).filter(lambda b: b": " not in b and b"\r\n" not in b)
+_VALUES = st.binary(max_size=20).filter(lambda b: b"\r\n" not in b)
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8))
+def test_a_header_block_reads_back_as_its_fields(pairs: list[tuple[bytes, bytes]]) -> None:
+    """Any fields without a line break (and names without ': ') survive the block, decoded as aiohttp decodes them."""
+    decoded = tuple((n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in pairs)
+    assert header_pairs(header_block(pairs)) == decoded
+
+
+def test_a_header_block_is_one_bytes_object() -> None:
+    """No headers make an empty block; fields keep their order, case and repeats."""
+    assert header_block([]) == b""
+    assert header_pairs(b"") == ()
+    pairs = [(b"Set-Thing", b"a"), (b"set-thing", b"b: c"), (b"X", b"")]
+    assert header_block(pairs) == b"Set-Thing: a\r\nset-thing: b: c\r\nX: "
+    assert header_pairs(header_block(pairs)) == (("Set-Thing", "a"), ("set-thing", "b: c"), ("X", ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sqlite3
@@ -25,7 +26,7 @@ from authsession import (
     StoredResponse,
 )
 from authsession._http_cache import _sqlite
-from authsession._http_cache._entry import url_digest
+from authsession._http_cache._entry import header_block, url_digest
 from authsession.testing import FakeOAuthServer
 from authsession.testing._fleet import FleetWorker, RedisServer
 
@@ -113,6 +114,74 @@ async def test_delete_drops_every_slot_of_a_url() -> None:
     await store.delete(URL_A)
     assert not await store.get(URL_A, "one:GET")
     assert not await store.get(URL_A, "two:GET")
+
+
+def _keep(store: MemoryResponseStore, url: str, slot: str, body: bytes = b'{"ok": true}', ttl: float = 60) -> None:
+    """What the ResponseCache hands the memory store for a miss it stores: one response's fields."""
+    block = header_block([(b"Content-Type", b"application/json"), (b"Cache-Control", b"max-age=60")])
+    store.keep(url, slot, ttl, "GET", 200, "OK", block, body, 1.0, 1.0, 60.0, 2e9)
+
+
+async def test_a_kept_response_reads_back_as_the_stored_response_it_stands_for() -> None:
+    """keep() takes fields; the first read makes the StoredResponse set() would have kept, and it stays that one."""
+    store = MemoryResponseStore()
+    _keep(store, URL_A, "slot")
+    (first,) = await store.get(URL_A, "slot")
+    assert first == response()
+    (again,) = await store.get(URL_A, "slot")
+    assert again is first  # made once
+
+
+def test_kept_responses_are_not_walked_by_the_garbage_collector() -> None:
+    """What keep() stores holds only strings, numbers and bytes: after a collection the GC no longer tracks it."""
+    store = MemoryResponseStore()
+    for n in range(50):
+        _keep(store, f"{URL_A}&n={n}", "slot")
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in store._entries.values())
+    assert not gc.is_tracked(store._slots)
+
+
+async def test_keep_replaces_a_slot_and_counts_it_once() -> None:
+    """A kept response replaces the slot's (set or kept); the bound counts the new one only; ttl <= 0 empties it."""
+    store = MemoryResponseStore()
+    await store.set(URL_A, "slot", [response(b"old")], ttl=60)
+    _keep(store, URL_A, "slot", b"new")
+    (found,) = await store.get(URL_A, "slot")
+    assert found.body == b"new"
+    one = store.size
+    _keep(store, URL_A, "slot", b"newer")
+    assert store.size == one + 2
+    _keep(store, URL_A, "slot", b"gone", ttl=0)
+    assert not await store.get(URL_A, "slot")
+    assert store.size == 0
+    assert len(store) == 0
+
+
+async def test_kept_responses_share_the_bound_and_the_url_with_set_ones() -> None:
+    """Least recently used go first whichever way they came; delete drops a URL's kept and set slots alike."""
+    store = MemoryResponseStore(max_bytes=3_000)
+    for n in range(5):
+        _keep(store, f"{URL_A}&n={n}", "slot", b"x" * 1000)
+    assert store.size <= 3_000
+    assert not await store.get(f"{URL_A}&n=0", "slot")
+    assert await store.get(f"{URL_A}&n=4", "slot")
+    _keep(store, URL_A, "one:GET")
+    await store.set(URL_A, "two:GET", [response()], ttl=60)
+    _keep(store, URL_A, "three:GET")
+    await store.delete(URL_A)
+    for slot in ("one:GET", "two:GET", "three:GET"):
+        assert not await store.get(URL_A, slot)
+    assert URL_A not in store._slots
+
+
+async def test_a_kept_response_larger_than_the_bound_is_not_kept() -> None:
+    """Larger than max_bytes: not kept, and whatever the slot held goes too (it was replaced)."""
+    store = MemoryResponseStore(max_bytes=2_000)
+    _keep(store, URL_A, "slot", b"small")
+    _keep(store, URL_A, "slot", b"x" * 5_000)
+    assert not await store.get(URL_A, "slot")
+    assert store.size == 0
 
 
 def test_memory_store_refuses_a_bad_bound() -> None:

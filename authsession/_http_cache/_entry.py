@@ -20,7 +20,16 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._rules import parse_cache_control
 
-__all__ = ["FORMAT", "StoredResponse", "decode_variants", "encode_variants", "url_digest", "vary_value"]
+__all__ = [
+    "FORMAT",
+    "StoredResponse",
+    "decode_variants",
+    "encode_variants",
+    "header_block",
+    "header_pairs",
+    "url_digest",
+    "vary_value",
+]
 
 log = logging.getLogger("authsession")
 
@@ -174,6 +183,27 @@ class StoredResponse:
             "keep_until": self.keep_until,
             "body": len(self.body),
         }
+
+
+def header_block(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Header fields as one ``name: value`` block, lines joined by CRLF: one object, where pairs are many.
+
+    From aiohttp's raw header pairs as they are (joined in C, no loop here).
+    Names and values hold no line break and names no colon, so the block
+    reads back as the same fields (:func:`header_pairs`).
+    """
+    return b"\r\n".join(map(b": ".join, pairs))
+
+
+def header_pairs(block: bytes) -> tuple[tuple[str, str], ...]:
+    """The fields of a :func:`header_block`, decoded as aiohttp decodes them (UTF-8, bytes it cannot decode kept)."""
+    if not block:
+        return ()
+    pairs = []
+    for line in block.split(b"\r\n"):
+        name, _, value = line.partition(b": ")
+        pairs.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+    return tuple(pairs)
 
 
 def url_digest(url: str) -> str:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from ._entry import StoredResponse
+from ._entry import StoredResponse, header_pairs
 
 __all__ = ["MemoryResponseStore"]
 
-# A slot's variants, the monotonic time until which they are kept, and what they count for the bound.
-_Slot = tuple[tuple[StoredResponse, ...], float, int]
-_Slots = dict[str, _Slot]
+# One slot of one URL: the monotonic time until which it is kept, what it counts for the
+# bound, then either its variants, as set() took them, or one response's fields, as
+# keep() took them (made a StoredResponse when first read). A flat tuple of strings,
+# numbers and bytes: the garbage collector soon stops walking it, however many are kept.
+_Entry = tuple[Any, ...]
 
 #: What one stored response costs besides its body and headers (objects, bookkeeping), for the bound.
 _OVERHEAD = 512
@@ -32,13 +35,15 @@ class MemoryResponseStore:
     def __init__(self, max_bytes: int = 64 * 2**20, *, clock: Callable[[], float] = time.monotonic) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
-        # A plain dict in least recently used order (a used URL moves to the end):
-        # cachetools' LRUCache cost more than the rest of a miss. Expired slots are
-        # dropped as they are met.
-        self._urls: dict[str, _Slots] = {}
+        # One flat dict keyed by URL and slot as one string ("url\nslot": a URL's text
+        # holds no line break), in least recently used order (a used entry moves to the
+        # end), and each URL's slots (one string, or a tuple of them). cachetools'
+        # LRUCache cost more than the rest of a miss. Expired entries go as they are met.
+        self._entries: dict[str, _Entry] = {}
+        self._slots: dict[str, str | tuple[str, ...]] = {}
         self._max_bytes = max_bytes
         self._bytes = 0
-        # Held to change the dict, not to read it (a dict read is atomic).
+        # Held to change the dicts, not to read them (a dict read is atomic).
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -57,7 +62,7 @@ class MemoryResponseStore:
     @property
     def is_empty(self) -> bool:
         """Whether nothing is kept (expired responses not yet dropped count as kept)."""
-        return not self._urls
+        return not self._entries
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none."""
@@ -70,62 +75,116 @@ class MemoryResponseStore:
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``."""
         with self._lock:
-            self._drop(url)
+            slots = self._slots.pop(url, ())
+            for slot in (slots,) if type(slots) is str else slots:
+                self._bytes -= self._entries.pop(f"{url}\n{slot}")[1]
 
-    # The ResponseCache calls these two directly, not through a coroutine: a miss
-    # must cost next to nothing, and these never wait for anything.
+    # The ResponseCache calls these directly, not through a coroutine: a miss must
+    # cost next to nothing, and these never wait for anything.
 
     def read(self, url: str, slot: str) -> tuple[StoredResponse, ...]:
         """What :meth:`get` answers, without a coroutine."""
-        slots = self._urls.get(url)
-        if slots is None:
-            return ()
-        found = slots.get(slot)
+        key = f"{url}\n{slot}"
+        found = self._entries.get(key)
         if found is None:
             return ()
         with self._lock:
-            if found[1] <= self._clock():
-                if self._urls.get(url) is slots and slots.get(slot) is found:
-                    del slots[slot]
-                    self._bytes -= found[2]
-                    if not slots:
-                        del self._urls[url]
+            if self._entries.get(key) is not found:  # changed meanwhile, by another thread
                 return ()
-            if self._urls.get(url) is slots:  # used: to the end of the line
-                del self._urls[url]
-                self._urls[url] = slots
-        return found[0]
+            if found[0] <= self._clock():
+                self._remove(key)
+                return ()
+            if len(found) == 3:
+                variants: tuple[StoredResponse, ...] = found[2]
+            else:  # fields that keep() took: made an object on first use
+                variants = (_stored(found),)
+                found = (found[0], found[1], variants)
+            del self._entries[key]  # used: to the end of the line
+            self._entries[key] = found
+        return variants
+
+    def keep(
+        self,
+        url: str,
+        slot: str,
+        ttl: float,
+        method: str,
+        status: int,
+        reason: str,
+        headers: bytes,
+        body: bytes,
+        request_time: float,
+        response_time: float,
+        lifetime: float,
+        keep_until: float,
+    ) -> None:
+        """What :meth:`write` does for one response alone in its slot, given by its fields.
+
+        ``headers`` is a :func:`header_block`; the other fields are
+        :class:`StoredResponse`'s (with no Vary). The ResponseCache's way to
+        store a miss's answer: one flat tuple costs a fraction of an object to
+        make, and the object is made when it is first read.
+        """
+        size = len(body) + len(headers) + _OVERHEAD  # the header block's own bytes
+        if ttl <= 0 or size > self._max_bytes:
+            self._put(url, slot, None)
+            return
+        key = f"{url}\n{slot}"
+        entry = (
+            self._clock() + ttl,
+            size,
+            method,
+            status,
+            reason,
+            headers,
+            body,
+            request_time,
+            response_time,
+            lifetime,
+            keep_until,
+        )
+        entries = self._entries
+        with self._lock:
+            if key in entries or url in self._slots or self._bytes + size > self._max_bytes:
+                self._replace(url, slot, entry)  # a slot or a URL that has others, or a full store: the careful way
+                return
+            entries[key] = entry
+            self._slots[url] = slot
+            self._bytes += size
 
     def write(self, url: str, slot: str, variants: tuple[StoredResponse, ...], ttl: float) -> None:
         """What :meth:`set` does, without a coroutine."""
-        if ttl <= 0:
-            return
-        # Headers counted at a flat rate (aiohttp bounds each field): measuring each
-        # one would cost more than the rest of storing a response.
         size = sum([len(r.body) + _HEADER * len(r.headers) + _OVERHEAD for r in variants])
-        now = self._clock()
+        self._put(url, slot, (self._clock() + ttl, size, variants) if ttl > 0 else None)
+
+    def _put(self, url: str, slot: str, entry: _Entry | None) -> None:
+        """Make ``entry`` the slot's (None: nothing worth keeping, or more than the bound: the slot is emptied)."""
         with self._lock:
-            slots = self._urls.pop(url, None)
-            if slots is None:
-                slots = {}
-            else:
-                for name, (_, until, counted) in list(slots.items()):
-                    if name == slot or until <= now:
-                        del slots[name]
-                        self._bytes -= counted
-            if size > self._max_bytes:  # larger than the whole bound
-                self._bytes -= sum(counted for _, _, counted in slots.values())
-                return
-            slots[slot] = (variants, now + ttl, size)
-            self._urls[url] = slots
-            self._bytes += size
-            while self._bytes > self._max_bytes:
-                self._drop(next(iter(self._urls)))
+            self._replace(url, slot, entry)
+
+    def _replace(self, url: str, slot: str, entry: _Entry | None) -> None:
+        """:meth:`_put` with the lock held."""
+        key = f"{url}\n{slot}"
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        if entry is None or entry[1] > self._max_bytes:
+            if old is not None:
+                self._unlist(url, slot)
+            return
+        if old is None:
+            slots = self._slots.get(url)
+            self._slots[url] = slot if slots is None else (slots, slot) if type(slots) is str else (*slots, slot)
+        self._entries[key] = entry
+        self._bytes += entry[1]
+        while self._bytes > self._max_bytes:  # the least recently used go first
+            self._remove(next(iter(self._entries)))
 
     def clear(self) -> None:
         """Drop everything."""
         with self._lock:
-            self._urls.clear()
+            self._entries.clear()
+            self._slots.clear()
             self._bytes = 0
 
     async def close(self) -> None:
@@ -135,17 +194,36 @@ class MemoryResponseStore:
         """How many URLs have responses stored."""
         with self._lock:
             self._expire()
-            return len(self._urls)
+            return len(self._slots)
 
-    def _drop(self, url: str) -> None:
-        slots = self._urls.pop(url, None)
-        if slots is not None:
-            self._bytes -= sum(counted for _, _, counted in slots.values())
+    def _remove(self, key: str) -> None:
+        """Drop one entry (the lock is held)."""
+        self._bytes -= self._entries.pop(key)[1]
+        url, _, slot = key.rpartition("\n")
+        self._unlist(url, slot)
+
+    def _unlist(self, url: str, slot: str) -> None:
+        slots = self._slots.get(url)
+        if slots is None:
+            return
+        left = ((slots,) if slots != slot else ()) if type(slots) is str else tuple([s for s in slots if s != slot])
+        if not left:
+            self._slots.pop(url, None)
+        else:
+            self._slots[url] = left[0] if len(left) == 1 else left
 
     def _expire(self) -> None:
         now = self._clock()
-        for url in [url for url, slots in self._urls.items() if max(s[1] for s in slots.values()) <= now]:
-            self._drop(url)
+        for key in [key for key, entry in self._entries.items() if entry[0] <= now]:
+            self._remove(key)
 
     def __repr__(self) -> str:
         return f"<MemoryResponseStore max_bytes={self.max_bytes}>"
+
+
+def _stored(fields: _Entry) -> StoredResponse:
+    """The StoredResponse of what :meth:`MemoryResponseStore.keep` took."""
+    _, _, method, status, reason, headers, body, request_time, response_time, lifetime, keep_until = fields
+    return StoredResponse(
+        method, status, reason, header_pairs(headers), body, request_time, response_time, lifetime, (), keep_until
+    )

@@ -26,7 +26,7 @@ from yarl import URL
 from .._transport import safe_url
 from ._entry import StoredResponse
 
-__all__ = ["CachedResponse", "refill_content"]
+__all__ = ["PLAIN_RESPONSES", "CachedResponse", "received", "refill_content"]
 
 _STREAM_LIMIT = 2**16
 
@@ -40,6 +40,37 @@ def _stream_of(body: bytes) -> StreamReader:
     return reader
 
 
+#: Response classes whose ``read()`` returns what their stream holds, no more: the cache may
+#: look at a body they received in full without reading it (the session door adds its own).
+PLAIN_RESPONSES: set[type[Any]] = {aiohttp.ClientResponse}
+
+
+def received(response: aiohttp.ClientResponse) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
+    """The body and raw header fields of a response that has all arrived, seen without reading it; None otherwise.
+
+    A small body usually arrives with the headers: it waits whole in the
+    response's stream, which is left as it is, so the caller reads it as if
+    the cache had not been there (and nothing is put back). Only aiohttp's own
+    response classes qualify (another ``read()`` may do more than drain the
+    stream), and only while aiohttp's stream has the insides this reads.
+    """
+    if type(response) not in PLAIN_RESPONSES:
+        return None
+    raw = response._raw_headers
+    body = response._body
+    if body is not None:  # read already (by a middleware after ours, say)
+        return body, raw
+    content = response.content
+    if type(content) is not StreamReader:
+        return None
+    try:
+        if not content._eof or content._exception is not None:
+            return None
+        return b"".join(content._buffer), raw  # one chunk: that very bytes object
+    except AttributeError:
+        return None
+
+
 def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:
     """Give a response whose body the cache read a ``content`` stream again, so streaming callers still work.
 
@@ -49,18 +80,18 @@ def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:
     aiohttp's at its end, or one whose insides changed, is replaced instead.
     """
     content = response.content
-    if not body and content is not None and content.at_eof():
-        return  # an empty body reads as empty again
-    if type(content) is StreamReader and content.at_eof() and content.exception() is None:
+    if type(content) is StreamReader:
         try:
-            buffered, size, cursor = content._buffer, content._size, content._cursor
-        except AttributeError:
+            if content._eof and not content._buffer and content._exception is None:
+                if body:
+                    content._buffer.append(body)
+                    content._size += len(body)
+                    content._cursor -= len(body)
+                return
+        except AttributeError:  # another aiohttp's insides: a new stream
             pass
-        else:
-            buffered.appendleft(body)
-            content._size = size + len(body)
-            content._cursor = cursor - len(body)
-            return
+    elif not body and content is not None and content.at_eof():
+        return  # an empty body reads as empty again
     response.content = _stream_of(body)
 
 

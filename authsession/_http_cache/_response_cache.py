@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -29,9 +30,9 @@ from yarl import URL
 from .._events import Event, EventHook, emit
 from .._identity import token_cache_key
 from .._transport import safe_url
-from ._entry import StoredResponse, vary_value
+from ._entry import StoredResponse, header_block, vary_value
 from ._memory import MemoryResponseStore
-from ._response import CachedResponse, refill_content
+from ._response import CachedResponse, received, refill_content
 from ._rules import (
     CACHEABLE_METHODS,
     CACHEABLE_STATUSES,
@@ -43,7 +44,6 @@ from ._rules import (
     parse_cache_control,
     refreshed_headers,
     same_etag,
-    storable,
     vary_names,
     verdict,
 )
@@ -79,7 +79,7 @@ _BYPASS = (
     hdrs.IF_UNMODIFIED_SINCE,
     hdrs.IF_RANGE,
 )
-_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+_NO_DIRECTIVES: Mapping[str, str | None] = MappingProxyType({})
 
 
 @dataclass
@@ -98,12 +98,20 @@ class ResponseCacheStats:
     invalidations: int = 0
 
 
+#: What :meth:`ResponseCache.find` found for one cacheable request, as the engine carries it:
+#: ``(response, request_headers, stored, started, address, slot)`` (see :class:`CacheLookup`).
+#: A plain tuple: one is made for every cacheable request, and a tuple costs a fraction of an object.
+Found = tuple["CachedResponse | None", "Mapping[str, str] | None", "StoredResponse | None", float, str, str]
+
+#: :meth:`ResponseCache.find`'s answer when the store is not in this process: ask it with
+#: :meth:`ResponseCache.find_in_store` (a coroutine).
+ASK_STORE: Any = object()
+
+
 class CacheLookup:
     """What :meth:`ResponseCache.lookup` found for one cacheable request; hand it to :meth:`ResponseCache.complete`.
 
-    Read-only by convention: a plain class with slots rather than a frozen
-    dataclass, because one is made for every cacheable request and a frozen
-    dataclass costs several times as much to make.
+    Read-only by convention.
 
     Attributes:
         response: A fresh stored response: return it; send nothing.
@@ -136,6 +144,10 @@ class CacheLookup:
         self.started = started
         self.address = address
         self.slot = slot
+
+    def found(self) -> Found:
+        """The same, as :meth:`ResponseCache.settle` takes it."""
+        return (self.response, self.request_headers, self.stored, self.started, self.address, self.slot)
 
     def __repr__(self) -> str:
         outcome = "hit" if self.response is not None else "revalidate" if self.request_headers else "miss"
@@ -233,6 +245,17 @@ class ResponseCache:
             headers: The caller's request headers (before any credential is added).
             identity: The credential identity (:func:`cache_identity`; a digest, never a token).
         """
+        found = self.find(method, url, headers, identity)
+        if found is ASK_STORE:
+            found = await self.find_in_store(method, url, headers, identity)
+        return None if found is None else CacheLookup(*found)
+
+    def find(self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str) -> Found | None:
+        """:meth:`lookup`'s answer as a :data:`Found` tuple, without a coroutine: what the sessions call.
+
+        When the store is not in this process, :data:`ASK_STORE` once the
+        request is known to be cacheable: then ask :meth:`find_in_store`.
+        """
         if method not in CACHEABLE_METHODS:
             method = method.upper()
             if method not in CACHEABLE_METHODS:
@@ -241,14 +264,36 @@ class ResponseCache:
         if request_headers is not None and _bypasses(request_headers):
             return None
         memory = self._memory
-        if memory is not None and memory.is_empty:
-            # Nothing to find: the URL's text (several times the cost of the rest of a
-            # miss) is made only if the answer is stored.
-            address = slot = ""
-            variants: Sequence[StoredResponse] = ()
-        else:
-            address, slot = _address(url), _slot(identity, method)
-            variants = memory.read(address, slot) if memory is not None else await self._store.get(address, slot)
+        if memory is None:
+            return ASK_STORE  # type: ignore[no-any-return]
+        if memory.is_empty:
+            # Nothing to find: the URL's text and the slot are made only if the answer is stored.
+            return (None, None, None, self._clock(), "", "")
+        address, slot = _address(url), _slot(identity, method)
+        variants = memory.read(address, slot)
+        if not variants:
+            return (None, None, None, self._clock(), address, slot)
+        return self._chosen(method, url, request_headers, variants, address, slot)
+
+    async def find_in_store(
+        self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str
+    ) -> Found | None:
+        """:meth:`find`'s answer for a request it found cacheable, read from a store outside the process."""
+        method = method.upper()
+        address, slot = _address(url), _slot(identity, method)
+        variants = await self._store.get(address, slot)
+        return self._chosen(method, url, _ci(headers), variants, address, slot)
+
+    def _chosen(
+        self,
+        method: str,
+        url: URL,
+        request_headers: CIMultiDictProxy[str] | None,
+        variants: Sequence[StoredResponse],
+        address: str,
+        slot: str,
+    ) -> Found:
+        """What to do with the stored ``variants`` of this request's URL: serve one, revalidate one, or miss."""
         now = self._clock()
         stored = None
         for variant in variants:
@@ -268,13 +313,10 @@ class ResponseCache:
                 self._stats.hits += 1
                 self._emit(HIT, method, url)
                 response = CachedResponse(stored, url, age=age, request_headers=request_headers)
-                return CacheLookup(response, None, stored, now, address, slot)
+                return (response, None, stored, now, address, slot)
             if decision is Verdict.REVALIDATE:
-                return CacheLookup(None, conditional_headers(stored.header_map), stored, now, address, slot)
-        self._stats.misses += 1
-        if self._on_event is not None or log.isEnabledFor(logging.DEBUG):
-            self._emit(MISS, method, url)
-        return CacheLookup(None, None, None, now, address, slot)
+                return (None, conditional_headers(stored.header_map), stored, now, address, slot)
+        return (None, None, None, now, address, slot)  # a miss: counted when its answer is used
 
     # --- after the network answered ------------------------------------------------
 
@@ -294,18 +336,32 @@ class ResponseCache:
         (releasing the 304), and drops the URL's responses after an unsafe
         method answered below 400. Any other response is returned untouched.
         """
-        if lookup is None:
+        found = None if lookup is None else lookup.found()
+        return await self.settle(found, method, url, headers, identity, response)
+
+    async def settle(
+        self,
+        found: Found | None,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str] | None,
+        identity: str,
+        response: aiohttp.ClientResponse,
+    ) -> aiohttp.ClientResponse | CachedResponse:
+        """:meth:`complete` for what :meth:`find` found: what the sessions call."""
+        if found is None:
             if response.status < 400 and method.upper() not in SAFE_METHODS:
                 await self._invalidate(url, response, method.upper())
             return response
-        if lookup.response is not None:  # a hit: nothing was sent
+        hit, _, stored, started, address, slot = found
+        if hit is not None:  # a hit: nothing was sent
             return response
-        stored = lookup.stored
-        if stored is not None:  # a revalidation
-            if response.status == 304:
-                return await self._revalidated(lookup, stored, url, response, _ci(headers))
-            self._stats.misses += 1
-            self._emit(MISS, stored.method, url)
+        if stored is not None and response.status == 304:  # a revalidation, confirmed
+            return await self._revalidated(found, stored, url, response, _ci(headers))
+        self._stats.misses += 1
+        listening = self._on_event is not None or log.isEnabledFor(logging.DEBUG)
+        if listening:
+            self._emit(MISS, method.upper(), url)
         answer = response.headers
         if not (
             self._overrides
@@ -315,95 +371,100 @@ class ResponseCache:
             or hdrs.LAST_MODIFIED in answer
         ):
             return response  # the usual API answer: nothing says it may be reused
-        if response.status not in CACHEABLE_STATUSES or response.history:
+        status = response.status
+        if status not in CACHEABLE_STATUSES or response.history:
             # A response reached through redirects answers another URL.
             return response
-        return await self._store_if_cacheable(lookup, url, _ci(headers), identity, response)
-
-    async def _store_if_cacheable(
-        self,
-        lookup: CacheLookup,
-        url: URL,
-        request_headers: CIMultiDictProxy[str] | None,
-        identity: str,
-        response: aiohttp.ClientResponse,
-    ) -> aiohttp.ClientResponse:
-        # Cheapest refusals first: a miss that stores must cost next to nothing too.
-        headers = response.headers
-        method = response.method
+        # Storing, written out in one function rather than the rules' calls: a miss that stores
+        # must cost next to nothing too (freshness_lifetime and storable say the same).
+        method = response.method  # GET or HEAD: find() let no other method through
+        request_headers = None if headers is None else _ci(headers)
+        if request_headers is not None and "no-store" in _directives(request_headers):
+            return response
+        directives: Mapping[str, str | None] = _NO_DIRECTIVES
+        if hdrs.CACHE_CONTROL in answer:
+            directives = parse_cache_control(answer.getall(hdrs.CACHE_CONTROL))
+            if "no-store" in directives:
+                return response
         now = self._clock()
-        address = lookup.address or _address(url)
-        response_directives = (
-            parse_cache_control(headers.getall(hdrs.CACHE_CONTROL)) if hdrs.CACHE_CONTROL in headers else {}
-        )
-        lifetime = freshness_lifetime(response_directives, headers, now, self._override_for(address))
-        has_validator = hdrs.ETAG in headers or hdrs.LAST_MODIFIED in headers
-        if not storable(
-            method,
-            response.status,
-            _directives(request_headers),
-            response_directives,
-            lifetime=lifetime,
-            has_validator=has_validator,
-        ):
+        if not address:
+            address = _address(url)
+        if "max-age" in directives or hdrs.EXPIRES in answer:
+            lifetime = freshness_lifetime(directives, answer, now)
+        else:  # the caller's lifetime for the URL, if any
+            lifetime = 0.0
+            for pattern, seconds in self._overrides:
+                if pattern.match(address):
+                    lifetime = seconds
+                    break
+        has_validator = hdrs.ETAG in answer or hdrs.LAST_MODIFIED in answer
+        if not (lifetime > 0 or has_validator):
             return response
-        names = vary_names(headers.getall(hdrs.VARY)) if hdrs.VARY in headers else ()
-        length = response.content_length
-        if names is None or (length is not None and length > self._max_body_size):
-            return response
-        body = await response.read()
-        refill_content(response, body)
+        names: tuple[str, ...] | None = ()
+        if hdrs.VARY in answer:
+            names = vary_names(answer.getall(hdrs.VARY))
+            if names is None:  # Vary: *
+                return response
+        parts = received(response)
+        if parts is None:
+            length = response.content_length
+            if length is not None and length > self._max_body_size:
+                return response  # not read, not kept
+            body = await response.read()
+            refill_content(response, body)
+            raw = None
+        else:
+            body, raw = parts
         if len(body) > self._max_body_size:
             return response
         keep_until = now + lifetime + (self._keep_stale if has_validator else 0.0)
-        stored = StoredResponse(
-            method,
-            response.status,
-            response.reason or "",
-            _kept_headers(headers),
-            body,
-            lookup.started,
-            now,
-            lifetime,
-            tuple([(name, vary_value(request_headers, name)) for name in names]) if names else (),
-            keep_until,
-        )
-        slot = lookup.slot or _slot(identity, method)
+        if not slot:
+            slot = _slot(identity, method)
         memory = self._memory
         if memory is not None and not names:
-            memory.write(address, slot, (stored,), keep_until - now)  # no other variant to keep
+            # Set-Cookie is session state, not content: never kept.
+            block = header_block(raw if raw is not None and hdrs.SET_COOKIE not in answer else _kept_raw(answer))
+            reason = response.reason or ""
+            memory.keep(
+                address, slot, keep_until - now, method, status, reason, block, body, started, now, lifetime, keep_until
+            )
         else:
+            vary = tuple([(name, vary_value(request_headers, name)) for name in names]) if names else ()
+            reason = response.reason or ""
+            kept = _kept_headers(answer)
+            stored = StoredResponse(method, status, reason, kept, body, started, now, lifetime, vary, keep_until)
             await self._put(address, slot, stored, now)
         self._stats.stores += 1
-        if self._on_event is not None or log.isEnabledFor(logging.DEBUG):
+        if listening:
             self._emit(STORED, method, url)
         return response
 
     async def _revalidated(
         self,
-        lookup: CacheLookup,
+        found: Found,
         stored: StoredResponse,
         url: URL,
         response: aiohttp.ClientResponse,
         request_headers: CIMultiDictProxy[str] | None,
     ) -> CachedResponse:
         """The stored response, renewed by the 304 ``response`` (which is released)."""
+        started, address, slot = found[3:]
         response.release()
         now = self._clock()
         if not same_etag(stored.header_map.get("ETag"), response.headers.get("ETag")):
             # The 304 confirms some other representation: serve ours this once, keep it no longer.
-            await self._store.delete(lookup.address)
+            await self._store.delete(address)
         else:
             merged = refreshed_headers(stored.headers, _kept_headers(response.headers))
-            renewed = stored.renewed(headers=merged, request_time=lookup.started, response_time=now)
-            override = self._override_for(lookup.address)
+            renewed = stored.renewed(headers=merged, request_time=started, response_time=now)
+            override = self._override_for(address)
             lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, override)
             keep = now + lifetime + (self._keep_stale if renewed.has_validator else 0.0)
             stored = renewed.renewed(lifetime=lifetime, keep_until=keep)
             if "no-store" in stored.directives:
-                await self._store.delete(lookup.address)
+                await self._store.delete(address)
             else:
-                await self._put(lookup.address, lookup.slot, stored, now)
+                await self._put(address, slot, stored, now)
         self._stats.revalidations += 1
         self._emit(REVALIDATED, stored.method, url)
         age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
@@ -500,10 +561,30 @@ def _compile_overrides(ttl_for: Mapping[str, float] | None) -> tuple[tuple[re.Pa
 
 
 def _address(url: URL) -> str:
-    """The URL a response is stored under: the whole URL but its fragment."""
-    if not isinstance(url, URL):
-        url = URL(url)
-    return str(url.with_fragment(None)) if url.raw_fragment else str(url)
+    """The URL a response is stored under: the whole URL but its fragment, as ``str()`` writes it.
+
+    Joined from yarl's parts, which are normalised already: ``str(url)`` costs
+    more than the rest of a miss. What ``str()`` would still change (a default
+    port it leaves out), unusual URLs and a yarl without these parts take its way.
+    """
+    try:
+        scheme, netloc, path, query = url._scheme, url._netloc, url._path, url._query
+    except AttributeError:
+        try:
+            scheme, netloc, path, query, _ = url._val  # yarl before 1.18
+        except (AttributeError, TypeError, ValueError):
+            scheme = netloc = ""
+    if not netloc or (path and path[0] != "/") or netloc.endswith(_DEFAULT_PORTS.get(scheme, "\0")):
+        if not isinstance(url, URL):
+            url = URL(url)
+        return str(url.with_fragment(None)) if url.raw_fragment else str(url)
+    if query:
+        return f"{scheme}://{netloc}{path or '/'}?{query}"
+    return f"{scheme}://{netloc}{path}"
+
+
+# A netloc ending in its scheme's default port, which str() leaves out (yarl's list; yarl writes ports without zeros).
+_DEFAULT_PORTS = {"http": ":80", "https": ":443", "ws": ":80", "wss": ":443", "ftp": ":21"}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -531,6 +612,14 @@ def _directives(headers: CIMultiDictProxy[str] | None) -> dict[str, str | None]:
     if headers is None or hdrs.CACHE_CONTROL not in headers:
         return {}
     return parse_cache_control(headers.getall(hdrs.CACHE_CONTROL))
+
+
+def _kept_raw(headers: CIMultiDictProxy[str]) -> list[tuple[bytes, bytes]]:
+    """:func:`_kept_headers` as bytes pairs, for a :func:`header_block`."""
+    return [
+        (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+        for name, value in _kept_headers(headers)
+    ]
 
 
 def _kept_headers(headers: CIMultiDictProxy[str]) -> tuple[tuple[str, str], ...]:
