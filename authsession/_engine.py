@@ -19,13 +19,13 @@ that a refresh never queues behind API requests that fill the caller's pool.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Awaitable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import ClientResponse, hdrs
-from multidict import CIMultiDict
 from yarl import URL
 
 from ._cache import TokenCache
@@ -33,7 +33,6 @@ from ._deadline import current_deadline, timeout_after
 from ._errors import BackendTimeout
 from ._events import EventHook
 from ._http_cache import ResponseCache, cache_identity
-from ._http_cache._response_cache import ASK_STORE
 from ._ratelimit import RateLimiter
 from ._replay import Replay
 from ._retry import RetryPolicy
@@ -130,7 +129,7 @@ class Engine:
         self.cache = cache
         # What a door calls for each request: the cache's way when there is one, chosen
         # once here rather than checked on every request.
-        self.start = self.run if cache is None else self.cached
+        self.start = self.run if cache is None else functools.partial(cache.through, self)
         self.max_refresh_attempts = check_refresh_attempts(max_refresh_attempts)
         if isinstance(refresh_status_codes, (str, bytes, int)):
             raise TypeError("refresh_status_codes must be a collection of status codes")
@@ -220,32 +219,6 @@ class Engine:
         ):
             return await Replay(self, door, method, url, headers, options).settle(response, sent, asks_again)
         return response
-
-    async def cached(self, door: Door, method: str, url: Any, headers: Any, options: Any) -> ClientResponse:
-        """The request through the response cache: a fresh stored response at once, else :meth:`run` and store."""
-        cache = self.cache
-        assert cache is not None  # :attr:`start` is this only when there is a cache
-        # Parsed once: the absolute URL goes on to aiohttp, which takes a URL as it is.
-        url = target = _absolute(door, url)
-        params = options.get("params") if isinstance(options, dict) else None
-        if params:
-            target = target.extend_query(params)
-        # Without a coroutine when the store is in memory (a miss must cost next to nothing).
-        found = cache.find(method, target, headers, self.identity)
-        if found is ASK_STORE:
-            found = await cache.find_in_store(method, target, headers, self.identity)
-        if found is not None:
-            hit, validators = found[0], found[1]
-            if hit is not None:
-                # A stand-in with ClientResponse's reading side (authsession.CachedResponse).
-                return hit  # type: ignore[return-value]
-            if validators:
-                # In place: the session door's headers are its own copy, the middleware door's are the request's.
-                if headers is None:
-                    headers = CIMultiDict()
-                headers.update(validators)
-        response = await self.run(door, method, url, headers, options)
-        return await cache.settle(found, method, target, headers, self.identity, response)  # type: ignore[return-value]
 
     def send(
         self, door: Door, method: str, url: Any, headers: Any, credentials: Headers | None, options: Any

@@ -39,9 +39,9 @@ class Event:
 EventHook = Callable[[Event], object]
 
 
-def emit(hook: EventHook | None, event: Event) -> None:
-    """Log ``event`` at DEBUG and hand it to ``hook``; a failing hook is logged, not raised."""
-    if log.isEnabledFor(logging.DEBUG):
+def emit(hook: EventHook | None, event: Event, *, logged: bool = True) -> None:
+    """Log ``event`` at DEBUG (unless not ``logged``) and hand it to ``hook``; a failing hook is logged, not raised."""
+    if logged and log.isEnabledFor(logging.DEBUG):
         where = f" {event.method} {event.url}" if event.method else ""
         log.debug(
             "%s (%s) attempt %d, delay %.3fs%s",

@@ -106,6 +106,21 @@ async def test_memory_store_forgets_at_the_ttl() -> None:
     assert len(store) == 0
 
 
+async def test_a_url_keeps_its_other_slots_when_one_goes() -> None:
+    """One slot expiring leaves the URL's others, which a delete of the URL still finds."""
+    clock = Ticks()
+    store = MemoryResponseStore(clock=clock)
+    await store.set(URL_A, "short", [response()], ttl=10)
+    await store.set(URL_A, "long", [response()], ttl=100)
+    await store.set(URL_A, "longer", [response()], ttl=200)
+    clock.now += 11
+    assert not await store.get(URL_A, "short")
+    await store.delete(URL_A)
+    assert not await store.get(URL_A, "long")
+    assert not await store.get(URL_A, "longer")
+    assert store.size == 0
+
+
 async def test_delete_drops_every_slot_of_a_url() -> None:
     """Invalidation is by URL: every identity's responses go at once."""
     store = MemoryResponseStore()

@@ -203,14 +203,13 @@ class MemoryResponseStore:
         self._unlist(url, slot)
 
     def _unlist(self, url: str, slot: str) -> None:
+        """Take ``slot`` off ``url``'s slots (its entry is gone)."""
         slots = self._slots.get(url)
-        if slots is None:
-            return
-        left = ((slots,) if slots != slot else ()) if type(slots) is str else tuple([s for s in slots if s != slot])
-        if not left:
+        if slots is None or type(slots) is str:  # its only slot
             self._slots.pop(url, None)
-        else:
-            self._slots[url] = left[0] if len(left) == 1 else left
+            return
+        left = tuple([s for s in slots if s != slot])
+        self._slots[url] = left[0] if len(left) == 1 else left
 
     def _expire(self) -> None:
         now = self._clock()

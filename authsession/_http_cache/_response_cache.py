@@ -216,6 +216,8 @@ class ResponseCache:
         self._on_event = on_event
         self._clock = clock
         self._stats = ResponseCacheStats()
+        # Each identity's GET slot, asked for by every lookup: a dict read costs a third of the lru_cache call.
+        self._get_slots: dict[str, str] = {}
 
     @property
     def store(self) -> ResponseStore:
@@ -250,6 +252,51 @@ class ResponseCache:
             found = await self.find_in_store(method, url, headers, identity)
         return None if found is None else CacheLookup(*found)
 
+    async def through(self, engine: Any, door: Any, method: str, url: Any, headers: Any, options: Any) -> Any:
+        """One request of ``engine``'s doors through the cache: what ``engine.start`` is when it has one.
+
+        A fresh stored response comes back at once; otherwise ``engine.run``
+        sends the request (with validators, when a stored response may be
+        revalidated) and :meth:`settle` stores the answer. The usual request (a
+        GET or HEAD without headers of its own, a store in memory) is looked up
+        here, as :meth:`find` would: a miss must cost next to nothing.
+        """
+        # Parsed here, as aiohttp does first (it then takes the URL as it is).
+        build = getattr(door, "_build_url", None)
+        url = target = build(url) if build is not None else URL(url)
+        if options:  # the session door's keyword arguments (a dict), or None
+            params = options.get("params")
+            if params:
+                target = target.extend_query(params)
+        identity = engine.identity
+        memory = self._memory
+        if memory is not None and headers is None and method in CACHEABLE_METHODS:
+            if memory.is_empty:
+                found: Found | None = (None, None, None, self._clock(), "", "")
+            else:
+                address = _address(target)
+                slot = self._get_slots.get(identity) if method == "GET" else None
+                if slot is None:
+                    slot = self._slot(identity, method)
+                variants = memory.read(address, slot)
+                if variants:
+                    found = self._chosen(method, target, None, variants, address, slot)
+                else:
+                    found = (None, None, None, self._clock(), address, slot)
+        else:
+            found = self.find(method, target, headers, identity)
+            if found is ASK_STORE:
+                found = await self.find_in_store(method, target, headers, identity)
+        if found is not None and (found[0] is not None or found[1]):
+            if found[0] is not None:
+                return found[0]  # authsession.CachedResponse: ClientResponse's reading side
+            # Validators, in place: the session door's headers are its own copy, the middleware door's the request's.
+            if headers is None:
+                headers = CIMultiDict()
+            headers.update(found[1])
+        response = await engine.run(door, method, url, headers, options)
+        return await self.settle(found, method, target, headers, identity, response)
+
     def find(self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str) -> Found | None:
         """:meth:`lookup`'s answer as a :data:`Found` tuple, without a coroutine: what the sessions call.
 
@@ -269,7 +316,8 @@ class ResponseCache:
         if memory.is_empty:
             # Nothing to find: the URL's text and the slot are made only if the answer is stored.
             return (None, None, None, self._clock(), "", "")
-        address, slot = _address(url), _slot(identity, method)
+        address = _address(url)
+        slot = _slot(identity, method)
         variants = memory.read(address, slot)
         if not variants:
             return (None, None, None, self._clock(), address, slot)
@@ -353,15 +401,16 @@ class ResponseCache:
             if response.status < 400 and method.upper() not in SAFE_METHODS:
                 await self._invalidate(url, response, method.upper())
             return response
-        hit, _, stored, started, address, slot = found
-        if hit is not None:  # a hit: nothing was sent
+        if found[0] is not None:  # a hit: nothing was sent
             return response
+        stored = found[2]
         if stored is not None and response.status == 304:  # a revalidation, confirmed
             return await self._revalidated(found, stored, url, response, _ci(headers))
         self._stats.misses += 1
-        listening = self._on_event is not None or log.isEnabledFor(logging.DEBUG)
-        if listening:
-            self._emit(MISS, method.upper(), url)
+        if self._on_event is not None:
+            # Told to the hook only, not logged: a line per request that was not cached says little
+            # (stats count them), and asking the logger costs a fifth of a miss.
+            emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
         answer = response.headers
         if not (
             self._overrides
@@ -386,6 +435,7 @@ class ResponseCache:
             directives = parse_cache_control(answer.getall(hdrs.CACHE_CONTROL))
             if "no-store" in directives:
                 return response
+        _, _, _, started, address, slot = found
         now = self._clock()
         if not address:
             address = _address(url)
@@ -435,8 +485,7 @@ class ResponseCache:
             stored = StoredResponse(method, status, reason, kept, body, started, now, lifetime, vary, keep_until)
             await self._put(address, slot, stored, now)
         self._stats.stores += 1
-        if listening:
-            self._emit(STORED, method, url)
+        self._emit(STORED, method, url)
         return response
 
     async def _revalidated(
@@ -510,6 +559,13 @@ class ResponseCache:
 
     # --- the rest -------------------------------------------------------------------------
 
+    def _slot(self, identity: str, method: str) -> str:
+        """:func:`_slot`, and remembered for a GET (for up to 4,096 identities)."""
+        slot = _slot(identity, method)
+        if method == "GET" and len(self._get_slots) < 4096:
+            self._get_slots[identity] = slot
+        return slot
+
     def _override_for(self, address: str) -> float | None:
         for pattern, seconds in self._overrides:
             if pattern.match(address):
@@ -568,19 +624,21 @@ def _address(url: URL) -> str:
     port it leaves out), unusual URLs and a yarl without these parts take its way.
     """
     try:
-        scheme, netloc, path, query = url._scheme, url._netloc, url._path, url._query
+        scheme = url._scheme
+        netloc = url._netloc
+        path = url._path
+        query = url._query
     except AttributeError:
         try:
             scheme, netloc, path, query, _ = url._val  # yarl before 1.18
         except (AttributeError, TypeError, ValueError):
-            scheme = netloc = ""
-    if not netloc or (path and path[0] != "/") or netloc.endswith(_DEFAULT_PORTS.get(scheme, "\0")):
-        if not isinstance(url, URL):
-            url = URL(url)
-        return str(url.with_fragment(None)) if url.raw_fragment else str(url)
-    if query:
-        return f"{scheme}://{netloc}{path or '/'}?{query}"
-    return f"{scheme}://{netloc}{path}"
+            scheme = netloc = path = ""
+    if netloc and path[:1] == "/" and not netloc.endswith(_DEFAULT_PORTS.get(scheme, "\0")):
+        return f"{scheme}://{netloc}{path}?{query}" if query else f"{scheme}://{netloc}{path}"
+    # A default port (which str() drops), no path, an unusual URL: yarl's own way.
+    if not isinstance(url, URL):
+        url = URL(url)
+    return str(url.with_fragment(None)) if url.raw_fragment else str(url)
 
 
 # A netloc ending in its scheme's default port, which str() leaves out (yarl's list; yarl writes ports without zeros).
