@@ -1,11 +1,12 @@
 """``ResponseCache``: HTTP caching (RFC 9111) in front of the network, kept apart per credential identity.
 
-A session calls :meth:`ResponseCache.lookup` before it does any token work,
-takes a connection or a rate-limit slot; a fresh stored response comes back
-at once. Otherwise the request goes out (with the stored validators, when
-there are some) and :meth:`ResponseCache.complete` stores the answer, turns a
-304 into the stored response it confirmed, or drops the URL's responses after
-an unsafe method.
+A session's requests go through :meth:`ResponseCache.through`, which looks the
+request up before any token work, connection or rate-limit slot; a fresh stored
+response comes back at once. Otherwise the request goes out (with the stored
+validators, when there are some) and :meth:`ResponseCache.settle` stores the
+answer, turns a 304 into the stored response it confirmed, or drops the URL's
+responses after an unsafe method. :meth:`ResponseCache.lookup` and
+:meth:`ResponseCache.complete` are the same two steps for code of your own.
 """
 
 from __future__ import annotations
@@ -379,8 +380,8 @@ class ResponseCache:
     ) -> aiohttp.ClientResponse | CachedResponse:
         """What the caller gets for ``response``, the network's answer to the request ``lookup`` was about.
 
-        Stores a cacheable response (its body is read; the response stays
-        readable and streamable), returns the stored response a 304 confirmed
+        Stores a cacheable response (its body is kept; the response stays
+        readable and streamable from the start), returns the stored response a 304 confirmed
         (releasing the 304), and drops the URL's responses after an unsafe
         method answered below 400. Any other response is returned untouched.
         """
