@@ -6,6 +6,7 @@ Each behaviour runs through ``AuthorizedSession(creds, cache=...)`` and through
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,15 +14,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from authsession import (
     AuthMiddleware,
     AuthorizedSession,
     CachedResponse,
+    DeadlineExceededError,
     Event,
     ResponseCache,
     ResponseCacheStats,
+    deadline,
 )
 from authsession._http_cache._response import refill_content
 from authsession.testing import FakeOAuthServer
@@ -580,6 +585,107 @@ async def test_a_response_class_with_its_own_read_is_stored_as_it_reads(
     finally:
         await session.close()
         await middleware.close()
+
+
+class Streams:
+    """An API of its own whose bodies come in 1 KiB chunks, with no Content-Length, fresh for a minute.
+
+    ``/gated?before=N&after=M``: N chunks, then it waits for ``gate``, then M
+    more. ``/broken``: one chunk, then the connection drops.
+    """
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.served = 0
+        app = web.Application()
+        app.router.add_get("/gated", self._gated)
+        app.router.add_get("/broken", self._broken)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    @staticmethod
+    def body(chunks: int) -> bytes:
+        """The bytes of the first ``chunks`` chunks: each is its number, written out, so order shows."""
+        return b"".join(f"{n:08d}".encode() * 128 for n in range(chunks))
+
+    async def _start(self, request: web.Request) -> web.StreamResponse:
+        self.served += 1
+        response = web.StreamResponse(headers={"Cache-Control": "max-age=60"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        return response
+
+    async def _gated(self, request: web.Request) -> web.StreamResponse:
+        response = await self._start(request)
+        before, after = int(request.query["before"]), int(request.query["after"])
+        for n in range(before + after):
+            if n == before:
+                await self.gate.wait()
+            await response.write(f"{n:08d}".encode() * 128)
+        await response.write_eof()
+        return response
+
+    async def _broken(self, request: web.Request) -> web.StreamResponse:
+        response = await self._start(request)
+        await response.write(self.body(1))
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+
+@pytest.fixture
+async def streams() -> AsyncIterator[Streams]:
+    api = Streams()
+    await api.server.start_server()
+    try:
+        yield api
+    finally:
+        api.gate.set()  # a handler still waiting finishes
+        await api.server.close()
+
+
+async def test_a_body_longer_than_max_body_size_is_not_read_to_its_end(
+    door: str, oauth_server: FakeOAuthServer, streams: Streams
+) -> None:
+    """A body with no Content-Length is read no further than max_body_size: the caller gets the response while
+    the server still holds the rest back, and streams the whole body from its first byte; nothing is stored."""
+    cache = ResponseCache(max_body_size=4096)
+    url = streams.server.make_url("/gated").with_query(before=8, after=8)
+    async with client(door, oauth_server.credentials(), cache) as session:
+        for served in (1, 2):
+            # Reading the body to its end first would wait for the gate, which opens only once the response is here.
+            response = await asyncio.wait_for(session.get(url), 10)
+            async with response:
+                streams.gate.set()
+                assert await response.read() == streams.body(16)
+            streams.gate.clear()
+            assert streams.served == served
+    assert cache.stats.stores == 0
+
+
+async def test_a_body_that_breaks_off_while_the_cache_reads_it_raises_and_frees_the_connection(
+    door: str, oauth_server: FakeOAuthServer, streams: Streams
+) -> None:
+    """The caller gets aiohttp's own error for a body cut short, and the connection goes back: nothing stored."""
+    cache = ResponseCache()
+    async with client(door, oauth_server.credentials(), cache) as session:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await session.get(streams.server.make_url("/broken"))
+        assert not session.connector._acquired
+    assert cache.stats.stores == 0
+
+
+async def test_a_body_that_stalls_while_the_cache_reads_it_is_bounded_by_the_deadline(
+    door: str, oauth_server: FakeOAuthServer, streams: Streams
+) -> None:
+    """A body under max_body_size that stops arriving holds the call no longer than its deadline."""
+    cache = ResponseCache()
+    url = streams.server.make_url("/gated").with_query(before=1, after=1)
+    async with client(door, oauth_server.credentials(), cache) as session:
+        with pytest.raises(DeadlineExceededError):
+            async with deadline(0.3):
+                await session.get(url)
+        assert not session.connector._acquired
+    assert cache.stats.stores == 0
 
 
 async def test_a_stream_that_cannot_be_refilled_is_replaced() -> None:

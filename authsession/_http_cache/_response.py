@@ -26,7 +26,7 @@ from yarl import URL
 from .._transport import safe_url
 from ._entry import StoredResponse
 
-__all__ = ["PLAIN_RESPONSES", "CachedResponse", "received", "refill_content"]
+__all__ = ["PLAIN_RESPONSES", "CachedResponse", "read_at_most", "received", "refill_content"]
 
 _STREAM_LIMIT = 2**16
 
@@ -69,6 +69,52 @@ def received(response: aiohttp.ClientResponse) -> tuple[bytes, tuple[tuple[bytes
         return b"".join(content._buffer), raw  # one chunk: that very bytes object
     except AttributeError:
         return None
+
+
+async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body of a response still arriving if it is at most ``limit`` bytes, left readable from the start; else None.
+
+    aiohttp's own responses are read as the chunks come and never much past
+    ``limit``: a longer body (a download, a stream with no end) is given back
+    in front of its stream as it was read, and the rest keeps arriving for
+    the caller, who sees the whole body as if the cache had not looked. A
+    read that fails closes the response, as aiohttp's ``read()`` does.
+    Another response class is read with its own ``read()`` (which may do more
+    than drain the stream), then refilled.
+    """
+    content = response.content
+    if type(response) not in PLAIN_RESPONSES or type(content) is not StreamReader:
+        body = await response.read()
+        refill_content(response, body)
+        return body if len(body) <= limit else None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= limit:
+            chunk = await content.readany()
+            if not chunk:  # the end: the whole body is here
+                body = b"".join(chunks)
+                refill_content(response, body)
+                return body
+            chunks.append(chunk)
+            size += len(chunk)
+    except BaseException:
+        response.close()
+        raise
+    _give_back(content, b"".join(chunks))
+    return None
+
+
+def _give_back(content: StreamReader, data: bytes) -> None:
+    """Put ``data``, just read from ``content``, back in front of what arrives next, as ``unread_data`` did.
+
+    ``readany`` took all the stream held, so nothing is partly read: the data
+    goes in whole as the first chunk. The stream's size and position say it
+    was never read (its flow control then pauses the connection as usual).
+    """
+    content._buffer.appendleft(data)
+    content._size += len(data)
+    content._cursor -= len(data)
 
 
 def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:

@@ -33,7 +33,7 @@ from .._identity import token_cache_key
 from .._transport import safe_url
 from ._entry import StoredResponse, header_block, vary_value
 from ._memory import MemoryResponseStore
-from ._response import CachedResponse, received, refill_content
+from ._response import CachedResponse, read_at_most, received
 from ._rules import (
     CACHEABLE_METHODS,
     CACHEABLE_STATUSES,
@@ -461,13 +461,15 @@ class ResponseCache:
             length = response.content_length
             if length is not None and length > self._max_body_size:
                 return response  # not read, not kept
-            body = await response.read()
-            refill_content(response, body)
+            # Read no further than the bound: a body that turns out longer streams on to the caller, not kept.
+            body = await read_at_most(response, self._max_body_size)
+            if body is None:
+                return response
             raw = None
         else:
             body, raw = parts
-        if len(body) > self._max_body_size:
-            return response
+            if len(body) > self._max_body_size:
+                return response
         keep_until = now + lifetime + (self._keep_stale if has_validator else 0.0)
         if not slot:
             slot = _slot(identity, method)
