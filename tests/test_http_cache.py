@@ -591,7 +591,8 @@ class Streams:
     """An API of its own whose bodies come in 1 KiB chunks, with no Content-Length, fresh for a minute.
 
     ``/gated?before=N&after=M``: N chunks, then it waits for ``gate``, then M
-    more. ``/broken``: one chunk, then the connection drops.
+    more. ``/broken``: one chunk, then the connection drops. ``/cased``: a
+    small body whose header names are sent in lowercase.
     """
 
     def __init__(self) -> None:
@@ -600,6 +601,7 @@ class Streams:
         app = web.Application()
         app.router.add_get("/gated", self._gated)
         app.router.add_get("/broken", self._broken)
+        app.router.add_get("/cased", self._cased)
         self.server = TestServer(app, host="127.0.0.1")
 
     @staticmethod
@@ -623,6 +625,11 @@ class Streams:
             await response.write(f"{n:08d}".encode() * 128)
         await response.write_eof()
         return response
+
+    async def _cased(self, request: web.Request) -> web.Response:
+        self.served += 1
+        names = {"cache-control": "max-age=60", "etag": '"v1"', "last-modified": "Wed, 01 Jan 2020 00:00:00 GMT"}
+        return web.Response(body=self.body(1), headers={**names, "x-rate-limit-remaining": "9"})
 
     async def _broken(self, request: web.Request) -> web.StreamResponse:
         response = await self._start(request)
@@ -660,6 +667,21 @@ async def test_a_body_longer_than_max_body_size_is_not_read_to_its_end(
             streams.gate.clear()
             assert streams.served == served
     assert cache.stats.stores == 0
+
+
+async def test_a_hit_lists_its_header_names_as_the_miss_did(
+    door: str, oauth_server: FakeOAuthServer, streams: Streams
+) -> None:
+    """Header names sent in lowercase come back from a hit in the case aiohttp gave the miss (its own, for names
+    it knows, when its compiled parser read them): code that copies headers into a dict sees the same keys."""
+    cache = ResponseCache()
+    async with client(door, oauth_server.credentials(), cache) as session:
+        async with session.get(streams.server.make_url("/cased")) as miss:
+            names = list(miss.headers)
+        async with session.get(streams.server.make_url("/cased")) as hit:
+            assert isinstance(hit, CachedResponse)
+            assert [name for name in hit.headers if name != "Age"] == names
+    assert streams.served == 1
 
 
 async def test_a_body_that_breaks_off_while_the_cache_reads_it_raises_and_frees_the_connection(

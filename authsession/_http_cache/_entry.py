@@ -16,7 +16,8 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from ._rules import parse_cache_control
 
@@ -195,14 +196,36 @@ def header_block(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     return b"\r\n".join(map(b": ".join, pairs))
 
 
+def _known_names() -> dict[str, str]:
+    """The header names aiohttp's compiled parser writes in its own case, whatever case they came in, by lowercase.
+
+    Its pure-Python parser (``AIOHTTP_NO_EXTENSIONS``) keeps names as sent: then none.
+    """
+    from aiohttp import http_parser
+
+    if getattr(http_parser, "HttpResponseParserC", None) is not http_parser.HttpResponseParser:
+        return {}
+    return {name.lower(): str(name) for name in vars(hdrs).values() if isinstance(name, istr)}
+
+
+_KNOWN_NAMES = _known_names()
+
+
 def header_pairs(block: bytes) -> tuple[tuple[str, str], ...]:
-    """The fields of a :func:`header_block`, decoded as aiohttp decodes them (UTF-8, bytes it cannot decode kept)."""
+    """The fields of a :func:`header_block`, as aiohttp's ``headers`` give them.
+
+    Decoded as aiohttp decodes them (UTF-8, bytes it cannot decode kept), and
+    a name aiohttp knows in its own case (``cache-control`` is ``Cache-Control``)
+    when its parser writes it so: a hit lists the names the miss did.
+    """
     if not block:
         return ()
+    known = _KNOWN_NAMES
     pairs = []
     for line in block.split(b"\r\n"):
         name, _, value = line.partition(b": ")
-        pairs.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        text = name.decode("utf-8", "surrogateescape")
+        pairs.append((known.get(text.lower(), text), value.decode("utf-8", "surrogateescape")))
     return tuple(pairs)
 
 
