@@ -240,8 +240,7 @@ async def test_token_json_has_expiry_and_scopes(run: RunCli, oauth_server: FakeO
         oauth_server.token_url,
         "--client-id",
         oauth_server.client_id,
-        "--client-secret",
-        oauth_server.client_secret,
+        f"--client-secret={oauth_server.client_secret}",  # a generated secret may start with "-"
         "--scope",
         "api.read api.write",
         "--scope",
@@ -373,6 +372,21 @@ async def test_token_with_no_credentials_says_where_it_looked(run: RunCli, tmp_p
         str(tmp_path / "home" / ".config" / "gcloud" / "application_default_credentials.json"),
     ):
         assert place in result.err
+
+
+async def test_a_value_that_starts_with_a_dash_is_given_with_equals(run: RunCli, oauth_server: FakeOAuthServer) -> None:
+    """A secret that starts with "-" (token_urlsafe makes one in 64) is taken with --client-secret=; given on its own,
+    argparse takes it for an option, and the error says how to write it, without repeating it."""
+    secret = "-" + oauth_server.client_secret
+    oauth_server.client_secret = secret
+    flags = ["--token-uri", oauth_server.token_url, "--client-id", oauth_server.client_id]
+    refused = await run("token", *flags, "--client-secret", secret)
+    assert refused.status == 2
+    assert "a value that starts with '-' is written --client-secret=VALUE" in refused.err
+    assert secret[1:] not in refused.out + refused.err
+    taken = await run("token", *flags, f"--client-secret={secret}")
+    assert taken.status == 0, taken.err
+    assert taken.out.strip() in oauth_server.tokens
 
 
 async def test_token_rejected_client_is_one_line_without_secrets(run: RunCli, oauth_server: FakeOAuthServer) -> None:

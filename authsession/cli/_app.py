@@ -43,7 +43,20 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line like every other error of the command."""
 
     def error(self, message: str) -> NoReturn:
+        option = _lacking_value(message)
+        if option is not None:
+            # The usual cause: the value starts with "-" (a generated secret may), and argparse took it
+            # for an option. The message says how to give it, without repeating what may be a secret.
+            message += f"; a value that starts with '-' is written {option}=VALUE"
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _lacking_value(message: str) -> str | None:
+    """The option argparse's ``message`` says was given no value (``--client-secret``), if that is what it says."""
+    prefix, _, rest = message.partition(": ")
+    if prefix.startswith("argument -") and rest == "expected one argument":
+        return prefix.removeprefix("argument ").split("/")[-1]
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
