@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from aiohttp import hdrs
+from aiohttp import hdrs, http_parser
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from ._rules import parse_cache_control
@@ -201,8 +201,6 @@ def _known_names() -> dict[str, str]:
 
     Its pure-Python parser (``AIOHTTP_NO_EXTENSIONS``) keeps names as sent: then none.
     """
-    from aiohttp import http_parser
-
     if getattr(http_parser, "HttpResponseParserC", None) is not http_parser.HttpResponseParser:
         return {}
     return {name.lower(): str(name) for name in vars(hdrs).values() if isinstance(name, istr)}

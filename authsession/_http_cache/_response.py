@@ -93,28 +93,29 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | 
         while size <= limit:
             chunk = await content.readany()
             if not chunk:  # the end: the whole body is here
-                body = b"".join(chunks)
-                refill_content(response, body)
-                return body
+                break
             chunks.append(chunk)
             size += len(chunk)
     except BaseException:
         response.close()
         raise
-    _give_back(content, b"".join(chunks))
-    return None
+    body = b"".join(chunks)
+    _give_back(content, body)
+    return body if size <= limit else None
 
 
 def _give_back(content: StreamReader, data: bytes) -> None:
-    """Put ``data``, just read from ``content``, back in front of what arrives next, as ``unread_data`` did.
+    """Put ``data``, just read from ``content``, back in front of whatever arrives next, as ``unread_data`` did.
 
-    ``readany`` took all the stream held, so nothing is partly read: the data
-    goes in whole as the first chunk. The stream's size and position say it
-    was never read (its flow control then pauses the connection as usual).
+    The stream holds nothing when this is called (``readany`` took it all, or
+    it is at its end), so nothing is partly read: the data goes in whole as the
+    first chunk, and the stream's size and position say it was never read (its
+    flow control then pauses the connection as usual).
     """
-    content._buffer.appendleft(data)
-    content._size += len(data)
-    content._cursor -= len(data)
+    if data:
+        content._buffer.appendleft(data)
+        content._size += len(data)
+        content._cursor -= len(data)
 
 
 def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:
@@ -129,10 +130,7 @@ def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:
     if type(content) is StreamReader:
         try:
             if content._eof and not content._buffer and content._exception is None:
-                if body:
-                    content._buffer.append(body)
-                    content._size += len(body)
-                    content._cursor -= len(body)
+                _give_back(content, body)
                 return
         except AttributeError:  # another aiohttp's insides: a new stream
             pass

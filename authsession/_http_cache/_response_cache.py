@@ -381,9 +381,10 @@ class ResponseCache:
         """What the caller gets for ``response``, the network's answer to the request ``lookup`` was about.
 
         Stores a cacheable response (its body is kept; the response stays
-        readable and streamable from the start), returns the stored response a 304 confirmed
-        (releasing the 304), and drops the URL's responses after an unsafe
-        method answered below 400. Any other response is returned untouched.
+        readable and streamable from the start), returns the stored response a
+        304 confirmed (releasing the 304), and drops the URL's responses after
+        an unsafe method answered below 400. Any other response is returned
+        untouched.
         """
         found = None if lookup is None else lookup.found()
         return await self.settle(found, method, url, headers, identity, response)
