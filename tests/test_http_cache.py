@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
@@ -28,7 +29,8 @@ from authsession import (
     ResponseCacheStats,
     deadline,
 )
-from authsession._http_cache._response import refill_content
+from authsession._http_cache import _response
+from authsession._http_cache._response import read_at_most, refill_content
 from authsession.testing import FakeOAuthServer
 
 
@@ -720,6 +722,37 @@ async def test_a_stream_that_cannot_be_refilled_is_replaced() -> None:
     refill_content(response, b"body")
     assert isinstance(response.content, aiohttp.StreamReader)
     assert await response.content.read() == b"body"
+
+
+async def test_a_stream_without_the_insides_the_cache_puts_data_back_with_is_read_with_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An aiohttp whose StreamReader lacks what the bounded read puts data back with (here: one more name it
+    would need): the cache reads the body with the response's read() instead, before taking a byte of it."""
+
+    class Plain:
+        reads = 0
+
+        def __init__(self, content: aiohttp.StreamReader) -> None:
+            self.content = content
+
+        async def read(self) -> bytes:
+            self.reads += 1
+            return await self.content.read()
+
+        def close(self) -> None:
+            pass
+
+    loop = asyncio.get_running_loop()
+    stream = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    stream.feed_data(b"a body")
+    stream.feed_eof()
+    response = Plain(stream)
+    monkeypatch.setattr(_response, "_STREAM_INSIDES", (*_response._STREAM_INSIDES, "_renamed_in_a_later_aiohttp"))
+    monkeypatch.setattr(_response, "PLAIN_RESPONSES", {Plain})
+    assert await read_at_most(response, 100) == b"a body"  # type: ignore[arg-type]
+    assert response.reads == 1
+    assert await response.content.read() == b"a body"
 
 
 async def _hit(cache: ResponseCache, server: FakeOAuthServer, door: str, url: URL) -> CachedResponse:

@@ -83,7 +83,11 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | 
     than drain the stream), then refilled.
     """
     content = response.content
-    if type(response) not in PLAIN_RESPONSES or type(content) is not StreamReader:
+    if (
+        type(response) not in PLAIN_RESPONSES
+        or type(content) is not StreamReader
+        or not all(hasattr(content, name) for name in _STREAM_INSIDES)  # checked before a byte is taken
+    ):
         body = await response.read()
         refill_content(response, body)
         return body if len(body) <= limit else None
@@ -102,6 +106,10 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | 
     body = b"".join(chunks)
     _give_back(content, body)
     return body if size <= limit else None
+
+
+# What _give_back changes in an aiohttp StreamReader (its own unread_data did the same, and is deprecated).
+_STREAM_INSIDES = ("_buffer", "_size", "_cursor")
 
 
 def _give_back(content: StreamReader, data: bytes) -> None:
