@@ -607,9 +607,14 @@ class Streams:
         self.server = TestServer(app, host="127.0.0.1")
 
     @staticmethod
-    def body(chunks: int) -> bytes:
-        """The bytes of the first ``chunks`` chunks: each is its number, written out, so order shows."""
-        return b"".join(f"{n:08d}".encode() * 128 for n in range(chunks))
+    def chunk(n: int) -> bytes:
+        """Chunk ``n``: its number, written out, so order shows."""
+        return f"{n:08d}".encode() * 128
+
+    @classmethod
+    def body(cls, chunks: int) -> bytes:
+        """The bytes of the first ``chunks`` chunks."""
+        return b"".join(map(cls.chunk, range(chunks)))
 
     async def _start(self, request: web.Request) -> web.StreamResponse:
         self.served += 1
@@ -624,7 +629,7 @@ class Streams:
         for n in range(before + after):
             if n == before:
                 await self.gate.wait()
-            await response.write(f"{n:08d}".encode() * 128)
+            await response.write(self.chunk(n))
         await response.write_eof()
         return response
 
