@@ -435,6 +435,31 @@ async def test_a_post_invalidates_the_url_its_location_names(door: str, oauth_se
     assert oauth_server.api_served == 2
 
 
+async def test_a_stored_redirect_answers_only_requests_that_do_not_follow_it(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A 301 stored for ``allow_redirects=False`` serves the next such request, and a request that follows
+    redirects still ends at the target, as it would without the cache."""
+    cache = ResponseCache()
+    target = cacheable(oauth_server, cache="max-age=60")
+    moved = URL(oauth_server.url + "redirect").with_query(to=str(target), status="301", cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        for _ in range(2):
+            async with session.get(moved, allow_redirects=False) as response:
+                assert response.status == 301
+                assert response.headers["Location"] == str(target)
+        for _ in range(2):
+            async with session.get(moved) as followed:
+                assert followed.status == 200
+                assert followed.url == target
+                assert (await followed.json())["path"] == target.path
+    redirects_sent = sum(1 for request in oauth_server.api_log if request.path == "/redirect")
+    if door == "session":  # aiohttp follows redirects beyond the cache: only the second 301 is a hit
+        assert (cache.stats.hits, redirects_sent, oauth_server.api_served) == (1, 3, 2)
+    else:  # the middleware sees each hop: the stored 301 is followed, then the target is a hit too
+        assert (cache.stats.hits, redirects_sent, oauth_server.api_served) == (4, 1, 1)
+
+
 # --- what a hit looks like to calling code -------------------------------------------------------
 
 

@@ -82,6 +82,9 @@ _BYPASS = (
 )
 _NO_DIRECTIVES: Mapping[str, str | None] = MappingProxyType({})
 
+# Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
+_FOLLOWED = frozenset({301, 308})
+
 
 @dataclass
 class ResponseCacheStats:
@@ -281,13 +284,13 @@ class ResponseCache:
                     slot = self._slot(identity, method)
                 variants = memory.read(address, slot)
                 if variants:
-                    found = self._chosen(method, target, None, variants, address, slot)
+                    found = self._chosen(method, target, None, variants, address, slot, options)
                 else:
                     found = (None, None, None, self._clock(), address, slot)
         else:
-            found = self.find(method, target, headers, identity)
+            found = self.find(method, target, headers, identity, options)
             if found is ASK_STORE:
-                found = await self.find_in_store(method, target, headers, identity)
+                found = await self.find_in_store(method, target, headers, identity, options)
         if found is not None and (found[0] is not None or found[1]):
             if found[0] is not None:
                 return found[0]  # authsession.CachedResponse: ClientResponse's reading side
@@ -298,11 +301,15 @@ class ResponseCache:
         response = await engine.run(door, method, url, headers, options)
         return await self.settle(found, method, target, headers, identity, response)
 
-    def find(self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str) -> Found | None:
+    def find(
+        self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str, options: Any = None
+    ) -> Found | None:
         """:meth:`lookup`'s answer as a :data:`Found` tuple, without a coroutine: what the sessions call.
 
         When the store is not in this process, :data:`ASK_STORE` once the
         request is known to be cacheable: then ask :meth:`find_in_store`.
+        ``options`` are the session door's keyword arguments (None through the
+        middleware, which sees each redirect hop as a request of its own).
         """
         if method not in CACHEABLE_METHODS:
             method = method.upper()
@@ -322,16 +329,16 @@ class ResponseCache:
         variants = memory.read(address, slot)
         if not variants:
             return (None, None, None, self._clock(), address, slot)
-        return self._chosen(method, url, request_headers, variants, address, slot)
+        return self._chosen(method, url, request_headers, variants, address, slot, options)
 
     async def find_in_store(
-        self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str
+        self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str, options: Any = None
     ) -> Found | None:
         """:meth:`find`'s answer for a request it found cacheable, read from a store outside the process."""
         method = method.upper()
         address, slot = _address(url), _slot(identity, method)
         variants = await self._store.get(address, slot)
-        return self._chosen(method, url, _ci(headers), variants, address, slot)
+        return self._chosen(method, url, _ci(headers), variants, address, slot, options)
 
     def _chosen(
         self,
@@ -341,14 +348,27 @@ class ResponseCache:
         variants: Sequence[StoredResponse],
         address: str,
         slot: str,
+        options: Any = None,
     ) -> Found:
-        """What to do with the stored ``variants`` of this request's URL: serve one, revalidate one, or miss."""
+        """What to do with the stored ``variants`` of this request's URL: serve one, revalidate one, or miss.
+
+        A stored redirect is no answer to a session door request that follows
+        redirects: aiohttp follows it beyond the cache, so it is sent (a 304
+        would be no better).
+        """
         now = self._clock()
         stored = None
         for variant in variants:
             if not variant.vary or variant.matches(request_headers):
                 stored = variant
                 break
+        if (
+            stored is not None
+            and stored.status in _FOLLOWED
+            and options is not None
+            and options.get("allow_redirects", True)
+        ):
+            stored = None
         if stored is not None:
             age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
             decision = verdict(

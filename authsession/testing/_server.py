@@ -35,7 +35,9 @@ parameters): ``cache`` (a Cache-Control value), ``expires`` (seconds from now,
 as an Expires date), ``validator`` (``etag``, ``last-modified`` or ``both``:
 the resource's version, which every unsafe request to its path bumps; a
 matching conditional GET is answered 304 and counted in ``not_modified``) and
-``vary`` (a Vary value; the echo shows those request headers).
+``vary`` (a Vary value; the echo shows those request headers). ``/redirect``
+answers ``status`` (302 by default) with a ``Location`` of ``to``, and ``cache``
+as its Cache-Control.
 """
 
 from __future__ import annotations
@@ -1106,7 +1108,10 @@ class FakeOAuthServer:
         target = request.query.get("to", "")
         status = int(request.query.get("status", "302"))
         self.api_log.append(ApiRequest(request.method, request.path, request.headers.get("Authorization"), "redirect"))
-        return web.Response(status=status, headers={"Location": target})
+        headers = {"Location": target}
+        if "cache" in request.query:
+            headers["Cache-Control"] = request.query["cache"]
+        return web.Response(status=status, headers=headers)
 
 
 _CACHE_KNOBS = frozenset({"cache", "expires", "validator", "vary"})
