@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 from yarl import URL
 
 from authsession import (
@@ -31,6 +32,7 @@ from authsession import (
 )
 from authsession._http_cache import _response
 from authsession._http_cache._response import read_at_most, refill_content
+from authsession._http_cache._response_cache import _as_sent
 from authsession.testing import FakeOAuthServer
 
 
@@ -57,15 +59,19 @@ def door(request: pytest.FixtureRequest) -> str:
 
 @asynccontextmanager
 async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
-    """A session through ``door`` with ``cache``; ``trace_configs`` go to the ClientSession, the rest to the door."""
+    """A session through ``door`` with ``cache``; ``trace_configs`` and ``headers`` go to the ClientSession, the rest
+    to the door."""
     traces = options.pop("trace_configs", None)
+    defaults = options.pop("headers", None)
     if door == "session":
-        async with AuthorizedSession(credentials, cache=cache, trace_configs=traces, **options) as session:
+        async with AuthorizedSession(
+            credentials, cache=cache, trace_configs=traces, headers=defaults, **options
+        ) as session:
             yield session
         return
     middleware = AuthMiddleware(credentials, cache=cache, **options)
     try:
-        async with aiohttp.ClientSession(middlewares=[middleware], trace_configs=traces) as session:
+        async with aiohttp.ClientSession(middlewares=[middleware], trace_configs=traces, headers=defaults) as session:
             yield session
     finally:
         await middleware.close()
@@ -342,6 +348,51 @@ async def test_vary_keeps_one_variant_per_request_header_value(door: str, oauth_
     assert isinstance(hit_b, CachedResponse)
     assert (a_again, b_again) == (a, b)
     assert oauth_server.api_served == 2
+
+
+async def test_vary_sees_the_sessions_default_headers(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Two sessions of one credential with different default headers (sent by aiohttp on every request) each get
+    the variant for theirs."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", vary="Accept-Language")
+    got = []
+    for language in ("fr", "de", "fr"):
+        async with client(door, oauth_server.credentials(), cache, headers={"Accept-Language": language}) as session:
+            response, body = await fetch(session, url)
+            got.append((body["vary"]["Accept-Language"], isinstance(response, CachedResponse)))
+    assert got == [("fr", False), ("de", False), ("fr", True)]
+    assert oauth_server.api_served == 2
+
+
+def test_the_headers_as_sent_are_the_defaults_under_the_callers() -> None:
+    """As aiohttp merges them: a caller's name replaces the defaults of that name, in any case, and a name the
+    caller gives twice is sent twice; a default Authorization goes when the credentials replace it."""
+    defaults = CIMultiDict([("Accept", "text/plain"), ("X-Kept", "k"), ("Authorization", "Basic x"), ("X-Kept", "j")])
+    caller = CIMultiDict([("accept", "application/json"), ("X-Twice", "1"), ("x-twice", "2")])
+    sent = _as_sent(defaults, caller, authorizes=True)
+    assert sorted(sent.items()) == [
+        ("X-Kept", "j"),
+        ("X-Kept", "k"),
+        ("X-Twice", "1"),
+        ("accept", "application/json"),
+        ("x-twice", "2"),
+    ]
+    assert _as_sent(defaults, None, authorizes=False).getall("Authorization") == ["Basic x"]
+
+
+async def test_a_default_authorization_the_credentials_replace_bypasses_nothing(oauth_server: FakeOAuthServer) -> None:
+    """AuthorizedSession sends its credentials in place of a default Authorization, so the cache serves such a
+    session as any other. (Through AuthMiddleware a default Authorization is the caller's own: nothing is added,
+    and the cache is bypassed, as for a request's own Authorization.)"""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    defaults = {"Authorization": "Basic replaced-by-the-credentials"}
+    async with client("session", oauth_server.credentials(), cache, headers=defaults) as session:
+        first, _ = await fetch(session, url)
+        second, _ = await fetch(session, url)
+    assert first.status == 200
+    assert isinstance(second, CachedResponse)
+    assert oauth_server.api_served == 1
 
 
 async def test_vary_star_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:

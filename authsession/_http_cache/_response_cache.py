@@ -273,8 +273,13 @@ class ResponseCache:
             if params:
                 target = target.extend_query(params)
         identity = engine.identity
+        seen = headers  # the request headers as aiohttp will send them, as far as the cache looks
+        if options is not None:  # the session door's: aiohttp adds the session's default headers
+            defaults = door.defaults
+            if defaults:
+                seen = _as_sent(defaults, headers, door.authorizes)
         memory = self._memory
-        if memory is not None and headers is None and method in CACHEABLE_METHODS:
+        if memory is not None and seen is None and method in CACHEABLE_METHODS:
             if memory.is_empty:
                 found: Found | None = (None, None, None, self._clock(), "", "")
             else:
@@ -288,9 +293,9 @@ class ResponseCache:
                 else:
                     found = (None, None, None, self._clock(), address, slot)
         else:
-            found = self.find(method, target, headers, identity, options)
+            found = self.find(method, target, seen, identity, options)
             if found is ASK_STORE:
-                found = await self.find_in_store(method, target, headers, identity, options)
+                found = await self.find_in_store(method, target, seen, identity, options)
         if found is not None and (found[0] is not None or found[1]):
             if found[0] is not None:
                 return found[0]  # authsession.CachedResponse: ClientResponse's reading side
@@ -299,7 +304,7 @@ class ResponseCache:
                 headers = CIMultiDict()
             headers.update(found[1])
         response = await engine.run(door, method, url, headers, options)
-        return await self.settle(found, method, target, headers, identity, response)
+        return await self.settle(found, method, target, seen, identity, response)
 
     def find(
         self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str, options: Any = None
@@ -684,6 +689,29 @@ def _ci(headers: Mapping[str, str] | None) -> CIMultiDictProxy[str] | None:
     if isinstance(headers, CIMultiDict):
         return CIMultiDictProxy(headers)
     return CIMultiDictProxy(CIMultiDict(headers))
+
+
+def _as_sent(defaults: Mapping[str, str], headers: Mapping[str, str] | None, authorizes: bool) -> CIMultiDict[str]:
+    """The session's ``defaults`` with the caller's ``headers`` on top, as aiohttp merges them to send.
+
+    A caller's header replaces the defaults of its name (a name given twice
+    is sent twice). A default ``Authorization`` is not sent when the session
+    authorizes the request (its credentials replace it), so it does not make
+    the request bypass the cache.
+    """
+    sent = CIMultiDict(defaults)
+    if authorizes:
+        sent.popall(hdrs.AUTHORIZATION, None)
+    if headers:
+        given: set[str] = set()
+        for name, value in headers.items():
+            lowered = name.lower()
+            if lowered in given:
+                sent.add(name, value)
+            else:
+                sent[name] = value
+                given.add(lowered)
+    return sent
 
 
 def _bypasses(headers: CIMultiDictProxy[str]) -> bool:
