@@ -349,13 +349,14 @@ class _Reply:
 class _TransportDoor:
     """How AsyncAuthorizedSession sends through the caller's ``auth_request``: google-auth's call shape."""
 
-    __slots__ = ("authorizes", "defaults", "discarded", "retry", "transport")
+    __slots__ = ("authorizes", "defaults", "discarded", "raw", "retry", "transport")
 
     def __init__(self, transport: Any, retry: RetryPolicy | None) -> None:
         self.transport = transport
         self.retry = retry
         self.authorizes = True
         self.defaults = None  # headers the transport adds of its own are not known here
+        self.raw = False  # one transport, one kind of body: nothing to keep apart
         #: Responses the engine let go of (a 401 before a re-send, a 503 before a retry).
         self.discarded: list[Any] = []
 

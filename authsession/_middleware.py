@@ -62,6 +62,11 @@ class _MiddlewareDoor:
                 req.headers.update(credentials)  # type: ignore[arg-type]  # a PerHop is gone by now (type() is)
         return await self.handler(req)
 
+    @property
+    def raw(self) -> bool:
+        """Whether the session leaves bodies as they came (``auto_decompress=False``); asked by the response cache."""
+        return not getattr(_session_of(self.req), "auto_decompress", True)
+
     def rewind(self, options: Any) -> bool:
         body = self.req.body
         if body == b"":

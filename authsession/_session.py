@@ -66,7 +66,7 @@ _UNSET: Any = object()
 class _SessionDoor:
     """How AuthorizedSession sends one request: aiohttp's own ``_request``, options as the caller gave them."""
 
-    __slots__ = ("_build_url", "authorizes", "defaults", "retry", "session")
+    __slots__ = ("_build_url", "authorizes", "defaults", "raw", "retry", "session")
 
     def __init__(self, session: AuthorizedSession, retry: RetryPolicy | None, authorizes: bool = True) -> None:
         self.session = session
@@ -75,6 +75,8 @@ class _SessionDoor:
         # The session's default headers (the very mapping, which its owner may change), which aiohttp adds
         # to what is sent: the response cache looks at them (Vary, a default Cache-Control...).
         self.defaults: CIMultiDict[str] = session.headers
+        # Whether bodies come as sent (compressed), which the response cache keeps apart.
+        self.raw = not getattr(session, "auto_decompress", True)
         # For per-send credentials (DPoP) and the response cache, the absolute URL of a
         # base_url-relative one: aiohttp's own method, bound here (a frame less per cached request).
         self._build_url: Callable[[Any], URL] = session._build_url

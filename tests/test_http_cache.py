@@ -59,19 +59,18 @@ def door(request: pytest.FixtureRequest) -> str:
 
 @asynccontextmanager
 async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
-    """A session through ``door`` with ``cache``; ``trace_configs`` and ``headers`` go to the ClientSession, the rest
-    to the door."""
-    traces = options.pop("trace_configs", None)
-    defaults = options.pop("headers", None)
+    """A session through ``door`` with ``cache``; ``trace_configs``, ``headers`` and ``auto_decompress`` go to the
+    ClientSession, the rest to the door."""
+    aiohttp_options = {name: options.pop(name) for name in ("trace_configs", "headers") if name in options}
     if door == "session":
-        async with AuthorizedSession(
-            credentials, cache=cache, trace_configs=traces, headers=defaults, **options
-        ) as session:
+        async with AuthorizedSession(credentials, cache=cache, **aiohttp_options, **options) as session:
             yield session
         return
+    if "auto_decompress" in options:
+        aiohttp_options["auto_decompress"] = options.pop("auto_decompress")
     middleware = AuthMiddleware(credentials, cache=cache, **options)
     try:
-        async with aiohttp.ClientSession(middlewares=[middleware], trace_configs=traces, headers=defaults) as session:
+        async with aiohttp.ClientSession(middlewares=[middleware], **aiohttp_options) as session:
             yield session
     finally:
         await middleware.close()
@@ -393,6 +392,28 @@ async def test_a_default_authorization_the_credentials_replace_bypasses_nothing(
     assert first.status == 200
     assert isinstance(second, CachedResponse)
     assert oauth_server.api_served == 1
+
+
+async def test_bodies_kept_compressed_are_stored_apart_from_decompressed_ones(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A session with ``auto_decompress=False`` reads gzip bytes, one without reads JSON: sharing a cache, each
+    is served the body it would have read from the network (a request's own ``auto_decompress`` counts too)."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", gzip="")
+    got = []
+    for decompress in (False, True, False, True):
+        async with client(door, oauth_server.credentials(), cache, auto_decompress=decompress) as session:
+            async with session.get(url) as response:
+                got.append((decompress, (await response.read())[:2], isinstance(response, CachedResponse)))
+    gzipped, json_text = b"\x1f\x8b", b'{"'
+    assert got == [(False, gzipped, False), (True, json_text, False), (False, gzipped, True), (True, json_text, True)]
+    if door == "session":
+        async with client(door, oauth_server.credentials(), cache) as session:
+            async with session.get(url, auto_decompress=False) as response:
+                assert (await response.read())[:2] == gzipped
+                assert isinstance(response, CachedResponse)
+    assert oauth_server.api_served == 2
 
 
 async def test_vary_star_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:

@@ -82,6 +82,9 @@ _BYPASS = (
 )
 _NO_DIRECTIVES: Mapping[str, str | None] = MappingProxyType({})
 
+# Added to the identity of requests whose bodies aiohttp does not decompress: their responses are stored apart.
+_RAW = "\nauto_decompress=False"
+
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
 
@@ -268,11 +271,17 @@ class ResponseCache:
         # Parsed here, as aiohttp does first (it then takes the URL as it is).
         build = getattr(door, "_build_url", None)
         url = target = build(url) if build is not None else URL(url)
+        raw = door.raw  # the body as it came (aiohttp's auto_decompress=False): kept apart from decompressed ones
         if options:  # the session door's keyword arguments (a dict), or None
             params = options.get("params")
             if params:
                 target = target.extend_query(params)
+            decompress = options.get("auto_decompress")
+            if decompress is not None:
+                raw = not decompress
         identity = engine.identity
+        if raw:
+            identity += _RAW
         seen = headers  # the request headers as aiohttp will send them, as far as the cache looks
         if options is not None:  # the session door's: aiohttp adds the session's default headers
             defaults = door.defaults

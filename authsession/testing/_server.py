@@ -35,7 +35,8 @@ parameters): ``cache`` (a Cache-Control value), ``expires`` (seconds from now,
 as an Expires date), ``validator`` (``etag``, ``last-modified`` or ``both``:
 the resource's version, which every unsafe request to its path bumps; a
 matching conditional GET is answered 304 and counted in ``not_modified``) and
-``vary`` (a Vary value; the echo shows those request headers). ``/redirect``
+``vary`` (a Vary value; the echo shows those request headers); with
+``gzip``, the echo comes gzipped. ``/redirect``
 answers ``status`` (302 by default) with a ``Location`` of ``to``, and ``cache``
 as its Cache-Control.
 """
@@ -1091,7 +1092,12 @@ class FakeOAuthServer:
             "served": self.api_served,
             "vary": {name: request.headers.get(name) for name in vary},
         }
-        return web.json_response(echo, status=int(query.get("status", "200")), headers=headers)
+        status = int(query.get("status", "200"))
+        if "gzip" in query:
+            headers["Content-Encoding"] = "gzip"
+            data = gzip.compress(json.dumps(echo).encode())
+            return web.Response(body=data, status=status, content_type="application/json", headers=headers)
+        return web.json_response(echo, status=status, headers=headers)
 
     async def _stream(self, request: web.Request, chunks: int, every: float) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
