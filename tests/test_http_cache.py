@@ -566,6 +566,39 @@ async def test_a_hit_reads_like_an_aiohttp_response(door: str, oauth_server: Fak
         assert hit.closed
 
 
+async def test_a_closed_session_is_served_nothing_from_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
+    """After close(), a request raises aiohttp's RuntimeError even when its answer is stored, and is no hit."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        hit, _ = await fetch(session, url)
+        assert isinstance(hit, CachedResponse)
+    with pytest.raises(RuntimeError, match="Session is closed"):
+        await session.get(url)
+    assert cache.stats.hits == 1
+
+
+async def test_lookup_and_complete_cache_for_code_of_its_own(oauth_server: FakeOAuthServer) -> None:
+    """The two calls the doors make, by hand: a miss's answer stored by complete(), then served by lookup()."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with AuthorizedSession(oauth_server.credentials()) as uncached:
+        first = await cache.lookup("GET", url, None, "reader")
+        assert first is not None
+        assert (first.response, first.request_headers) == (None, None)
+        async with uncached.get(url) as sent:
+            answer = await cache.complete(first, "GET", url, None, "reader", sent)
+            assert answer is sent
+        second = await cache.lookup("GET", url, None, "reader")
+        assert second is not None
+        assert isinstance(second.response, CachedResponse)
+        other = await cache.lookup("GET", url, None, "someone else")
+        assert other is not None
+        assert other.response is None  # a miss: another identity's
+    assert cache.stats == ResponseCacheStats(hits=1, misses=1, stores=1)
+
+
 async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: FakeOAuthServer) -> None:
     """The cache read the body to store it; the caller's response still streams it from the start."""
     cache = ResponseCache()

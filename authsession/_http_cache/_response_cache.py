@@ -257,7 +257,11 @@ class ResponseCache:
         found = self.find(method, url, headers, identity)
         if found is ASK_STORE:
             found = await self.find_in_store(method, url, headers, identity)
-        return None if found is None else CacheLookup(*found)
+        if found is None:
+            return None
+        if found[0] is not None:
+            self._hit(found[2], url)
+        return CacheLookup(*found)
 
     async def through(self, engine: Any, door: Any, method: str, url: Any, headers: Any, options: Any) -> Any:
         """One request of ``engine``'s doors through the cache: what ``engine.start`` is when it has one.
@@ -307,6 +311,10 @@ class ResponseCache:
                 found = await self.find_in_store(method, target, seen, identity, options)
         if found is not None and (found[0] is not None or found[1]):
             if found[0] is not None:
+                session = getattr(door, "session", None)  # the session door's aiohttp session
+                if session is not None and session.closed:
+                    raise RuntimeError("Session is closed")  # as aiohttp says, before it sends anything
+                self._hit(found[2], target)
                 return found[0]  # authsession.CachedResponse: ClientResponse's reading side
             # Validators, in place: the session door's headers are its own copy, the middleware door's the request's.
             if headers is None:
@@ -392,9 +400,7 @@ class ResponseCache:
                 lifetime=stored.lifetime,
                 has_validator=stored.has_validator,
             )
-            if decision is Verdict.FRESH:
-                self._stats.hits += 1
-                self._emit(HIT, method, url)
+            if decision is Verdict.FRESH:  # counted as a hit when served (lookup, through)
                 response = CachedResponse(stored, url, age=age, request_headers=request_headers)
                 return (response, None, stored, now, address, slot)
             if decision is Verdict.REVALIDATE:
@@ -603,6 +609,10 @@ class ResponseCache:
         if method == "GET" and len(self._get_slots) < 4096:
             self._get_slots[identity] = slot
         return slot
+
+    def _hit(self, stored: StoredResponse, url: URL) -> None:
+        self._stats.hits += 1
+        self._emit(HIT, stored.method, url)
 
     def _override_for(self, address: str) -> float | None:
         for pattern, seconds in self._overrides:
