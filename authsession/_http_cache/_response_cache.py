@@ -260,7 +260,7 @@ class ResponseCache:
         if found is None:
             return None
         if found[0] is not None:
-            self._hit(found[2], url)
+            self._hit(found[0], url)
         return CacheLookup(*found)
 
     async def through(self, engine: Any, door: Any, method: str, url: Any, headers: Any, options: Any) -> Any:
@@ -314,7 +314,7 @@ class ResponseCache:
                 session = getattr(door, "session", None)  # the session door's aiohttp session
                 if session is not None and session.closed:
                     raise RuntimeError("Session is closed")  # as aiohttp says, before it sends anything
-                self._hit(found[2], target)
+                self._hit(found[0], target)
                 return found[0]  # authsession.CachedResponse: ClientResponse's reading side
             # Validators, in place: the session door's headers are its own copy, the middleware door's the request's.
             if headers is None:
@@ -610,9 +610,9 @@ class ResponseCache:
             self._get_slots[identity] = slot
         return slot
 
-    def _hit(self, stored: StoredResponse, url: URL) -> None:
+    def _hit(self, response: CachedResponse, url: URL) -> None:
         self._stats.hits += 1
-        self._emit(HIT, stored.method, url)
+        self._emit(HIT, response.method, url)
 
     def _override_for(self, address: str) -> float | None:
         for pattern, seconds in self._overrides:
