@@ -63,6 +63,12 @@ class _MiddlewareDoor:
         return await self.handler(req)
 
     @property
+    def has_content(self) -> bool:
+        """Whether the request sends content (a GET with a body is not the URL's answer: the cache stays out)."""
+        body = self.req.body
+        return body != b"" and getattr(body, "size", None) != 0
+
+    @property
     def raw(self) -> bool:
         """Whether the session leaves bodies as they came (``auto_decompress=False``); asked by the response cache."""
         return not getattr(_session_of(self.req), "auto_decompress", True)

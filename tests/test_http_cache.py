@@ -317,6 +317,25 @@ async def test_bodies_over_max_body_size_are_not_stored(door: str, oauth_server:
     assert cache.stats.stores == 0
 
 
+async def test_a_get_with_content_bypasses_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A GET that sends content (a search API's query, say) is answered for that content: never served another's
+    stored answer, never stored; empty content is none."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)  # stored: the URL's answer with no content
+        bodies = []
+        for content in ({"json": {"query": "a"}}, {"json": {"query": "b"}}, {"data": b"raw"}, {"data": "text"}):
+            response, body = await fetch(session, url, **content)
+            assert not isinstance(response, CachedResponse)
+            bodies.append(body["body"])
+        empty, _ = await fetch(session, url, data=b"")
+    assert bodies == ['{"query": "a"}', '{"query": "b"}', "raw", "text"]
+    assert isinstance(empty, CachedResponse)
+    assert cache.stats == ResponseCacheStats(hits=1, misses=1, stores=1)
+    assert oauth_server.api_served == 5
+
+
 async def test_invalidate_by_hand(door: str, oauth_server: FakeOAuthServer) -> None:
     """cache.invalidate(url) drops what is stored for that URL, for when the caller knows it changed."""
     cache = ResponseCache()

@@ -283,6 +283,14 @@ class ResponseCache:
             decompress = options.get("auto_decompress")
             if decompress is not None:
                 raw = not decompress
+            if (
+                ("data" in options or "json" in options)
+                and _has_content(options)
+                and method.upper() in CACHEABLE_METHODS
+            ):
+                return await engine.run(door, method, url, headers, options)  # a GET with content: not the URL's answer
+        elif options is None and method in CACHEABLE_METHODS and door.has_content:  # the middleware's request
+            return await engine.run(door, method, url, headers, options)
         identity = engine.identity
         if raw:
             identity += _RAW
@@ -731,6 +739,12 @@ def _as_sent(defaults: Mapping[str, str], headers: Mapping[str, str] | None, aut
                 sent[name] = value
                 given.add(lowered)
     return sent
+
+
+def _has_content(options: Mapping[str, Any]) -> bool:
+    """Whether the session door's request sends content (``data=`` or ``json=``; empty bytes or text are none)."""
+    data = options.get("data")
+    return options.get("json") is not None or (data is not None and data != b"" and data != "")
 
 
 def _bypasses(headers: CIMultiDictProxy[str]) -> bool:
