@@ -551,6 +551,24 @@ async def test_a_stored_redirect_answers_only_requests_that_do_not_follow_it(
         assert (cache.stats.hits, redirects_sent, oauth_server.api_served) == (4, 1, 1)
 
 
+async def test_a_write_answered_with_a_redirect_invalidates_what_the_redirect_names(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A POST answered 303 (aiohttp follows it, here to a 404) drops the URL its Location names: the request's own
+    answer is the redirect, not the page it led to."""
+    cache = ResponseCache()
+    gone = cacheable(oauth_server, "gone", cache="max-age=60", status="404")
+    moved = URL(oauth_server.url + "redirect").with_query(to=str(gone), status="303")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, before = await fetch(session, gone)
+        async with session.post(moved) as response:
+            assert response.status == 404
+        _, after = await fetch(session, gone)
+    assert before["served"] == 1
+    assert after["served"] > 1  # not the answer stored before the POST
+    assert cache.stats.invalidations == 1
+
+
 # --- what a hit looks like to calling code -------------------------------------------------------
 
 

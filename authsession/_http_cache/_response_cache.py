@@ -448,8 +448,11 @@ class ResponseCache:
     ) -> aiohttp.ClientResponse | CachedResponse:
         """:meth:`complete` for what :meth:`find` found: what the sessions call."""
         if found is None:
-            if response.status < 400 and method.upper() not in SAFE_METHODS:
-                await self._invalidate(url, response, method.upper())
+            if method.upper() not in SAFE_METHODS:
+                # The request's own answer is the first of a redirect chain aiohttp followed (a 303 after a POST).
+                chain = (*getattr(response, "history", ()), response)
+                if chain[0].status < 400:
+                    await self._invalidate(url, chain, method.upper())
             return response
         if found[0] is not None:  # a hit: nothing was sent
             return response
@@ -592,18 +595,25 @@ class ResponseCache:
         """Drop every response stored for ``url`` (absolute, query included), of every identity."""
         await self._store.delete(_address(URL(url)))
 
-    async def _invalidate(self, url: URL, response: aiohttp.ClientResponse, method: str) -> None:
-        """Drop the responses of ``url``, and of the same-origin URLs its answer names (RFC 9111 4.4)."""
+    async def _invalidate(self, url: URL, chain: Sequence[aiohttp.ClientResponse], method: str) -> None:
+        """Drop the responses of ``url``, and of the same-origin URLs its answers name (RFC 9111 4.4).
+
+        ``chain``: the answer, after the redirects aiohttp followed to it (each hop's
+        ``Location`` and ``Content-Location`` count, read against that hop's URL).
+        """
         addresses = {_address(url)}
-        for name in ("Location", "Content-Location"):
-            value = response.headers.get(name)
-            if value:
-                try:
-                    target = url.join(URL(value))
-                    if target.origin() == url.origin():
-                        addresses.add(_address(target))
-                except ValueError:
-                    continue
+        origin = url.origin()
+        for hop in chain:
+            base = getattr(hop, "url", url)
+            for name in ("Location", "Content-Location"):
+                value = hop.headers.get(name)
+                if value:
+                    try:
+                        target = base.join(URL(value))
+                        if target.origin() == origin:
+                            addresses.add(_address(target))
+                    except ValueError:
+                        continue
         for address in addresses:
             await self._store.delete(address)
         self._stats.invalidations += 1
