@@ -7,6 +7,7 @@ Each behaviour runs through ``AuthorizedSession(creds, cache=...)`` and through
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from authsession import (
     Event,
     ResponseCache,
     ResponseCacheStats,
+    StaticCredentials,
     deadline,
 )
 from authsession._http_cache import _response
@@ -59,9 +61,11 @@ def door(request: pytest.FixtureRequest) -> str:
 
 @asynccontextmanager
 async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
-    """A session through ``door`` with ``cache``; ``trace_configs``, ``headers`` and ``auto_decompress`` go to the
-    ClientSession, the rest to the door."""
-    aiohttp_options = {name: options.pop(name) for name in ("trace_configs", "headers") if name in options}
+    """A session through ``door`` with ``cache``; ``trace_configs``, ``headers``, ``cookie_jar`` and
+    ``auto_decompress`` go to the ClientSession, the rest to the door."""
+    aiohttp_options = {
+        name: options.pop(name) for name in ("trace_configs", "headers", "cookie_jar") if name in options
+    }
     if door == "session":
         async with AuthorizedSession(credentials, cache=cache, **aiohttp_options, **options) as session:
             yield session
@@ -182,6 +186,78 @@ async def test_a_stale_response_is_revalidated_and_a_304_serves_it(door: str, oa
     assert second.status == 200
     assert again == body
     assert cache.stats == ResponseCacheStats(misses=1, revalidations=1, stores=1)
+
+
+async def test_a_no_store_request_keeps_nothing_of_its_revalidation(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A request with Cache-Control: no-store is served by a 304 but does not renew the stored response."""
+    clock = Clock(behind=61)
+    cache = ResponseCache(clock=clock)
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        clock.now += 61
+        unkept, _ = await fetch(session, url, headers={"Cache-Control": "no-store"})
+        after, _ = await fetch(session, url)  # still stale: revalidated again
+    assert unkept.revalidated
+    assert after.revalidated
+    assert oauth_server.not_modified == 2
+
+
+class Revalidated:
+    """An API of its own whose page is fresh for a minute, with an ETag; its 304 sets a cookie and has no Date."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.served = 0
+        app = web.Application()
+        app.router.add_get("/page", self._page)
+        app.on_response_prepare.append(self._undated)  # after aiohttp added its Date
+        self.server = TestServer(app, host="127.0.0.1")
+
+    @staticmethod
+    async def _undated(request: web.Request, response: web.StreamResponse) -> None:
+        if response.status == 304:
+            response.headers.popall("Date")
+
+    async def _page(self, request: web.Request) -> web.Response:
+        self.served += 1
+        headers = {"ETag": '"v1"', "Cache-Control": "max-age=60"}
+        if request.headers.get("If-None-Match") == '"v1"':
+            response = web.Response(status=304, headers=headers)
+            response.set_cookie("from304", "b")
+            return response
+        response = web.Response(
+            text="page", headers={**headers, "Date": email.utils.formatdate(self.clock.now, usegmt=True)}
+        )
+        response.set_cookie("from200", "a")
+        return response
+
+
+async def test_a_revalidation_sets_the_304s_cookies_and_dates_it_as_it_arrived(door: str) -> None:
+    """The 304's Set-Cookie reaches the session's cookie jar and the response's cookies (it is never stored), and
+    a 304 without a Date renews the stored response as of its arrival: fresh for another minute."""
+    clock = Clock()
+    api = Revalidated(clock)
+    await api.server.start_server()
+    try:
+        cache = ResponseCache(clock=clock)
+        jar_of_ip_cookies = aiohttp.CookieJar(unsafe=True)  # the server is 127.0.0.1
+        async with client(door, StaticCredentials("token"), cache, cookie_jar=jar_of_ip_cookies) as session:
+            await (await session.get(api.server.make_url("/page"))).read()
+            clock.now += 61
+            revalidated = await session.get(api.server.make_url("/page"))
+            clock.now += 30
+            renewed = await session.get(api.server.make_url("/page"))
+            jar = sorted(cookie.key for cookie in session.cookie_jar)
+    finally:
+        await api.server.close()
+    assert isinstance(revalidated, CachedResponse)
+    assert revalidated.revalidated
+    assert list(revalidated.cookies) == ["from304"]
+    assert jar == ["from200", "from304"]
+    assert isinstance(renewed, CachedResponse)
+    assert not renewed.revalidated  # fresh: its age counts from the 304's arrival
+    assert api.served == 2
 
 
 async def test_a_response_goes_stale_when_its_max_age_passes(door: str, oauth_server: FakeOAuthServer) -> None:

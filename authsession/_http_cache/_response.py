@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import json
 from collections.abc import Callable
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from types import TracebackType
 from typing import Any
 
@@ -220,8 +221,12 @@ class CachedResponse:
 
     @property
     def cookies(self) -> SimpleCookie:
-        """Cookies set by the response: none (``Set-Cookie`` is never stored)."""
-        return SimpleCookie()
+        """Cookies set by the response: none stored (``Set-Cookie`` never is); a revalidation's 304 may set some."""
+        cookies = SimpleCookie()
+        for field in self._raw_cookie_headers or ():
+            with contextlib.suppress(CookieError):  # a malformed cookie is skipped (aiohttp's parser is lenient too)
+                cookies.load(field)
+        return cookies
 
     @property
     def links(self) -> MultiDictProxy[MultiDictProxy[str | URL]]:

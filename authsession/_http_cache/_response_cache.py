@@ -11,6 +11,7 @@ responses after an unsafe method. :meth:`ResponseCache.lookup` and
 
 from __future__ import annotations
 
+import email.utils
 import fnmatch
 import functools
 import hashlib
@@ -42,6 +43,7 @@ from ._rules import (
     conditional_headers,
     current_age,
     freshness_lifetime,
+    http_date,
     parse_cache_control,
     refreshed_headers,
     same_etag,
@@ -559,7 +561,12 @@ class ResponseCache:
             # The 304 confirms some other representation: serve ours this once, keep it no longer.
             await self._store.delete(address)
         else:
-            merged = refreshed_headers(stored.headers, _kept_headers(response.headers))
+            fields = _kept_headers(response.headers)
+            if http_date(response.headers.get(hdrs.DATE)) is None:
+                # A response kept without a Date (or with one that cannot be read) gets the time it arrived
+                # (RFC 9110 6.6.1): the stored Date would make the renewed response as old as the first one.
+                fields = (*fields, (hdrs.DATE, email.utils.formatdate(now, usegmt=True)))
+            merged = refreshed_headers(stored.headers, fields)
             renewed = stored.renewed(headers=merged, request_time=started, response_time=now)
             override = self._override_for(address)
             lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, override)
@@ -567,12 +574,15 @@ class ResponseCache:
             stored = renewed.renewed(lifetime=lifetime, keep_until=keep)
             if "no-store" in stored.directives:
                 await self._store.delete(address)
-            else:
+            elif "no-store" not in _directives(request_headers):  # a no-store request: nothing of it is kept
                 await self._put(address, slot, stored, now)
         self._stats.revalidations += 1
         self._emit(REVALIDATED, stored.method, url)
         age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
-        return CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=True)
+        served = CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=True)
+        # The 304's own cookies (never stored) reach the cookie jar, as a live response's do.
+        served._raw_cookie_headers = getattr(response, "_raw_cookie_headers", None)
+        return served
 
     async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> None:
         """Store ``stored`` in its slot, beside the other Vary variants still worth keeping."""
