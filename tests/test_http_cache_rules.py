@@ -177,8 +177,18 @@ def test_vary_value_normalises_whitespace_and_joins_lines() -> None:
 
     assert vary_value({"accept": "a,  b"}, "accept") == "a, b"
     assert vary_value(CIMultiDict([("Accept", "a"), ("Accept", "b")]), "accept") == "a, b"
-    assert vary_value(None, "accept") == ""
     assert vary_value({"Accept": "x"}, "accept") == "x"
+
+
+def test_vary_value_tells_an_absent_header_from_an_empty_one() -> None:
+    """RFC 9111 4.1: a header absent from one request matches only its absence in the other."""
+    from multidict import CIMultiDict
+
+    absent = {vary_value(None, "accept"), vary_value({}, "accept"), vary_value(CIMultiDict(), "accept")}
+    empty = {vary_value({"Accept": ""}, "accept"), vary_value(CIMultiDict([("Accept", "  ")]), "accept")}
+    assert len(absent) == 1
+    assert len(empty) == 1
+    assert absent != empty
 
 
 # --- reuse --------------------------------------------------------------------------------

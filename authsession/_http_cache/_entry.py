@@ -232,10 +232,16 @@ def url_digest(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
 
+# What vary_value says of a header the request lacks: a lone space, which no header that is sent becomes
+# (values lose their outer whitespace), so an absent header matches only an absent one (RFC 9111 4.1).
+ABSENT = " "
+
+
 def vary_value(headers: Mapping[str, str] | None, name: str) -> str:
-    """A request header's value as Vary compares it: every field line joined, whitespace normalised."""
+    """A request header's value as Vary compares it: every field line joined, whitespace normalised; :data:`ABSENT`
+    when the request has none."""
     if headers is None:
-        return ""
+        return ABSENT
     getall = getattr(headers, "getall", None)
     if getall is not None:
         values = getall(name, ())
@@ -245,6 +251,8 @@ def vary_value(headers: Mapping[str, str] | None, name: str) -> str:
             # A plain dict may use any case for the name.
             found = next((v for k, v in headers.items() if k.lower() == name), None)
         values = () if found is None else (found,)
+    if not values:
+        return ABSENT
     return ", ".join(" ".join(str(v).split()) for v in values)
 
 
