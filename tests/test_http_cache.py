@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +35,7 @@ from authsession import (
 )
 from authsession._http_cache import _response
 from authsession._http_cache._response import read_at_most, refill_content
-from authsession._http_cache._response_cache import _as_sent
+from authsession._http_cache._response_cache import _as_sent, cache_identity
 from authsession.testing import FakeOAuthServer
 
 
@@ -509,6 +510,26 @@ async def test_bodies_kept_compressed_are_stored_apart_from_decompressed_ones(
                 assert (await response.read())[:2] == gzipped
                 assert isinstance(response, CachedResponse)
     assert oauth_server.api_served == 2
+
+
+async def test_a_header_vary_names_is_kept_as_a_digest(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Vary may name a secret (an API key, a cookie), and stores write entries down: they keep a digest of it,
+    which still tells one value from another."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", vary="X-Api-Key")
+    key = "key-" + secrets.token_hex(8)
+    credentials = oauth_server.credentials()
+    async with client(door, credentials, cache) as session:
+        await fetch(session, url, headers={"X-Api-Key": key})
+        hit, _ = await fetch(session, url, headers={"X-Api-Key": key})
+        other, _ = await fetch(session, url, headers={"X-Api-Key": "another"})
+    assert isinstance(hit, CachedResponse)
+    assert not isinstance(other, CachedResponse)
+    found = await cache.lookup("GET", url, {"X-Api-Key": key}, cache_identity(credentials))
+    assert found is not None
+    assert found.stored is not None
+    assert [name for name, _ in found.stored.vary] == ["x-api-key"]
+    assert all(key not in value for _, value in found.stored.vary)
 
 
 async def test_vary_star_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:

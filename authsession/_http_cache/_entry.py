@@ -29,6 +29,7 @@ __all__ = [
     "header_block",
     "header_pairs",
     "url_digest",
+    "vary_digest",
     "vary_value",
 ]
 
@@ -67,7 +68,7 @@ class StoredResponse:
         request_time: Unix time at which the request that fetched (or last revalidated) it was sent.
         response_time: Unix time at which that answer arrived.
         lifetime: Seconds it stays fresh after its age was 0.
-        vary: The request headers it varies on, with the values it was fetched with.
+        vary: The request headers it varies on, with digests of the values it was fetched with (:func:`vary_digest`).
         keep_until: Unix time after which a store may drop it.
     """
 
@@ -134,7 +135,7 @@ class StoredResponse:
 
     def matches(self, request_headers: Mapping[str, str] | None) -> bool:
         """Whether a request with ``request_headers`` selects this variant (its Vary values are equal)."""
-        return all(vary_value(request_headers, name) == value for name, value in self.vary)
+        return all(vary_digest(request_headers, name) == value for name, value in self.vary)
 
     def renewed(self, **changes: Any) -> StoredResponse:
         """A copy with ``changes`` (new times and headers after a 304)."""
@@ -254,6 +255,15 @@ def vary_value(headers: Mapping[str, str] | None, name: str) -> str:
     if not values:
         return ABSENT
     return ", ".join(" ".join(str(v).split()) for v in values)
+
+
+def vary_digest(headers: Mapping[str, str] | None, name: str) -> str:
+    """What a stored response keeps of a request header its Vary names: a digest of :func:`vary_value`.
+
+    Such a header may be an API key or a session cookie, and the SQLite and
+    Redis stores write entries down: only digests, as for URLs.
+    """
+    return hashlib.sha256(vary_value(headers, name).encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def encode_variants(variants: Sequence[StoredResponse]) -> bytes:

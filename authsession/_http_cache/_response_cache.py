@@ -32,7 +32,7 @@ from yarl import URL
 from .._events import Event, EventHook, emit
 from .._identity import token_cache_key
 from .._transport import safe_url
-from ._entry import StoredResponse, header_block, vary_value
+from ._entry import StoredResponse, header_block, vary_digest
 from ._memory import MemoryResponseStore
 from ._response import CachedResponse, read_at_most, received
 from ._rules import (
@@ -536,7 +536,7 @@ class ResponseCache:
                 address, slot, keep_until - now, method, status, reason, block, body, started, now, lifetime, keep_until
             )
         else:
-            vary = tuple([(name, vary_value(request_headers, name)) for name in names]) if names else ()
+            vary = tuple([(name, vary_digest(request_headers, name)) for name in names]) if names else ()
             reason = response.reason or ""
             kept = _kept_headers(answer)
             stored = StoredResponse(method, status, reason, kept, body, started, now, lifetime, vary, keep_until)
