@@ -532,6 +532,44 @@ async def test_a_header_vary_names_is_kept_as_a_digest(door: str, oauth_server: 
     assert all(key not in value for _, value in found.stored.vary)
 
 
+async def test_vary_cookie_never_serves_a_sessions_answer_to_another(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Two sessions of one credential, each with its own cookie: an answer that varies on Cookie is never served
+    to the other. (AuthorizedSession's aiohttp adds the jar's cookies after the cache looked: there such an answer
+    is not stored at all; the middleware sees them and serves each its own.)"""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="private, max-age=60", vary="Cookie")
+    seen = []
+    for sid in ("session-a", "session-b", "session-a"):
+        jar = aiohttp.CookieJar(unsafe=True)  # the server is 127.0.0.1
+        jar.update_cookies({"sid": sid}, URL(oauth_server.url))
+        async with client(door, oauth_server.credentials(), cache, cookie_jar=jar) as session:
+            response, body = await fetch(session, url)
+            seen.append((body["vary"]["Cookie"], isinstance(response, CachedResponse)))
+    if door == "session":
+        assert seen == [("sid=session-a", False), ("sid=session-b", False), ("sid=session-a", False)]
+        assert cache.stats.stores == 0
+    else:
+        assert seen == [("sid=session-a", False), ("sid=session-b", False), ("sid=session-a", True)]
+
+
+async def test_vary_cookie_stored_through_the_middleware_is_no_answer_to_authorized_session(
+    oauth_server: FakeOAuthServer,
+) -> None:
+    """An answer the middleware stored for a request with no cookies is not served to an AuthorizedSession, whose
+    cookies the cache cannot see."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="private, max-age=60", vary="Cookie")
+    credentials = oauth_server.credentials()
+    async with client("middleware", credentials, cache) as cookieless:
+        await fetch(cookieless, url)
+    jar = aiohttp.CookieJar(unsafe=True)
+    jar.update_cookies({"sid": "session-b"}, URL(oauth_server.url))
+    async with client("session", credentials, cache, cookie_jar=jar) as session:
+        response, body = await fetch(session, url)
+    assert not isinstance(response, CachedResponse)
+    assert body["vary"]["Cookie"] == "sid=session-b"
+
+
 async def test_vary_star_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:
     """Vary: * means no two requests are alike: nothing is stored."""
     cache = ResponseCache()

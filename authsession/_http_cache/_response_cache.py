@@ -331,7 +331,7 @@ class ResponseCache:
                 headers = CIMultiDict()
             headers.update(found[1])
         response = await engine.run(door, method, url, headers, options)
-        return await self.settle(found, method, target, seen, identity, response)
+        return await self.settle(found, method, target, seen, identity, response, options is not None)
 
     def find(
         self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str, options: Any = None
@@ -386,12 +386,15 @@ class ResponseCache:
 
         A stored redirect is no answer to a session door request that follows
         redirects: aiohttp follows it beyond the cache, so it is sent (a 304
-        would be no better).
+        would be no better). Nor is a variant chosen by cookies: that door's
+        aiohttp adds its cookie jar's after the cache looked.
         """
         now = self._clock()
         stored = None
         for variant in variants:
-            if not variant.vary or variant.matches(request_headers):
+            if not variant.vary or (
+                variant.matches(request_headers) and (options is None or all(n != "cookie" for n, _ in variant.vary))
+            ):
                 stored = variant
                 break
         if (
@@ -447,8 +450,14 @@ class ResponseCache:
         headers: Mapping[str, str] | None,
         identity: str,
         response: aiohttp.ClientResponse,
+        cookies_unseen: bool = False,
     ) -> aiohttp.ClientResponse | CachedResponse:
-        """:meth:`complete` for what :meth:`find` found: what the sessions call."""
+        """:meth:`complete` for what :meth:`find` found: what the sessions call.
+
+        ``cookies_unseen``: the request's cookies were added after the cache
+        looked (AuthorizedSession's aiohttp adds its cookie jar's), so an answer
+        that varies on them is not stored.
+        """
         if found is None:
             if method.upper() not in SAFE_METHODS:
                 # The request's own answer is the first of a redirect chain aiohttp followed (a 303 after a POST).
@@ -508,7 +517,7 @@ class ResponseCache:
         names: tuple[str, ...] | None = ()
         if hdrs.VARY in answer:
             names = vary_names(answer.getall(hdrs.VARY))
-            if names is None:  # Vary: *
+            if names is None or (cookies_unseen and "cookie" in names):  # Vary: *, or on cookies not seen
                 return response
         parts = received(response)
         if parts is None:
