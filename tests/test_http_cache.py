@@ -28,6 +28,7 @@ from authsession import (
     CachedResponse,
     DeadlineExceededError,
     Event,
+    MemoryResponseStore,
     ResponseCache,
     ResponseCacheStats,
     StaticCredentials,
@@ -1109,6 +1110,59 @@ async def test_events_and_stats_say_what_happened(door: str, oauth_server: FakeO
     assert all(e.url == oauth_server.api_url("things") for e in events)
 
 
+class Flaky(MemoryResponseStore):
+    """A store of one's own whose calls raise while ``down`` names them (``get``, ``set``, ``delete``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+
+    async def get(self, url: str, slot: str) -> Any:
+        if "get" in self.down:
+            raise ConnectionError("backend down")
+        return await super().get(url, slot)
+
+    async def set(self, url: str, slot: str, variants: Any, ttl: float) -> None:
+        if "set" in self.down:
+            raise ConnectionError("backend down")
+        await super().set(url, slot, variants, ttl)
+
+    async def delete(self, url: str) -> None:
+        if "delete" in self.down:
+            raise ConnectionError("backend down")
+        await super().delete(url)
+
+
+async def test_a_store_that_raises_costs_a_miss_and_one_warning_never_the_request(
+    door: str, oauth_server: FakeOAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every call of a store that raises is a miss (or a write not made): the requests get the network's answers,
+    the log one warning per outage of reads or of writes, and one line when it works again."""
+    store = Flaky()
+    cache = ResponseCache(store=store)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        store.down = {"get", "set", "delete"}
+        for _ in range(3):
+            response, _ = await fetch(session, url)
+            assert response.status == 200
+            async with session.post(url) as written:
+                assert written.status == 200
+        store.down = set()
+        await fetch(session, url)  # stored now
+        hit, _ = await fetch(session, url)
+    assert isinstance(hit, CachedResponse)
+    assert oauth_server.api_served == 7
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "response store" in r.getMessage()]
+    failed = "authsession: the response store Flaky failed in {}() (ConnectionError); requests go to the network"
+    assert said == [
+        ("WARNING", failed.format("get")),
+        ("WARNING", failed.format("set")),
+        ("INFO", "authsession: the response store Flaky reads again"),
+        ("INFO", "authsession: the response store Flaky writes again"),
+    ]
+
+
 async def test_no_cache_means_no_cache(door: str, oauth_server: FakeOAuthServer) -> None:
     """Without cache= (the default), cacheable responses are fetched every time."""
     url = cacheable(oauth_server, cache="max-age=60")
@@ -1131,3 +1185,5 @@ def test_bad_options_are_refused_with_what_is_wrong() -> None:
         ResponseCache(max_body_size=0)
     with pytest.raises(TypeError, match="store must be a ResponseStore"):
         ResponseCache(store=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got the class MemoryResponseStore: call it"):
+        ResponseCache(store=MemoryResponseStore)  # type: ignore[arg-type]

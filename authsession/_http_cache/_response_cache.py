@@ -206,6 +206,8 @@ class ResponseCache:
         on_event: EventHook | None = None,
         clock: Clock = time.time,
     ) -> None:
+        if isinstance(store, type):
+            raise TypeError(f"store must be a ResponseStore instance, got the class {store.__name__}: call it")
         if store is not None and not isinstance(store, ResponseStore):
             raise TypeError(f"store must be a ResponseStore (get, set, delete, close), got {type(store).__name__}")
         for name, count in (("max_body_size", max_body_size), ("max_variants", max_variants)):
@@ -227,6 +229,8 @@ class ResponseCache:
         self._stats = ResponseCacheStats()
         # Each identity's GET slot, asked for by every lookup: a dict read costs a third of the lru_cache call.
         self._get_slots: dict[str, str] = {}
+        # Kinds of store calls ("read", "write") that raised, none of that kind having worked since (warned once).
+        self._store_failing: set[str] = set()
 
     @property
     def store(self) -> ResponseStore:
@@ -369,7 +373,7 @@ class ResponseCache:
         """:meth:`find`'s answer for a request it found cacheable, read from a store outside the process."""
         method = method.upper()
         address, slot = _address(url), _slot(identity, method)
-        variants = await self._store.get(address, slot)
+        variants = await self._get(address, slot)
         return self._chosen(method, url, _ci(headers), variants, address, slot, options)
 
     def _chosen(
@@ -568,7 +572,7 @@ class ResponseCache:
         now = self._clock()
         if not same_etag(stored.header_map.get("ETag"), response.headers.get("ETag")):
             # The 304 confirms some other representation: serve ours this once, keep it no longer.
-            await self._store.delete(address)
+            await self._delete(address)
         else:
             fields = _kept_headers(response.headers)
             if http_date(response.headers.get(hdrs.DATE)) is None:
@@ -582,7 +586,7 @@ class ResponseCache:
             keep = now + lifetime + (self._keep_stale if renewed.has_validator else 0.0)
             stored = renewed.renewed(lifetime=lifetime, keep_until=keep)
             if "no-store" in stored.directives:
-                await self._store.delete(address)
+                await self._delete(address)
             elif "no-store" not in _directives(request_headers):  # a no-store request: nothing of it is kept
                 await self._put(address, slot, stored, now)
         self._stats.revalidations += 1
@@ -599,20 +603,64 @@ class ResponseCache:
         if stored.vary:
             others = [
                 v
-                for v in await self._store.get(address, slot)
+                for v in await self._get(address, slot)
                 if v.vary != stored.vary
                 and v.keep_until > now
                 and [n for n, _ in v.vary] == [n for n, _ in stored.vary]
             ]
             variants = (stored, *others[: self._max_variants - 1])
         ttl = max(v.keep_until for v in variants) - now
-        await self._store.set(address, slot, variants, ttl)
+        await self._set(address, slot, variants, ttl)
+
+    # The store's calls, through which a store that raises (one of the caller's own, say) costs a miss, never
+    # the request: the network's answer is still returned. One warning per outage of reads or of writes; the
+    # exception's text is not logged (a backend's may hold a URL with its password).
+
+    async def _get(self, address: str, slot: str) -> Sequence[StoredResponse]:
+        try:
+            variants = await self._store.get(address, slot)
+        except Exception as exc:
+            self._failed("read", "get", exc)
+            return ()
+        self._works("read")
+        return variants
+
+    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
+        try:
+            await self._store.set(address, slot, variants, ttl)
+        except Exception as exc:
+            self._failed("write", "set", exc)
+        else:
+            self._works("write")
+
+    async def _delete(self, address: str) -> None:
+        try:
+            await self._store.delete(address)
+        except Exception as exc:
+            self._failed("write", "delete", exc)
+        else:
+            self._works("write")
+
+    def _failed(self, kind: str, call: str, exc: Exception) -> None:
+        if kind not in self._store_failing:
+            self._store_failing.add(kind)
+            log.warning(
+                "authsession: the response store %s failed in %s() (%s); requests go to the network",
+                type(self._store).__name__,
+                call,
+                type(exc).__name__,
+            )
+
+    def _works(self, kind: str) -> None:
+        if kind in self._store_failing:
+            self._store_failing.discard(kind)
+            log.info("authsession: the response store %s %ss again", type(self._store).__name__, kind)
 
     # --- invalidation -------------------------------------------------------------------
 
     async def invalidate(self, url: str | URL) -> None:
         """Drop every response stored for ``url`` (absolute, query included), of every identity."""
-        await self._store.delete(_address(URL(url)))
+        await self._delete(_address(URL(url)))
 
     async def _invalidate(self, url: URL, chain: Sequence[aiohttp.ClientResponse], method: str) -> None:
         """Drop the responses of ``url``, and of the same-origin URLs its answers name (RFC 9111 4.4).
@@ -634,7 +682,7 @@ class ResponseCache:
                     except ValueError:
                         continue
         for address in addresses:
-            await self._store.delete(address)
+            await self._delete(address)
         self._stats.invalidations += 1
         self._emit(INVALIDATED, method, url)
 

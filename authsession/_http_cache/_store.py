@@ -20,7 +20,9 @@ class ResponseStore(Protocol):
     variants (responses that differ by their ``Vary`` headers).
 
     Implementations should not raise when their backend is unavailable: they
-    log once and answer as if nothing were stored.
+    log once and answer as if nothing were stored. One that raises anyway
+    costs a miss (or a write not made), never the request: the cache logs one
+    warning per outage.
     """
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
