@@ -309,6 +309,39 @@ async def test_the_callers_no_cache_forces_a_revalidation(door: str, oauth_serve
     assert oauth_server.not_modified == 1
 
 
+async def test_pragma_no_cache_without_cache_control_forces_a_revalidation(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """Pragma: no-cache (HTTP/1.0's way, still sent by many clients) is no-cache when there is no Cache-Control."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        forced, _ = await fetch(session, url, headers={"Pragma": "no-cache"})
+        overridden, _ = await fetch(session, url, headers={"Pragma": "no-cache", "Cache-Control": "max-stale"})
+    assert forced.revalidated
+    assert not overridden.revalidated  # Cache-Control has the say
+    assert oauth_server.not_modified == 1
+
+
+async def test_only_if_cached_is_answered_by_the_cache_or_a_504(door: str, oauth_server: FakeOAuthServer) -> None:
+    """Cache-Control: only-if-cached never reaches the network: a fresh stored response, else the cache's 504."""
+    clock = Clock(behind=61)
+    cache = ResponseCache(clock=clock)
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    only = {"Cache-Control": "only-if-cached"}
+    async with client(door, oauth_server.credentials(), cache) as session:
+        nothing = await session.get(url, headers=only)
+        await fetch(session, url)
+        stored = await session.get(url, headers=only)
+        clock.now += 61
+        stale = await session.get(url, headers=only)
+    assert (nothing.status, stored.status, stale.status) == (504, 200, 504)
+    assert await nothing.read() == b""
+    assert oauth_server.api_served == 1
+    assert oauth_server.not_modified == 0
+
+
 async def test_the_callers_own_validators_bypass_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
     """A caller who sends If-None-Match gets the server's own answer (their 304), not ours."""
     cache = ResponseCache()

@@ -323,6 +323,8 @@ class ResponseCache:
             found = self.find(method, target, seen, identity, options)
             if found is ASK_STORE:
                 found = await self.find_in_store(method, target, seen, identity, options)
+        if seen is not None and found is not None and found[0] is None and "only-if-cached" in _directives(_ci(seen)):
+            return self._unavailable(method, target, found[3])  # RFC 9111 5.2.1.7: not sent, whatever is stored
         if found is not None and (found[0] is not None or found[1]):
             if found[0] is not None:
                 session = getattr(door, "session", None)  # the session door's aiohttp session
@@ -695,6 +697,14 @@ class ResponseCache:
             self._get_slots[identity] = slot
         return slot
 
+    def _unavailable(self, method: str, url: URL, now: float) -> CachedResponse:
+        """The cache's own 504 to a request that allows only a stored response, when none will do."""
+        self._stats.misses += 1
+        self._emit(MISS, method.upper(), url)
+        headers = (("Content-Length", "0"),)
+        gone = StoredResponse(method.upper(), 504, "Gateway Timeout", headers, b"", now, now, 0.0, (), now)
+        return CachedResponse(gone, url, age=0)
+
     def _hit(self, response: CachedResponse, url: URL) -> None:
         self._stats.hits += 1
         self._emit(HIT, response.method, url)
@@ -829,7 +839,12 @@ def _bypasses(headers: CIMultiDictProxy[str]) -> bool:
 
 
 def _directives(headers: CIMultiDictProxy[str] | None) -> dict[str, str | None]:
-    if headers is None or hdrs.CACHE_CONTROL not in headers:
+    """The request's Cache-Control directives; ``Pragma: no-cache`` counts as ``no-cache`` without one (RFC 9111 5.4)."""
+    if headers is None:
+        return {}
+    if hdrs.CACHE_CONTROL not in headers:
+        if hdrs.PRAGMA in headers and any("no-cache" in value.lower() for value in headers.getall(hdrs.PRAGMA)):
+            return {"no-cache": None}
         return {}
     return parse_cache_control(headers.getall(hdrs.CACHE_CONTROL))
 
