@@ -190,6 +190,30 @@ async def test_a_stale_response_is_revalidated_and_a_304_serves_it(door: str, oa
     assert cache.stats == ResponseCacheStats(misses=1, revalidations=1, stores=1)
 
 
+async def test_a_newer_answer_outdates_the_stored_one_even_when_it_is_not_kept(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A revalidation answered by a full 200 that may not be stored (no cache headers) drops the stored response:
+    a request that accepts stale answers gets the network's, not the older one; a 503 drops nothing."""
+    clock = Clock(behind=61)
+    cache = ResponseCache(clock=clock)
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    stale_ok = {"Cache-Control": "max-stale=3600"}
+    async with client(door, oauth_server.credentials(), cache, retry=None) as session:
+        await fetch(session, url)
+        clock.now += 61
+        oauth_server.fail_api_next(status=503)
+        async with session.get(url) as failed:
+            assert failed.status == 503
+        kept, _ = await fetch(session, url, headers=stale_ok)
+        oauth_server.fail_api_next(status=200, body=b'{"new": true}', headers={"Content-Type": "application/json"})
+        _, body = await fetch(session, url)
+        after, _ = await fetch(session, url, headers=stale_ok)
+    assert isinstance(kept, CachedResponse)  # the 503 left it
+    assert body == {"new": True}
+    assert not isinstance(after, CachedResponse)
+
+
 async def test_a_no_store_request_keeps_nothing_of_its_revalidation(door: str, oauth_server: FakeOAuthServer) -> None:
     """A request with Cache-Control: no-store is served by a 304 but does not renew the stored response."""
     clock = Clock(behind=61)

@@ -127,7 +127,7 @@ class CacheLookup:
         request_headers: The validators to add to the request (``If-None-Match``,
             ``If-Modified-Since``) when a stored response must be revalidated.
             Neither: nothing usable is stored (a miss); send the request as it is.
-        stored: The stored response this is about (None on a miss).
+        stored: The stored response this is about (on a miss, one that could not serve; None if none matched).
         started: Unix time of the lookup: when the request was about to be sent.
         address: The URL the answer is stored under.
         slot: The identity's (and method's) slot for it.
@@ -424,7 +424,7 @@ class ResponseCache:
                 return (response, None, stored, now, address, slot)
             if decision is Verdict.REVALIDATE:
                 return (None, conditional_headers(stored.header_map), stored, now, address, slot)
-        return (None, None, None, now, address, slot)  # a miss: counted when its answer is used
+        return (None, None, stored, now, address, slot)  # a miss: counted when its answer is used
 
     # --- after the network answered ------------------------------------------------
 
@@ -474,8 +474,14 @@ class ResponseCache:
         if found[0] is not None:  # a hit: nothing was sent
             return response
         stored = found[2]
-        if stored is not None and response.status == 304:  # a revalidation, confirmed
-            return await self._revalidated(found, stored, url, response, _ci(headers))
+        if stored is not None:
+            if response.status == 304 and found[1]:  # a revalidation, confirmed
+                return await self._revalidated(found, stored, url, response, _ci(headers))
+            if response.status < 500:
+                # A full answer where a stored one could not serve: that one is outdated, whether this one is
+                # kept or not (RFC 9111 4: the most recent response is the one to use). A server error says
+                # nothing of the resource (RFC 9111 4.3.3): the stored one stays.
+                await self._delete(found[4])
         self._stats.misses += 1
         if self._on_event is not None:
             # Told to the hook only, not logged: a line per request that was not cached says little
