@@ -393,6 +393,19 @@ async def test_no_store_is_never_stored(door: str, oauth_server: FakeOAuthServer
     assert cache.stats.stores == 0
 
 
+async def test_must_understand_stores_what_no_store_beside_it_would_not(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """RFC 9111 5.2.2.3: a cache that understands the status ignores no-store beside must-understand."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="must-understand, no-store, max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        second, _ = await fetch(session, url)
+    assert isinstance(second, CachedResponse)
+    assert oauth_server.api_served == 1
+
+
 async def test_no_cache_is_stored_but_always_revalidated(door: str, oauth_server: FakeOAuthServer) -> None:
     """Cache-Control: no-cache, max-age=60: stored, but every use asks the server first."""
     cache = ResponseCache()

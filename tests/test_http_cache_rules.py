@@ -30,6 +30,7 @@ from authsession._http_cache._rules import (
     conditional_headers,
     current_age,
     delta_seconds,
+    forbids_storing,
     freshness_lifetime,
     http_date,
     parse_cache_control,
@@ -365,3 +366,10 @@ def test_a_header_block_is_one_bytes_object() -> None:
     pairs = [(b"Set-Thing", b"a"), (b"set-thing", b"b: c"), (b"X", b"")]
     assert header_block(pairs) == b"Set-Thing: a\r\nset-thing: b: c\r\nX: "
     assert header_pairs(header_block(pairs)) == (("Set-Thing", "a"), ("set-thing", "b: c"), ("X", ""))
+
+
+def test_must_understand_lifts_no_store() -> None:
+    """no-store forbids storing, unless must-understand is beside it (RFC 9111 5.2.2.3)."""
+    assert forbids_storing(parse_cache_control("no-store"))
+    assert not forbids_storing(parse_cache_control("must-understand, no-store"))
+    assert not forbids_storing(parse_cache_control("max-age=60"))

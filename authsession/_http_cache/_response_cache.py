@@ -42,6 +42,7 @@ from ._rules import (
     Verdict,
     conditional_headers,
     current_age,
+    forbids_storing,
     freshness_lifetime,
     http_date,
     parse_cache_control,
@@ -509,7 +510,7 @@ class ResponseCache:
         directives: Mapping[str, str | None] = _NO_DIRECTIVES
         if hdrs.CACHE_CONTROL in answer:
             directives = parse_cache_control(answer.getall(hdrs.CACHE_CONTROL))
-            if "no-store" in directives:
+            if "no-store" in directives and "must-understand" not in directives:  # rules.forbids_storing
                 return response
         _, _, _, started, address, slot = found
         now = self._clock()
@@ -593,7 +594,7 @@ class ResponseCache:
             lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, override)
             keep = now + lifetime + (self._keep_stale if renewed.has_validator else 0.0)
             stored = renewed.renewed(lifetime=lifetime, keep_until=keep)
-            if "no-store" in stored.directives:
+            if forbids_storing(stored.directives):
                 await self._delete(address)
             elif "no-store" not in _directives(request_headers):  # a no-store request: nothing of it is kept
                 await self._put(address, slot, stored, now)
@@ -627,7 +628,7 @@ class ResponseCache:
     async def _get(self, address: str, slot: str) -> Sequence[StoredResponse]:
         try:
             variants = await self._store.get(address, slot)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "nothing stored"
             self._failed("read", "get", exc)
             return ()
         self._works("read")
@@ -636,7 +637,7 @@ class ResponseCache:
     async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         try:
             await self._store.set(address, slot, variants, ttl)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
         else:
             self._works("write")
@@ -644,7 +645,7 @@ class ResponseCache:
     async def _delete(self, address: str) -> None:
         try:
             await self._store.delete(address)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not dropped"
             self._failed("write", "delete", exc)
         else:
             self._works("write")
@@ -845,7 +846,7 @@ def _bypasses(headers: CIMultiDictProxy[str]) -> bool:
 
 
 def _directives(headers: CIMultiDictProxy[str] | None) -> dict[str, str | None]:
-    """The request's Cache-Control directives; ``Pragma: no-cache`` counts as ``no-cache`` without one (RFC 9111 5.4)."""
+    """The request's Cache-Control directives (``Pragma: no-cache`` is ``no-cache`` without any: RFC 9111 5.4)."""
     if headers is None:
         return {}
     if hdrs.CACHE_CONTROL not in headers:

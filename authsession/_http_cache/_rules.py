@@ -28,6 +28,7 @@ __all__ = [
     "conditional_headers",
     "current_age",
     "delta_seconds",
+    "forbids_storing",
     "freshness_lifetime",
     "http_date",
     "parse_cache_control",
@@ -217,13 +218,26 @@ def storable(
     """Whether a response may be stored, and is worth it (RFC 9111 3).
 
     Worth it: fresh for a while, or revalidatable. ``no-store`` on either side
-    forbids it; ``private`` does not (this cache is private per identity).
+    forbids it, unless the response says ``must-understand`` (RFC 9111 5.2.2.3:
+    every status stored here is one this cache understands); ``private`` does
+    not (this cache is private per identity).
     """
     if method not in CACHEABLE_METHODS or status not in CACHEABLE_STATUSES:
         return False
-    if "no-store" in request_directives or "no-store" in response_directives:
+    if "no-store" in request_directives or forbids_storing(response_directives):
         return False
     return lifetime > 0 or has_validator
+
+
+def forbids_storing(directives: Directives) -> bool:
+    """Whether a response's directives forbid storing it: ``no-store``, unless with ``must-understand``.
+
+    RFC 9111 5.2.2.3: a cache that understands the status code ignores
+    ``no-store`` beside ``must-understand`` (which old caches do not know, so
+    they still honour ``no-store``). Only statuses this cache understands
+    are stored.
+    """
+    return "no-store" in directives and "must-understand" not in directives
 
 
 class Verdict(enum.Enum):
