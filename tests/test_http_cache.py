@@ -175,6 +175,26 @@ async def test_head_and_get_are_stored_apart(door: str, oauth_server: FakeOAuthS
 # --- revalidation ---------------------------------------------------------------------
 
 
+async def test_a_head_showing_another_validator_outdates_the_stored_get(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """RFC 9111 4.3.5: a 200 to HEAD whose ETag differs from the stored GET's says the resource changed: the next
+    GET goes to the network."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, before = await fetch(session, url)
+        async with session.post(oauth_server.api_url("things")) as changed:  # another URL of the same resource
+            assert changed.status == 200
+        same, _ = await fetch(session, url)
+        head, _ = await fetch(session, url, "HEAD")
+        after, body = await fetch(session, url)
+    assert isinstance(same, CachedResponse)  # the POST's URL was another one
+    assert head.headers["ETag"] != same.headers["ETag"]
+    assert not isinstance(after, CachedResponse)
+    assert (before["version"], body["version"]) == (0, 1)
+
+
 async def test_a_stale_response_is_revalidated_and_a_304_serves_it(door: str, oauth_server: FakeOAuthServer) -> None:
     """max-age=0 with an ETag: the next GET sends If-None-Match, the 304 is turned into the stored response."""
     cache = ResponseCache()

@@ -504,6 +504,8 @@ class ResponseCache:
         # Storing, written out in one function rather than the rules' calls: a miss that stores
         # must cost next to nothing too (freshness_lifetime and storable say the same).
         method = response.method  # GET or HEAD: find() let no other method through
+        if method == "HEAD" and status == 200:
+            await self._checked_by_head(found[4] or _address(url), identity, answer)
         request_headers = None if headers is None else _ci(headers)
         if request_headers is not None and "no-store" in _directives(request_headers):
             return response
@@ -566,6 +568,20 @@ class ResponseCache:
         self._stats.stores += 1
         self._emit(STORED, method, url)
         return response
+
+    async def _checked_by_head(self, address: str, identity: str, answer: CIMultiDictProxy[str]) -> None:
+        """Drop the URL's stored GET responses when a 200 to HEAD shows other validators (RFC 9111 4.3.5).
+
+        Only the validators are compared: some servers answer HEAD with a
+        Content-Length of their own.
+        """
+        for variant in await self._get(address, _slot(identity, "GET")):
+            stored = variant.header_map
+            for name in (hdrs.ETAG, hdrs.LAST_MODIFIED):
+                value = answer.get(name)
+                if value is not None and value != stored.get(name):
+                    await self._delete(address)
+                    return
 
     async def _revalidated(
         self,
