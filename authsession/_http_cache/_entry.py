@@ -285,7 +285,9 @@ def decode_variants(data: bytes) -> tuple[StoredResponse, ...]:
         if offset != len(data):
             raise ValueError("trailing bytes")
         return tuple(variants)
-    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
+    # OverflowError: a number too large for a float (1e999, 400 digits); RecursionError: JSON nested deeper than the
+    # parser goes. Crafted or damaged, it is a miss like any other.
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, struct.error, UnicodeDecodeError) as exc:
         log.debug("authsession: a stored response is unreadable (%s); ignored", type(exc).__name__)
         return ()
 
