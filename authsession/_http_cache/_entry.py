@@ -3,8 +3,11 @@
 The byte form is what the SQLite and Redis stores write: a small JSON header
 per variant and the bodies after it. It holds no URL (a query may carry an API
 key): stores key entries by a digest of the URL, and a hit takes its URL from
-the request. Whoever can write to a store can only
-make a reader miss: anything malformed decodes to nothing.
+the request. Entries are not signed: whoever can write to a store (the SQLite
+file, the Redis keys under its prefix) can plant responses that readers serve,
+so let no one write there whom you would not trust with the responses
+themselves. What is malformed decodes to nothing: a reader misses, never
+raises.
 """
 
 from __future__ import annotations
