@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from authsession import StoredResponse
+from authsession import MemoryResponseStore, StoredResponse
 from authsession._http_cache._entry import FORMAT, decode_variants
 
 URL_A = "https://api.example.com/v1/things?page=1"
@@ -66,3 +66,18 @@ def _variant(**raw: str) -> bytes:
 def test_a_crafted_entry_reads_as_nothing(data: bytes) -> None:
     """Whoever writes the store can make a reader miss with numbers or nesting Python cannot take, not raise."""
     assert decode_variants(data) == ()
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+async def test_large_headers_count_for_the_memory_bound() -> None:
+    """A response's headers count with their real size: 2 MB of them do not fit a 1 MB store, 50 kB do (once)."""
+    store = MemoryResponseStore(max_bytes=2**20)
+    big = response().renewed(headers=(("X-Big", "x" * 2 * 2**20),))
+    await store.set(URL_A, "slot", [big], ttl=60)
+    assert not await store.get(URL_A, "slot")
+    assert store.size == 0
+    fields = (("X-Big", "x" * 50_000), ("Vary", "X-Lang"))
+    await store.set(URL_A, "slot", [response(b"body").renewed(headers=fields, vary=(("x-lang", "fr"),))], ttl=60)
+    assert store.size == 4 + (5 + 50_000 + 4) + (4 + 6 + 4) + (6 + 2 + 4) + 512
