@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import struct
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from authsession import MemoryResponseStore, StoredResponse
+from authsession import MemoryResponseStore, SQLiteResponseStore, StoredResponse
 from authsession._http_cache._entry import FORMAT, decode_variants
 
 URL_A = "https://api.example.com/v1/things?page=1"
@@ -81,3 +86,36 @@ async def test_large_headers_count_for_the_memory_bound() -> None:
     fields = (("X-Big", "x" * 50_000), ("Vary", "X-Lang"))
     await store.set(URL_A, "slot", [response(b"body").renewed(headers=fields, vary=(("x-lang", "fr"),))], ttl=60)
     assert store.size == 4 + (5 + 50_000 + 4) + (4 + 6 + 4) + (6 + 2 + 4) + 512
+
+
+# --- SQLite --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        (("",), {}, ValueError, "path must be a database file's path, got ''"),
+        ((":memory:",), {}, ValueError, "path must be a database file's path, got ':memory:'"),
+        (("file:cache.db?mode=memory",), {}, ValueError, "path must be a database file's path"),
+        ((None,), {}, TypeError, "path must be a str or os.PathLike, got NoneType"),
+        ((b"cache.db",), {}, TypeError, "path must be a str or os.PathLike, got bytes"),
+        (("cache.db",), {"timeout": "5"}, TypeError, "timeout must be a number of seconds, got str '5'"),
+        (("cache.db",), {"timeout": None}, TypeError, "timeout must be a number of seconds, got NoneType"),
+        (("cache.db",), {"timeout": math.nan}, ValueError, "timeout must be a finite positive number of seconds"),
+        (("cache.db",), {"timeout": math.inf}, ValueError, "timeout must be a finite positive number of seconds"),
+        (("cache.db",), {"timeout": 0}, ValueError, "timeout must be a finite positive number of seconds, got 0"),
+    ],
+)
+def test_sqlite_store_refuses_bad_arguments(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    """A path no other process can share, or a timeout that is not a finite positive number: a clear error at once."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=re.escape(message)):
+        SQLiteResponseStore(*args, **kwargs)
+    assert os.listdir(tmp_path) == []

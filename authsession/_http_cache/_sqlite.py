@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -38,6 +39,16 @@ CREATE TABLE IF NOT EXISTS responses (
 _PURGE_EVERY = 256
 
 
+def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` if it is a finite number of seconds above 0 (or 0 itself, if ``zero``); else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        which = "non-negative" if zero else "positive"
+        raise ValueError(f"{name} must be a finite {which} number of seconds, got {value!r}")
+    return float(value)
+
+
 class SQLiteResponseStore:
     """Stored responses in a SQLite file: one machine's processes share them, and they outlive a restart.
 
@@ -45,7 +56,9 @@ class SQLiteResponseStore:
     connection and the worker thread stay open until then.
 
     Args:
-        path: The database file; created (mode 0600) with its table if missing.
+        path: The database file; created (mode 0600) with its table if missing
+            (its directory is not). Not ``":memory:"``, ``""`` or a ``file:`` URI:
+            the store is there to be shared.
         timeout: Seconds a call waits for another process's write lock.
         clock: Unix time, for expiry; injectable for tests.
     """
@@ -53,10 +66,15 @@ class SQLiteResponseStore:
     def __init__(
         self, path: str | os.PathLike[str], *, timeout: float = 5.0, clock: Callable[[], float] = time.time
     ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         self.path = os.fspath(path)
-        self._timeout = timeout
+        if not isinstance(self.path, str):
+            raise TypeError(f"path must be a str or os.PathLike of str, got {type(self.path).__name__}")
+        # sqlite3 would open a private database in memory, or read a URI's parameters: nothing another process sees.
+        if self.path in ("", ":memory:") or self.path.startswith("file:"):
+            raise ValueError(f"path must be a database file's path, got {self.path!r}")
+        self._timeout = check_seconds("timeout", timeout)
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
         self._db: sqlite3.Connection | None = None
