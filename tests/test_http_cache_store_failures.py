@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -119,3 +120,17 @@ def test_sqlite_store_refuses_bad_arguments(
     with pytest.raises(error, match=re.escape(message)):
         SQLiteResponseStore(*args, **kwargs)
     assert os.listdir(tmp_path) == []
+
+
+async def test_a_sqlite_file_that_cannot_be_created_means_misses_and_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A path in a directory that does not exist: reads miss, writes are dropped, one warning, nothing raises."""
+    with caplog.at_level(logging.WARNING, logger="authsession"):
+        async with SQLiteResponseStore(tmp_path / "missing" / "responses.db") as store:
+            for _ in range(3):
+                assert not await store.get(URL_A, "slot")
+                await store.set(URL_A, "slot", [response()], ttl=60)
+                await store.delete(URL_A)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert f"response store {tmp_path / 'missing' / 'responses.db'} failed (FileNotFoundError)" in warning

@@ -136,7 +136,7 @@ class SQLiteResponseStore:
             raise RuntimeError("SQLiteResponseStore is closed")
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the file cannot be created (no directory, no permission)
             if not self._failing:
                 self._failing = True
                 # The type only: the message could name the file's contents.
