@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import os
 import re
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from yarl import URL
 
-from authsession import MemoryResponseStore, SQLiteResponseStore, StoredResponse
+from authsession import AuthorizedSession, MemoryResponseStore, ResponseCache, SQLiteResponseStore, StoredResponse
 from authsession._http_cache._entry import FORMAT, decode_variants
+from authsession.testing import FakeOAuthServer
 
 URL_A = "https://api.example.com/v1/things?page=1"
 
@@ -134,3 +138,32 @@ async def test_a_sqlite_file_that_cannot_be_created_means_misses_and_one_warning
                 await store.delete(URL_A)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert f"response store {tmp_path / 'missing' / 'responses.db'} failed (FileNotFoundError)" in warning
+
+
+async def test_closing_a_sqlite_cache_under_requests_in_flight_fails_none(
+    tmp_path: Path, oauth_server: FakeOAuthServer
+) -> None:
+    """cache.close() while a request waits for the network: the answer arrives and is served, not stored, no error."""
+    looked_up = asyncio.Event()
+
+    class Store(SQLiteResponseStore):
+        async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
+            found = await super().get(url, slot)
+            looked_up.set()
+            return found
+
+    cache = ResponseCache(Store(tmp_path / "responses.db"))
+    url = URL(oauth_server.api_url("things")).with_query(cache="max-age=60", delay="0.5")
+    async with AuthorizedSession(oauth_server.credentials(), cache=cache) as session:
+
+        async def fetch() -> int:
+            async with session.get(url) as answer:
+                await answer.read()
+                return answer.status
+
+        in_flight = asyncio.create_task(fetch())
+        await looked_up.wait()  # a miss: on its way to the server, which answers half a second later
+        await cache.close()
+        assert await in_flight == 200
+        assert await fetch() == 200  # after close, too
+    assert oauth_server.api_served == 2

@@ -275,12 +275,14 @@ async def test_a_damaged_entry_reads_as_nothing(tmp_path: Path) -> None:
         assert not await store.get(URL_A, "slot")
 
 
-async def test_a_closed_sqlite_store_says_so(sqlite_store: SQLiteResponseStore) -> None:
-    """Using a store after close() raises an error naming the problem; closing twice is fine."""
+async def test_a_closed_sqlite_store_reads_and_stores_nothing(sqlite_store: SQLiteResponseStore) -> None:
+    """After close() reads miss and writes are dropped (a request in flight gets its answer); closing twice is fine."""
+    await sqlite_store.set(URL_A, "slot", [response()], ttl=60)
     await sqlite_store.close()
     await sqlite_store.close()
-    with pytest.raises(RuntimeError, match="SQLiteResponseStore is closed"):
-        await sqlite_store.get(URL_A, "slot")
+    assert not await sqlite_store.get(URL_A, "slot")
+    await sqlite_store.set(URL_A, "other", [response()], ttl=60)
+    await sqlite_store.delete(URL_A)
 
 
 async def test_two_sessions_on_one_sqlite_file_share_responses(tmp_path: Path, oauth_server: FakeOAuthServer) -> None:

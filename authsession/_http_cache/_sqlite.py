@@ -53,7 +53,8 @@ class SQLiteResponseStore:
     """Stored responses in a SQLite file: one machine's processes share them, and they outlive a restart.
 
     Close it when done (``await store.close()`` or ``async with``): the file's
-    connection and the worker thread stay open until then.
+    connection and the worker thread stay open until then. Once closed, it
+    reads nothing and stores nothing.
 
     Args:
         path: The database file; created (mode 0600) with its table if missing
@@ -133,7 +134,9 @@ class SQLiteResponseStore:
     async def _run(self, default: T, call: Callable[..., T], *args: object) -> T:
         """``call(*args)`` on the worker thread, or ``default`` if SQLite fails (one warning per outage)."""
         if self._closed:
-            raise RuntimeError("SQLiteResponseStore is closed")
+            # A request in flight when its cache was closed gets here once the network has answered: a miss for it.
+            log.debug("authsession: response store %s is closed; nothing is read or stored", self.path)
+            return default
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
         except (sqlite3.Error, OSError) as exc:  # OSError: the file cannot be created (no directory, no permission)
@@ -168,7 +171,7 @@ class SQLiteResponseStore:
         await self._run(None, self._delete, url)
 
     async def close(self) -> None:
-        """Close the database and stop the worker thread."""
+        """Close the database and stop the worker thread; calls already under way finish first."""
         if self._closed:
             return
         self._closed = True
