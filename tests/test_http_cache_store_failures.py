@@ -8,8 +8,11 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,13 +134,15 @@ async def test_a_sqlite_file_that_cannot_be_created_means_misses_and_one_warning
 ) -> None:
     """A path in a directory that does not exist: reads miss, writes are dropped, one warning, nothing raises."""
     with caplog.at_level(logging.WARNING, logger="authsession"):
-        async with SQLiteResponseStore(tmp_path / "missing" / "responses.db") as store:
+        async with SQLiteResponseStore(tmp_path / "missing" / "responses.db", retry_after=0) as store:
             for _ in range(3):
                 assert not await store.get(URL_A, "slot")
                 await store.set(URL_A, "slot", [response()], ttl=60)
                 await store.delete(URL_A)
-    (warning,) = [r.getMessage() for r in caplog.records]
-    assert f"response store {tmp_path / 'missing' / 'responses.db'} failed (FileNotFoundError)" in warning
+    assert [r.getMessage() for r in caplog.records] == [
+        f"authsession: response store {tmp_path / 'missing' / 'responses.db'} failed (FileNotFoundError); "
+        "requests go to the network until it works again"
+    ]
 
 
 async def test_closing_a_sqlite_cache_under_requests_in_flight_fails_none(
@@ -167,3 +172,56 @@ async def test_closing_a_sqlite_cache_under_requests_in_flight_fails_none(
         assert await in_flight == 200
         assert await fetch() == 200  # after close, too
     assert oauth_server.api_served == 2
+
+
+@contextmanager
+def write_lock(path: Path) -> Iterator[None]:
+    """Another connection (another process, as far as SQLite can tell) holds the file's write lock."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
+async def test_a_locked_sqlite_file_costs_one_timeout_then_writes_are_skipped(tmp_path: Path) -> None:
+    """Five writes at once while another process holds the lock: one waits out the timeout, the rest skip at once
+    (they used to wait their turn on the worker thread, one timeout each); reads are still served meanwhile."""
+    path = tmp_path / "responses.db"
+    async with SQLiteResponseStore(path, timeout=0.5, retry_after=60) as store:
+        await store.set(URL_A, "slot", [response(b"kept")], ttl=60)
+        with write_lock(path):
+            started = time.monotonic()
+            await asyncio.gather(*(store.set(f"{URL_A}&n={n}", "slot", [response()], ttl=60) for n in range(5)))
+            assert time.monotonic() - started < 1.5  # one timeout; five would be 2.5 s
+            started = time.monotonic()
+            await store.set(URL_A, "other", [response()], ttl=60)
+            assert time.monotonic() - started < 0.25  # skipped: no timeout at all
+            assert [r.body for r in await store.get(URL_A, "slot")] == [b"kept"]
+
+
+async def test_writes_that_fail_between_reads_that_work_make_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A locked file: each request reads (which works) and writes (which fails), yet one warning is logged, not one
+    per request; once writes work again, one line says so."""
+    path = tmp_path / "responses.db"
+    with caplog.at_level(logging.INFO, logger="authsession"):
+        async with SQLiteResponseStore(path, timeout=0.05, retry_after=0) as store:
+            await store.set(URL_A, "slot", [response()], ttl=60)
+            with write_lock(path):
+                for n in range(5):
+                    assert await store.get(URL_A, "slot")
+                    await store.set(f"{URL_A}&n={n}", "slot", [response()], ttl=60)
+            assert await store.get(URL_A, "slot")
+            await store.set(URL_A, "slot", [response()], ttl=60)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            f"authsession: response store {path} failed to write (OperationalError); "
+            "responses are not stored until it works again",
+        ),
+        ("INFO", f"authsession: response store {path} works again"),
+    ]
