@@ -40,6 +40,16 @@ def response(body: bytes = b'{"ok": true}', keep_until: float = 2e9) -> StoredRe
     )
 
 
+class Ticks:
+    """A clock that moves only when told."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 # --- crafted entries -----------------------------------------------------------------------------
 
 
@@ -225,3 +235,17 @@ async def test_writes_that_fail_between_reads_that_work_make_one_warning(
         ),
         ("INFO", f"authsession: response store {path} works again"),
     ]
+
+
+async def test_a_short_lived_process_purges_what_expired_before_it(tmp_path: Path) -> None:
+    """Expired rows go on a store's first write: processes that each write a few (a CLI) no longer grow the file."""
+    path = tmp_path / "responses.db"
+    clock = Ticks(1_000_000.0)
+    for run in range(3):
+        async with SQLiteResponseStore(path, clock=clock) as store:
+            await store.set(f"{URL_A}&run={run}", "slot", [response()], ttl=10)
+        clock.now += 60
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT count(*) FROM responses").fetchone()[0]
+    db.close()
+    assert rows == 1  # the last run's; the two before had expired

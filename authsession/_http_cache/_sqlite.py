@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS responses (
     PRIMARY KEY (url, slot)
 )
 """
-#: Expired rows are deleted every this many writes.
+#: Expired rows are deleted by a store's first write (a short-lived process may make no more), then every this many.
 _PURGE_EVERY = 256
 
 
@@ -188,7 +188,7 @@ class SQLiteResponseStore:
             (url_digest(url), slot, data, keep_until),
         )
         self._writes += 1
-        if self._writes % _PURGE_EVERY == 0:
+        if self._writes == 1 or self._writes % _PURGE_EVERY == 0:
             db.execute("DELETE FROM responses WHERE keep_until <= ?", (now,))
 
     def _delete(self, db: sqlite3.Connection, url: str) -> None:
