@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 from yarl import URL
 
-from authsession import AuthorizedSession, MemoryResponseStore, ResponseCache, SQLiteResponseStore, StoredResponse
+from authsession import (
+    AuthorizedSession,
+    MemoryResponseStore,
+    RedisResponseStore,
+    ResponseCache,
+    SQLiteResponseStore,
+    StoredResponse,
+)
 from authsession._http_cache._entry import FORMAT, decode_variants
 from authsession.testing import FakeOAuthServer
 
@@ -249,3 +256,28 @@ async def test_a_short_lived_process_purges_what_expired_before_it(tmp_path: Pat
         rows = db.execute("SELECT count(*) FROM responses").fetchone()[0]
     db.close()
     assert rows == 1  # the last run's; the two before had expired
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ((123,), {}, TypeError, "url_or_client must be a Redis URL (str) or a redis.asyncio.Redis client, got int"),
+        ((b"redis://:pw@host",), {}, TypeError, "url_or_client must be a Redis URL (str) or a redis.asyncio.Redis"),
+        (("redis://127.0.0.1:1",), {"prefix": None}, TypeError, "prefix must be a str, got NoneType"),
+        (("redis://127.0.0.1:1",), {"timeout": "1"}, TypeError, "timeout must be a number of seconds, got str '1'"),
+        (("redis://127.0.0.1:1",), {"timeout": math.nan}, ValueError, "timeout must be a finite positive number"),
+        (("redis://127.0.0.1:1",), {"retry_after": -1}, ValueError, "retry_after must be a finite non-negative"),
+        (("redis://127.0.0.1:1",), {"retry_after": math.inf}, ValueError, "retry_after must be a finite non-negative"),
+    ],
+)
+def test_redis_store_refuses_bad_arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """What is not a URL or a client, a prefix that is not a str, a timeout that is not a finite number: a clear
+    error at once, which never shows a password."""
+    with pytest.raises(error, match=re.escape(message)) as raised:
+        RedisResponseStore(*args, **kwargs)
+    assert "pw" not in str(raised.value)

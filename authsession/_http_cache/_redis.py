@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .._cache._redis import _describe
 from .._deadline import timeout_after
 from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
+from ._sqlite import check_seconds
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -65,8 +66,14 @@ class RedisResponseStore:
             from redis.exceptions import RedisError
         except ImportError as exc:
             raise ImportError("RedisResponseStore needs redis-py: pip install 'authsession[redis]'") from exc
-        if timeout <= 0 or retry_after < 0:
-            raise ValueError("timeout must be a positive and retry_after a non-negative number of seconds")
+        timeout = check_seconds("timeout", timeout)
+        retry_after = check_seconds("retry_after", retry_after, zero=True)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        # The type only: a URL given as bytes may hold a password.
+        if not isinstance(url_or_client, str) and not callable(getattr(url_or_client, "register_script", None)):
+            kind = type(url_or_client).__name__
+            raise TypeError(f"url_or_client must be a Redis URL (str) or a redis.asyncio.Redis client, got {kind}")
         if isinstance(url_or_client, str):
             # Our own bounds, no silent retries: a store that is down costs a request at most ``timeout``.
             self._client: Redis = redis.asyncio.Redis.from_url(
