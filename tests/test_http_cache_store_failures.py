@@ -281,3 +281,30 @@ def test_redis_store_refuses_bad_arguments(
     with pytest.raises(error, match=re.escape(message)) as raised:
         RedisResponseStore(*args, **kwargs)
     assert "pw" not in str(raised.value)
+
+
+async def test_closing_a_redis_store_under_calls_fails_none_and_reopens_nothing(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() at any point of calls still connecting: each ends as a hit, a miss or a dropped write, never an
+    error; after close() nothing reaches Redis (a call used to open a connection that nothing closed)."""
+    async with RedisResponseStore(redis_url) as primer:
+        await primer.set(URL_A, "slot", [response()], ttl=60)
+    for turns in range(15):
+        store = RedisResponseStore(redis_url)
+        calls = [store.set(f"{URL_A}&n={n}", "slot", [response()], ttl=60) for n in range(10)]
+        calls += [store.get(URL_A, "slot") for _ in range(10)]
+        tasks = [asyncio.create_task(call) for call in calls]
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await store.close()
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            assert outcome is None or outcome in [(), (response(),)]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a closed store sent a command")
+
+    monkeypatch.setattr(store.client, "execute_command", refuse)
+    assert await store.get(URL_A, "slot") == ()
+    await store.set(URL_A, "slot", [response()], ttl=60)
+    await store.delete(URL_A)

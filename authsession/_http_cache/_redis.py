@@ -41,6 +41,7 @@ class RedisResponseStore:
     network as if nothing were stored, one warning is logged, and Redis is
     tried again after ``retry_after``. Use it from one event loop (redis-py's
     asyncio clients are bound to theirs); close it when done, or ``async with``.
+    Once closed, it reads nothing and stores nothing.
 
     Args:
         url_or_client: A Redis URL (``redis://host:6379/0``, ``rediss://...``,
@@ -92,6 +93,9 @@ class RedisResponseStore:
         self._down = False
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
         self._set_script = self._client.register_script(_SET_SCRIPT)
+        self._closed = False
+        self._calls = 0  # under way; close() waits for them
+        self._idle: asyncio.Event | None = None
 
     @property
     def client(self) -> Redis:
@@ -102,9 +106,14 @@ class RedisResponseStore:
         return f"{self.prefix}http:{url_digest(url)}"
 
     async def _call(self, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-        """``call(*args, **kwargs)`` on Redis, or ``default`` while Redis is down."""
+        """``call(*args, **kwargs)`` on Redis, or ``default`` while Redis is down or once the store is closed."""
+        if self._closed:
+            # A request in flight when its cache was closed: a miss, and no connection reopened that nothing closes.
+            log.debug("authsession: response store redis %s is closed; nothing is read or stored", self._where)
+            return default
         if self._down and time.monotonic() < self._down_until:
             return default
+        self._calls += 1
         try:
             async with timeout_after(self._timeout):
                 result = await call(*args, **kwargs)
@@ -119,6 +128,10 @@ class RedisResponseStore:
                     type(exc).__name__,
                 )
             return default
+        finally:
+            self._calls -= 1
+            if not self._calls and self._idle is not None:
+                self._idle.set()
         if self._down:
             self._down = False
             log.info("authsession: response store redis %s is reachable again", self._where)
@@ -146,7 +159,17 @@ class RedisResponseStore:
         await self._call(None, self._client.delete, self._key(url))
 
     async def close(self) -> None:
-        """Close the client, if this store created it."""
+        """Close the client, if this store created it, once the calls under way are done (each within ``timeout``).
+
+        Closing it under them made redis-py fail them with errors of its own
+        (AttributeError), or open a connection again that nothing closed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._calls:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
         if self._owns_client:
             await self._client.aclose()
 
