@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 from yarl import URL
 
 from authsession import (
@@ -29,6 +30,7 @@ from authsession import (
 )
 from authsession._http_cache._entry import FORMAT, decode_variants
 from authsession.testing import FakeOAuthServer
+from authsession.testing._fleet import RedisServer
 
 URL_A = "https://api.example.com/v1/things?page=1"
 
@@ -308,3 +310,32 @@ async def test_closing_a_redis_store_under_calls_fails_none_and_reopens_nothing(
     assert await store.get(URL_A, "slot") == ()
     await store.set(URL_A, "slot", [response()], ttl=60)
     await store.delete(URL_A)
+
+
+async def test_a_redis_refusing_writes_makes_one_warning_while_reads_work(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of memory (noeviction): every write fails and every read works, yet one warning is logged, not one per
+    request; once writes work again, one line says so."""
+    raw = redis.asyncio.Redis.from_url(private_redis.url)
+    try:
+        with caplog.at_level(logging.INFO, logger="authsession"):
+            async with RedisResponseStore(private_redis.url, retry_after=0) as store:
+                await store.set(URL_A, "slot", [response()], ttl=60)
+                await raw.config_set("maxmemory-policy", "noeviction")
+                await raw.config_set("maxmemory", 1)
+                for n in range(5):
+                    assert await store.get(URL_A, "slot")
+                    await store.set(f"{URL_A}&n={n}", "slot", [response()], ttl=60)
+                await raw.config_set("maxmemory", 0)
+                await store.set(URL_A, "slot", [response()], ttl=60)
+    finally:
+        await raw.aclose()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            f"authsession: response store redis {private_redis.url} failed to write (OutOfMemoryError); "
+            "responses are not stored until it works again",
+        ),
+        ("INFO", f"authsession: response store redis {private_redis.url} works again"),
+    ]

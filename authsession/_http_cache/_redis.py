@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .._cache._redis import _describe
 from .._deadline import timeout_after
 from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
-from ._sqlite import check_seconds
+from ._sqlite import READ, WRITE, Outages, check_seconds
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -39,7 +38,8 @@ class RedisResponseStore:
 
     If Redis is unreachable or slower than ``timeout``, requests go to the
     network as if nothing were stored, one warning is logged, and Redis is
-    tried again after ``retry_after``. Use it from one event loop (redis-py's
+    tried again after ``retry_after``; so when only writes fail (out of
+    memory, a read-only replica), and reads go on. Use it from one event loop (redis-py's
     asyncio clients are bound to theirs); close it when done, or ``async with``.
     Once closed, it reads nothing and stores nothing.
 
@@ -49,7 +49,7 @@ class RedisResponseStore:
             yours to close).
         prefix: Prepended to every key this store writes.
         timeout: Seconds any one Redis call may take before Redis counts as down.
-        retry_after: Seconds to leave Redis alone after it failed.
+        retry_after: Seconds to leave Redis (or only its writes) alone after it failed.
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class RedisResponseStore:
             import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.exceptions import RedisError
+            from redis.exceptions import RedisError, ResponseError
         except ImportError as exc:
             raise ImportError("RedisResponseStore needs redis-py: pip install 'authsession[redis]'") from exc
         timeout = check_seconds("timeout", timeout)
@@ -88,9 +88,8 @@ class RedisResponseStore:
             self._where = type(url_or_client).__name__
         self.prefix = prefix
         self._timeout = timeout
-        self._retry_after = retry_after
-        self._down_until = -math.inf
-        self._down = False
+        self._outages = Outages(f"redis {self._where}", retry_after)
+        self._refused: type[BaseException] = ResponseError  # Redis answered, and said no
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
         self._set_script = self._client.register_script(_SET_SCRIPT)
         self._closed = False
@@ -105,41 +104,36 @@ class RedisResponseStore:
     def _key(self, url: str) -> str:
         return f"{self.prefix}http:{url_digest(url)}"
 
-    async def _call(self, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-        """``call(*args, **kwargs)`` on Redis, or ``default`` while Redis is down or once the store is closed."""
+    async def _call(
+        self, kind: str, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """``call(*args, **kwargs)`` on Redis, or ``default`` while it fails (see :class:`Outages`) or once closed."""
         if self._closed:
             # A request in flight when its cache was closed: a miss, and no connection reopened that nothing closes.
             log.debug("authsession: response store redis %s is closed; nothing is read or stored", self._where)
             return default
-        if self._down and time.monotonic() < self._down_until:
+        if self._outages.skipping(kind):
             return default
         self._calls += 1
         try:
             async with timeout_after(self._timeout):
                 result = await call(*args, **kwargs)
+        except self._refused as exc:
+            self._outages.failed((kind,), exc)  # out of memory, a read-only replica, no permission...
+            return default
         except self._errors as exc:
-            self._down_until = time.monotonic() + self._retry_after
-            if not self._down:
-                self._down = True
-                # The type only: a message may carry a URL with a password in it.
-                log.warning(
-                    "authsession: response store redis %s failed (%s); requests go to the network until it is back",
-                    self._where,
-                    type(exc).__name__,
-                )
+            self._outages.failed((READ, WRITE), exc)  # not reached, or too slow
             return default
         finally:
             self._calls -= 1
             if not self._calls and self._idle is not None:
                 self._idle.set()
-        if self._down:
-            self._down = False
-            log.info("authsession: response store redis %s is reachable again", self._where)
+        self._outages.worked(kind)
         return result
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none, unreadable, or Redis is down."""
-        data: Any = await self._call(None, self._client.hget, self._key(url), slot)
+        data: Any = await self._call(READ, None, self._client.hget, self._key(url), slot)
         if isinstance(data, str):  # a client made with decode_responses=True cannot hold bodies
             return ()
         if not isinstance(data, bytes):
@@ -152,11 +146,12 @@ class RedisResponseStore:
         millis = int(ttl * 1000)
         if millis <= 0:
             return
-        await self._call(None, self._set_script, keys=[self._key(url)], args=[slot, encode_variants(variants), millis])
+        args = [slot, encode_variants(variants), millis]
+        await self._call(WRITE, None, self._set_script, keys=[self._key(url)], args=args)
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``, of every identity."""
-        await self._call(None, self._client.delete, self._key(url))
+        await self._call(WRITE, None, self._client.delete, self._key(url))
 
     async def close(self) -> None:
         """Close the client, if this store created it, once the calls under way are done (each within ``timeout``).
