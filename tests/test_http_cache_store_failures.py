@@ -28,7 +28,7 @@ from authsession import (
     SQLiteResponseStore,
     StoredResponse,
 )
-from authsession._http_cache._entry import FORMAT, decode_variants
+from authsession._http_cache._entry import FORMAT, decode_variants, url_digest
 from authsession.testing import FakeOAuthServer
 from authsession.testing._fleet import RedisServer
 
@@ -310,6 +310,26 @@ async def test_closing_a_redis_store_under_calls_fails_none_and_reopens_nothing(
     assert await store.get(URL_A, "slot") == ()
     await store.set(URL_A, "slot", [response()], ttl=60)
     await store.delete(URL_A)
+
+
+async def test_a_foreign_key_of_another_type_is_a_miss_for_its_url_alone(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone else's string where a URL's hash would be (WRONGTYPE): that URL misses and is not stored, with no
+    warning; Redis is not taken for down, so other URLs are still served (they used to miss for retry_after)."""
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await raw.set(f"authsession:http:{url_digest(URL_A)}", "someone else's")
+        with caplog.at_level(logging.WARNING, logger="authsession"):
+            async with RedisResponseStore(redis_url) as store:
+                assert not await store.get(URL_A, "slot")
+                await store.set(URL_A, "slot", [response()], ttl=60)
+                await store.set(f"{URL_A}&other", "slot", [response(b"other")], ttl=60)
+                assert [r.body for r in await store.get(f"{URL_A}&other", "slot")] == [b"other"]
+        assert await raw.get(f"authsession:http:{url_digest(URL_A)}") == b"someone else's"
+    finally:
+        await raw.aclose()
+    assert not caplog.records
 
 
 async def test_a_redis_refusing_writes_makes_one_warning_while_reads_work(

@@ -119,6 +119,10 @@ class RedisResponseStore:
             async with timeout_after(self._timeout):
                 result = await call(*args, **kwargs)
         except self._refused as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                # Someone else's key under the prefix, of another type: a miss for that URL alone, Redis is fine.
+                log.debug("authsession: response store redis %s holds a key of another type; ignored", self._where)
+                return default
             self._outages.failed((kind,), exc)  # out of memory, a read-only replica, no permission...
             return default
         except self._errors as exc:
