@@ -359,3 +359,14 @@ async def test_a_redis_refusing_writes_makes_one_warning_while_reads_work(
         ),
         ("INFO", f"authsession: response store redis {private_redis.url} works again"),
     ]
+
+
+async def test_more_calls_at_once_than_connections_are_served(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """250 reads at once, past the pool's 100 connections, on a healthy Redis: each waits for a connection and is
+    served (redis-py's pool failed those past 100, and the store took Redis for down)."""
+    with caplog.at_level(logging.WARNING, logger="authsession"):
+        async with RedisResponseStore(redis_url) as store:
+            await store.set(URL_A, "slot", [response()], ttl=60)
+            found = await asyncio.gather(*(store.get(URL_A, "slot") for _ in range(250)))
+    assert found == [(response(),)] * 250
+    assert not caplog.records

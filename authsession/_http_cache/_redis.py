@@ -32,6 +32,9 @@ end
 return 1
 """
 
+#: Connections a store opens at most (redis-py's default); more calls at once wait for one.
+_MAX_CONNECTIONS = 100
+
 
 class RedisResponseStore:
     """Stored responses shared through Redis (extra ``authsession[redis]``).
@@ -76,10 +79,19 @@ class RedisResponseStore:
             kind = type(url_or_client).__name__
             raise TypeError(f"url_or_client must be a Redis URL (str) or a redis.asyncio.Redis client, got {kind}")
         if isinstance(url_or_client, str):
-            # Our own bounds, no silent retries: a store that is down costs a request at most ``timeout``.
-            self._client: Redis = redis.asyncio.Redis.from_url(
-                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+            # Our own bounds, no silent retries: a store that is down costs a request at most ``timeout``. Past
+            # the pool's connections a call waits for one, within that bound (redis-py's own pool fails it, and a
+            # busy process is not a Redis that is down).
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url_or_client,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
             )
+            self._client: Redis = redis.asyncio.Redis(connection_pool=pool)
+            self._client.auto_close_connection_pool = True  # ours: aclose() closes it (as from_url's client does)
             self._owns_client = True
             self._where = _describe(url_or_client)
         else:
