@@ -41,8 +41,8 @@ class RedisResponseStore:
 
     If Redis is unreachable or slower than ``timeout``, requests go to the
     network as if nothing were stored, one warning is logged, and Redis is
-    tried again after ``retry_after``; so when only writes fail (out of
-    memory, a read-only replica), and reads go on. Use it from one event loop (redis-py's
+    tried again after ``retry_after``. When only writes fail (out of memory,
+    a read-only replica), only writes are left alone: reads go on. Use it from one event loop (redis-py's
     asyncio clients are bound to theirs); close it when done, or ``async with``.
     Once closed, it reads nothing and stores nothing.
 
