@@ -3,8 +3,11 @@
 The byte form is what the SQLite and Redis stores write: a small JSON header
 per variant and the bodies after it. It holds no URL (a query may carry an API
 key): stores key entries by a digest of the URL, and a hit takes its URL from
-the request. Whoever can write to a store can only
-make a reader miss: anything malformed decodes to nothing.
+the request. Entries are not signed: whoever can write to a store (the SQLite
+file, the Redis keys under its prefix) can plant responses that readers serve,
+so let no one write there whom you would not trust with the responses
+themselves. What is malformed decodes to nothing: a reader misses, never
+raises.
 """
 
 from __future__ import annotations
@@ -295,7 +298,9 @@ def decode_variants(data: bytes) -> tuple[StoredResponse, ...]:
         if offset != len(data):
             raise ValueError("trailing bytes")
         return tuple(variants)
-    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
+    # OverflowError: a number too large for a float (1e999, 400 digits); RecursionError: JSON nested deeper than the
+    # parser goes. Crafted or damaged, it is a miss like any other.
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, struct.error, UnicodeDecodeError) as exc:
         log.debug("authsession: a stored response is unreadable (%s); ignored", type(exc).__name__)
         return ()
 

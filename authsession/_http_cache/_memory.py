@@ -19,8 +19,8 @@ _Entry = tuple[Any, ...]
 
 #: What one stored response costs besides its body and headers (objects, bookkeeping), for the bound.
 _OVERHEAD = 512
-#: What one header field is counted as.
-_HEADER = 100
+#: What one header field costs besides its name and value (": " and CRLF, as in a header block).
+_FIELD = 4
 
 
 class MemoryResponseStore:
@@ -154,7 +154,7 @@ class MemoryResponseStore:
 
     def write(self, url: str, slot: str, variants: tuple[StoredResponse, ...], ttl: float) -> None:
         """What :meth:`set` does, without a coroutine."""
-        size = sum([len(r.body) + _HEADER * len(r.headers) + _OVERHEAD for r in variants])
+        size = sum([len(r.body) + _fields_size(r.headers) + _fields_size(r.vary) + _OVERHEAD for r in variants])
         self._put(url, slot, (self._clock() + ttl, size, variants) if ttl > 0 else None)
 
     def _put(self, url: str, slot: str, entry: _Entry | None) -> None:
@@ -218,6 +218,11 @@ class MemoryResponseStore:
 
     def __repr__(self) -> str:
         return f"<MemoryResponseStore max_bytes={self.max_bytes}>"
+
+
+def _fields_size(pairs: tuple[tuple[str, str], ...]) -> int:
+    """What header fields count for the bound: their names and values as they are, as :meth:`keep` counts them."""
+    return sum([len(name) + len(value) + _FIELD for name, value in pairs])
 
 
 def _stored(fields: _Entry) -> StoredResponse:

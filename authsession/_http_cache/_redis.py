@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .._cache._redis import _describe
 from .._deadline import timeout_after
 from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
+from ._sqlite import READ, WRITE, Outages, check_seconds
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -32,14 +32,19 @@ end
 return 1
 """
 
+#: Connections a store opens at most (redis-py's default); more calls at once wait for one.
+_MAX_CONNECTIONS = 100
+
 
 class RedisResponseStore:
     """Stored responses shared through Redis (extra ``authsession[redis]``).
 
     If Redis is unreachable or slower than ``timeout``, requests go to the
     network as if nothing were stored, one warning is logged, and Redis is
-    tried again after ``retry_after``. Use it from one event loop (redis-py's
+    tried again after ``retry_after``. When only writes fail (out of memory,
+    a read-only replica), only writes are left alone: reads go on. Use it from one event loop (redis-py's
     asyncio clients are bound to theirs); close it when done, or ``async with``.
+    Once closed, it reads nothing and stores nothing.
 
     Args:
         url_or_client: A Redis URL (``redis://host:6379/0``, ``rediss://...``,
@@ -47,7 +52,7 @@ class RedisResponseStore:
             yours to close).
         prefix: Prepended to every key this store writes.
         timeout: Seconds any one Redis call may take before Redis counts as down.
-        retry_after: Seconds to leave Redis alone after it failed.
+        retry_after: Seconds to leave Redis (or only its writes) alone after it failed.
     """
 
     def __init__(
@@ -62,16 +67,31 @@ class RedisResponseStore:
             import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.exceptions import RedisError
+            from redis.exceptions import RedisError, ResponseError
         except ImportError as exc:
             raise ImportError("RedisResponseStore needs redis-py: pip install 'authsession[redis]'") from exc
-        if timeout <= 0 or retry_after < 0:
-            raise ValueError("timeout must be a positive and retry_after a non-negative number of seconds")
+        timeout = check_seconds("timeout", timeout)
+        retry_after = check_seconds("retry_after", retry_after, zero=True)
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        # The type only: a URL given as bytes may hold a password.
+        if not isinstance(url_or_client, str) and not callable(getattr(url_or_client, "register_script", None)):
+            kind = type(url_or_client).__name__
+            raise TypeError(f"url_or_client must be a Redis URL (str) or a redis.asyncio.Redis client, got {kind}")
         if isinstance(url_or_client, str):
-            # Our own bounds, no silent retries: a store that is down costs a request at most ``timeout``.
-            self._client: Redis = redis.asyncio.Redis.from_url(
-                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+            # Our own bounds, no silent retries: a store that is down costs a request at most ``timeout``. Past
+            # the pool's connections a call waits for one, within that bound (redis-py's own pool fails it, and a
+            # busy process is not a Redis that is down).
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url_or_client,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
             )
+            self._client: Redis = redis.asyncio.Redis(connection_pool=pool)
+            self._client.auto_close_connection_pool = True  # ours: aclose() closes it (as from_url's client does)
             self._owns_client = True
             self._where = _describe(url_or_client)
         else:
@@ -80,11 +100,13 @@ class RedisResponseStore:
             self._where = type(url_or_client).__name__
         self.prefix = prefix
         self._timeout = timeout
-        self._retry_after = retry_after
-        self._down_until = -math.inf
-        self._down = False
+        self._outages = Outages(f"redis {self._where}", retry_after)
+        self._refused: type[BaseException] = ResponseError  # Redis answered, and said no
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
         self._set_script = self._client.register_script(_SET_SCRIPT)
+        self._closed = False
+        self._calls = 0  # under way; close() waits for them
+        self._idle: asyncio.Event | None = None
 
     @property
     def client(self) -> Redis:
@@ -94,32 +116,40 @@ class RedisResponseStore:
     def _key(self, url: str) -> str:
         return f"{self.prefix}http:{url_digest(url)}"
 
-    async def _call(self, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-        """``call(*args, **kwargs)`` on Redis, or ``default`` while Redis is down."""
-        if self._down and time.monotonic() < self._down_until:
+    async def _call(
+        self, kind: str, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """``call(*args, **kwargs)`` on Redis, or ``default`` while it fails (see :class:`Outages`) or once closed."""
+        if self._closed:
+            # A request in flight when its cache was closed: a miss, and no connection reopened that nothing closes.
+            log.debug("authsession: response store redis %s is closed; nothing is read or stored", self._where)
             return default
+        if self._outages.skipping(kind):
+            return default
+        self._calls += 1
         try:
             async with timeout_after(self._timeout):
                 result = await call(*args, **kwargs)
-        except self._errors as exc:
-            self._down_until = time.monotonic() + self._retry_after
-            if not self._down:
-                self._down = True
-                # The type only: a message may carry a URL with a password in it.
-                log.warning(
-                    "authsession: response store redis %s failed (%s); requests go to the network until it is back",
-                    self._where,
-                    type(exc).__name__,
-                )
+        except self._refused as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                # Someone else's key under the prefix, of another type: a miss for that URL alone, Redis is fine.
+                log.debug("authsession: response store redis %s holds a key of another type; ignored", self._where)
+                return default
+            self._outages.failed((kind,), exc)  # out of memory, a read-only replica, no permission...
             return default
-        if self._down:
-            self._down = False
-            log.info("authsession: response store redis %s is reachable again", self._where)
+        except self._errors as exc:
+            self._outages.failed((READ, WRITE), exc)  # not reached, or too slow
+            return default
+        finally:
+            self._calls -= 1
+            if not self._calls and self._idle is not None:
+                self._idle.set()
+        self._outages.worked(kind)
         return result
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none, unreadable, or Redis is down."""
-        data: Any = await self._call(None, self._client.hget, self._key(url), slot)
+        data: Any = await self._call(READ, None, self._client.hget, self._key(url), slot)
         if isinstance(data, str):  # a client made with decode_responses=True cannot hold bodies
             return ()
         if not isinstance(data, bytes):
@@ -132,14 +162,25 @@ class RedisResponseStore:
         millis = int(ttl * 1000)
         if millis <= 0:
             return
-        await self._call(None, self._set_script, keys=[self._key(url)], args=[slot, encode_variants(variants), millis])
+        args = [slot, encode_variants(variants), millis]
+        await self._call(WRITE, None, self._set_script, keys=[self._key(url)], args=args)
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``, of every identity."""
-        await self._call(None, self._client.delete, self._key(url))
+        await self._call(WRITE, None, self._client.delete, self._key(url))
 
     async def close(self) -> None:
-        """Close the client, if this store created it."""
+        """Close the client, if this store created it, once the calls under way are done (each within ``timeout``).
+
+        Closing it under them made redis-py fail them with errors of its own
+        (AttributeError), or open a connection again that nothing closed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._calls:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
         if self._owns_client:
             await self._client.aclose()
 

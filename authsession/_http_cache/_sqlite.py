@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -34,34 +35,109 @@ CREATE TABLE IF NOT EXISTS responses (
     PRIMARY KEY (url, slot)
 )
 """
-#: Expired rows are deleted every this many writes.
+#: Expired rows are deleted by a store's first write (a short-lived process may make no more), then every this many.
 _PURGE_EVERY = 256
+
+
+#: What a store call does, for :class:`Outages`: reads (get) and writes (set, delete) fail apart.
+READ = "reads"
+WRITE = "writes"
+
+
+class Outages:
+    """Whether a store's reads and its writes fail: one warning when either starts to, one line when both work again.
+
+    After a failure that kind of call is left alone for ``retry_after`` seconds,
+    so a store that fails costs one timeout, not one per request. Reads and
+    writes are apart: a locked SQLite file or a Redis out of memory still
+    serves what it holds, and its failing writes make one warning, not one
+    for every read that works between them.
+    """
+
+    def __init__(self, what: str, retry_after: float) -> None:
+        self.what = what
+        self.retry_after = retry_after
+        self._down: set[str] = set()
+        self._retry_at = {READ: -math.inf, WRITE: -math.inf}
+
+    def skipping(self, kind: str) -> bool:
+        """Whether to leave ``kind`` of call alone for now (it failed a moment ago)."""
+        return kind in self._down and time.monotonic() < self._retry_at[kind]
+
+    def failed(self, kinds: tuple[str, ...], exc: BaseException) -> None:
+        """``kinds`` of call failed with ``exc`` (both: the store could not be reached at all)."""
+        retry_at = time.monotonic() + self.retry_after
+        new = [kind for kind in kinds if kind not in self._down]
+        for kind in kinds:
+            self._retry_at[kind] = retry_at
+        self._down.update(kinds)
+        # The type only: a message may name the file's contents, or carry a URL with a password in it.
+        if new == [READ]:
+            what = "failed to read (%s); requests go to the network until it works again"
+        elif new == [WRITE]:
+            what = "failed to write (%s); responses are not stored until it works again"
+        elif new:
+            what = "failed (%s); requests go to the network until it works again"
+        else:
+            return
+        log.warning("authsession: response store %s " + what, self.what, type(exc).__name__)
+
+    def worked(self, kind: str) -> None:
+        """A ``kind`` of call worked."""
+        if kind in self._down:
+            self._down.discard(kind)
+            if not self._down:
+                log.info("authsession: response store %s works again", self.what)
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` if it is a finite number of seconds above 0 (or 0 itself, if ``zero``); else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        which = "non-negative" if zero else "positive"
+        raise ValueError(f"{name} must be a finite {which} number of seconds, got {value!r}")
+    return float(value)
 
 
 class SQLiteResponseStore:
     """Stored responses in a SQLite file: one machine's processes share them, and they outlive a restart.
 
     Close it when done (``await store.close()`` or ``async with``): the file's
-    connection and the worker thread stay open until then.
+    connection and the worker thread stay open until then. Once closed, it
+    reads nothing and stores nothing.
 
     Args:
-        path: The database file; created (mode 0600) with its table if missing.
+        path: The database file; created (mode 0600) with its table if missing
+            (its directory is not). Not ``":memory:"``, ``""`` or a ``file:`` URI:
+            the store is there to be shared.
         timeout: Seconds a call waits for another process's write lock.
+        retry_after: Seconds to leave reads (or writes) alone after they failed.
         clock: Unix time, for expiry; injectable for tests.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 5.0, clock: Callable[[], float] = time.time
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 5.0,
+        retry_after: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         self.path = os.fspath(path)
-        self._timeout = timeout
+        if not isinstance(self.path, str):
+            raise TypeError(f"path must be a str or os.PathLike of str, got {type(self.path).__name__}")
+        # sqlite3 would open a private database in memory, or read a URI's parameters: nothing another process sees.
+        if self.path in ("", ":memory:") or self.path.startswith("file:"):
+            raise ValueError(f"path must be a database file's path, got {self.path!r}")
+        self._timeout = check_seconds("timeout", timeout)
+        self._outages = Outages(self.path, check_seconds("retry_after", retry_after, zero=True))
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
         self._db: sqlite3.Connection | None = None
         self._writes = 0
-        self._failing = False
         self._closed = False
 
     # --- on the worker thread ----------------------------------------------------
@@ -81,29 +157,42 @@ class SQLiteResponseStore:
             self._db = db
         return self._db
 
-    def _get(self, url: str, slot: str, now: float) -> bytes | None:
-        row = (
-            self._connection()
-            .execute(
-                "SELECT data FROM responses WHERE url = ? AND slot = ? AND keep_until > ?",
-                (url_digest(url), slot, now),
-            )
-            .fetchone()
-        )
+    def _attempt(self, kind: str, default: T, call: Callable[..., T], *args: object) -> T:
+        """``call(connection, *args)``, or ``default`` if SQLite fails, or failed a moment ago."""
+        outages = self._outages
+        if outages.skipping(kind):  # it failed while this call waited its turn
+            return default
+        try:
+            db = self._connection()
+        except (sqlite3.Error, OSError) as exc:  # OSError: the file cannot be created (no directory, no permission)
+            outages.failed((READ, WRITE), exc)
+            return default
+        try:
+            result = call(db, *args)
+        except sqlite3.Error as exc:
+            outages.failed((kind,), exc)
+            return default
+        outages.worked(kind)
+        return result
+
+    def _get(self, db: sqlite3.Connection, url: str, slot: str, now: float) -> bytes | None:
+        row = db.execute(
+            "SELECT data FROM responses WHERE url = ? AND slot = ? AND keep_until > ?",
+            (url_digest(url), slot, now),
+        ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def _set(self, url: str, slot: str, data: bytes, keep_until: float, now: float) -> None:
-        db = self._connection()
+    def _set(self, db: sqlite3.Connection, url: str, slot: str, data: bytes, keep_until: float, now: float) -> None:
         db.execute(
             "INSERT OR REPLACE INTO responses (url, slot, data, keep_until) VALUES (?, ?, ?, ?)",
             (url_digest(url), slot, data, keep_until),
         )
         self._writes += 1
-        if self._writes % _PURGE_EVERY == 0:
+        if self._writes == 1 or self._writes % _PURGE_EVERY == 0:
             db.execute("DELETE FROM responses WHERE keep_until <= ?", (now,))
 
-    def _delete(self, url: str) -> None:
-        self._connection().execute("DELETE FROM responses WHERE url = ?", (url_digest(url),))
+    def _delete(self, db: sqlite3.Connection, url: str) -> None:
+        db.execute("DELETE FROM responses WHERE url = ?", (url_digest(url),))
 
     def _close(self) -> None:
         if self._db is not None:
@@ -112,30 +201,21 @@ class SQLiteResponseStore:
 
     # --- on the event loop ----------------------------------------------------------
 
-    async def _run(self, default: T, call: Callable[..., T], *args: object) -> T:
-        """``call(*args)`` on the worker thread, or ``default`` if SQLite fails (one warning per outage)."""
+    async def _run(self, kind: str, default: T, call: Callable[..., T], *args: object) -> T:
+        """``call(connection, *args)`` on the worker thread, or ``default`` if SQLite fails (see :class:`Outages`)."""
         if self._closed:
-            raise RuntimeError("SQLiteResponseStore is closed")
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
-        except sqlite3.Error as exc:
-            if not self._failing:
-                self._failing = True
-                # The type only: the message could name the file's contents.
-                log.warning(
-                    "authsession: response store %s failed (%s); requests go to the network",
-                    self.path,
-                    type(exc).__name__,
-                )
+            # A request in flight when its cache was closed gets here once the network has answered: a miss for it.
+            log.debug("authsession: response store %s is closed; nothing is read or stored", self.path)
             return default
-        if self._failing:
-            self._failing = False
-            log.info("authsession: response store %s works again", self.path)
-        return result
+        if self._outages.skipping(kind):
+            return default
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._attempt, kind, default, call, *args
+        )
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none (or unreadable)."""
-        data = await self._run(None, self._get, url, slot, self._clock())
+        data = await self._run(READ, None, self._get, url, slot, self._clock())
         return () if data is None else decode_variants(data)
 
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
@@ -143,14 +223,14 @@ class SQLiteResponseStore:
         if ttl <= 0:
             return
         now = self._clock()
-        await self._run(None, self._set, url, slot, encode_variants(variants), now + ttl, now)
+        await self._run(WRITE, None, self._set, url, slot, encode_variants(variants), now + ttl, now)
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``."""
-        await self._run(None, self._delete, url)
+        await self._run(WRITE, None, self._delete, url)
 
     async def close(self) -> None:
-        """Close the database and stop the worker thread."""
+        """Close the database and stop the worker thread; calls already under way finish first."""
         if self._closed:
             return
         self._closed = True
