@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .._cache._redis import _describe
 from .._deadline import timeout_after
 from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
-from ._sqlite import READ, WRITE, Outages, check_seconds
+from ._outages import READ, WRITE, Outages, check_seconds
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
