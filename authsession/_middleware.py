@@ -63,6 +63,11 @@ class _MiddlewareDoor:
         return await self.handler(req)
 
     @property
+    def session(self) -> Any:
+        """The aiohttp session the request is made in (asked by the response cache)."""
+        return _session_of(self.req)
+
+    @property
     def has_content(self) -> bool:
         """Whether the request sends content (a GET with a body is not the URL's answer: the cache stays out)."""
         body = self.req.body

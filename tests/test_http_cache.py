@@ -63,11 +63,10 @@ def door(request: pytest.FixtureRequest) -> str:
 
 @asynccontextmanager
 async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
-    """A session through ``door`` with ``cache``; ``trace_configs``, ``headers``, ``cookie_jar`` and
-    ``auto_decompress`` go to the ClientSession, the rest to the door."""
-    aiohttp_options = {
-        name: options.pop(name) for name in ("trace_configs", "headers", "cookie_jar") if name in options
-    }
+    """A session through ``door`` with ``cache``; ``trace_configs``, ``headers``, ``cookie_jar``,
+    ``fallback_charset_resolver`` and ``auto_decompress`` go to the ClientSession, the rest to the door."""
+    to_aiohttp = ("trace_configs", "headers", "cookie_jar", "fallback_charset_resolver")
+    aiohttp_options = {name: options.pop(name) for name in to_aiohttp if name in options}
     if door == "session":
         async with AuthorizedSession(credentials, cache=cache, **aiohttp_options, **options) as session:
             yield session
@@ -860,6 +859,94 @@ async def test_lookup_and_complete_cache_for_code_of_its_own(oauth_server: FakeO
         assert other is not None
         assert other.response is None  # a miss: another identity's
     assert cache.stats == ResponseCacheStats(hits=1, misses=1, stores=1)
+
+
+async def test_an_answer_reached_through_a_redirect_keeps_its_history(door: str, oauth_server: FakeOAuthServer) -> None:
+    """The cache looks at the answer without fixing its history (aiohttp computes it once): through the middleware,
+    which sees the answer before aiohttp adds the redirects, the caller still gets them."""
+    cache = ResponseCache()
+    target = cacheable(oauth_server, cache="max-age=60")
+    moved = URL(oauth_server.url + "redirect").with_query(to=str(target), status="301")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        async with session.get(moved) as response:
+            assert [hop.status for hop in response.history] == [301]
+            assert response.url == target
+
+
+async def test_a_hit_drops_the_fragment_from_url_and_keeps_it_in_real_url(oauth_server: FakeOAuthServer) -> None:
+    """As aiohttp: ``url`` without the fragment, ``real_url`` as asked (the middleware never sees a fragment)."""
+    url = cacheable(oauth_server, cache="max-age=60").with_fragment("part")
+    async with client("session", oauth_server.credentials(), ResponseCache()) as session:
+        miss, _ = await fetch(session, url)
+        hit, _ = await fetch(session, url)
+    assert isinstance(hit, CachedResponse)
+    assert (hit.url, hit.real_url) == (miss.url, miss.real_url) == (url.with_fragment(None), url)
+
+
+async def _facets(response: Any) -> dict[str, Any]:
+    """What calling code reads of a response beyond status and body, for a miss and a hit to be compared."""
+    try:
+        await response.json()
+        refused = None
+    except aiohttp.ContentTypeError as exc:
+        refused = exc.message
+    disposition = response.content_disposition
+    return {
+        "text": await response.text(),
+        "encoding": response.get_encoding(),
+        "content_type": response.content_type,
+        "links": {rel: str(link["url"]) for rel, link in response.links.items()},
+        "filename": disposition and disposition.filename,
+        "raw_name": [value for name, value in response.raw_headers if name.lower() == b"x-name"],
+        "refused": refused,
+        "json_with_parameters": await response.json(content_type="text/html; profile=x"),
+    }
+
+
+async def test_a_hit_answers_what_aiohttp_parses_as_the_miss_did(door: str) -> None:
+    """Link, Content-Disposition, the session's fallback_charset_resolver, json()'s type check and message, raw
+    header bytes and await release(): the hit says what the response it was stored from said."""
+
+    async def page(request: web.Request) -> web.Response:
+        headers = {
+            "Cache-Control": "max-age=60",
+            "Link": '<https://api.example/items?page=2>; rel="next", </items?page=9>; rel="last"',
+            "Content-Disposition": "attachment; filename*=UTF-8''na%C3%AFve.csv",
+            "X-Name": "café",
+        }
+        body = '"caf\u00e9 cr\u00e8me"'.encode()  # JSON text, sent as latin-1 HTML without a charset
+        return web.Response(body=body, headers={**headers, "Content-Type": "text/html; profile=x"})
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with client(
+            door, StaticCredentials("token"), ResponseCache(), fallback_charset_resolver=_latin1
+        ) as session:
+            url = server.make_url("/page")
+            async with session.get(url) as miss:
+                seen_by_miss = await _facets(miss)
+            async with session.get(url) as hit:
+                seen_by_hit = await _facets(hit)
+                await hit.release()  # aiohttp's release() may be awaited (older code does)
+    finally:
+        await server.close()
+    assert isinstance(hit, CachedResponse)
+    assert seen_by_hit == seen_by_miss
+    assert seen_by_hit["encoding"] == "latin-1"
+    assert seen_by_hit["links"] == {
+        "next": "https://api.example/items?page=2",
+        "last": str(url.join(URL("/items?page=9"))),
+    }
+    assert seen_by_hit["filename"] == "naïve.csv"
+    assert seen_by_hit["raw_name"] == ["café".encode()]
+    assert seen_by_hit["refused"] == "Attempt to decode JSON with unexpected mimetype: text/html; profile=x"
+
+
+def _latin1(response: Any, body: bytes) -> str:
+    return "latin-1"
 
 
 async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: FakeOAuthServer) -> None:

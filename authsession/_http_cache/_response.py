@@ -13,15 +13,17 @@ import asyncio
 import codecs
 import contextlib
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Generator
 from http.cookies import CookieError, SimpleCookie
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import aiohttp
-from aiohttp import ClientResponseError, ContentTypeError, RequestInfo, StreamReader
+from aiohttp import ClientResponseError, ContentTypeError, RequestInfo, StreamReader, hdrs, multipart
 from aiohttp.base_protocol import BaseProtocol
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from aiohttp.client_reqrep import ContentDisposition
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
 from .._transport import safe_url
@@ -39,6 +41,11 @@ def _stream_of(body: bytes) -> StreamReader:
     reader.feed_data(body)
     reader.feed_eof()
     return reader
+
+
+def _utf8(response: Any, body: bytes) -> str:
+    """aiohttp's default ``fallback_charset_resolver``."""
+    return "utf-8"
 
 
 #: Response classes whose ``read()`` returns what their stream holds, no more: the cache may
@@ -157,6 +164,8 @@ class CachedResponse:
     """
 
     from_cache = True
+    # The session's fallback_charset_resolver, when the door knows the session (set on a hit).
+    _resolve_charset: Callable[[Any, bytes], str] = staticmethod(_utf8)
     # aiohttp reads these after a client middleware returns a response: no
     # cookies to store (they were never kept), no connection to watch.
     _raw_cookie_headers: tuple[str, ...] | None = None
@@ -178,8 +187,8 @@ class CachedResponse:
         self.status = stored.status
         self.reason = stored.reason
         self.method = stored.method
-        self.url = url
-        self.real_url = self.url
+        self.url = url.with_fragment(None) if url.raw_fragment else url  # as aiohttp: real_url keeps it
+        self.real_url = url
         self._body = stored.body
         self._request_headers = request_headers if request_headers is not None else CIMultiDictProxy(CIMultiDict())
         self._history: tuple[Any, ...] = ()
@@ -196,8 +205,9 @@ class CachedResponse:
 
     @property
     def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
-        """The headers as bytes pairs, as aiohttp exposes them."""
-        return tuple((k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in self._headers.items())
+        """The headers as bytes pairs, as aiohttp exposes them (values as received: UTF-8, raw bytes kept)."""
+        pairs = self._headers.items()
+        return tuple((k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for k, v in pairs)
 
     @property
     def url_obj(self) -> URL:
@@ -230,8 +240,18 @@ class CachedResponse:
 
     @property
     def links(self) -> MultiDictProxy[MultiDictProxy[str | URL]]:
-        """The ``Link`` header parsed: empty here (read ``headers["Link"]``)."""
-        return MultiDictProxy(MultiDict())
+        """The ``Link`` header parsed, by aiohttp's own parser (targets resolved against the URL)."""
+        return _LINKS(self)  # type: ignore[no-any-return]
+
+    @property
+    def content_disposition(self) -> ContentDisposition | None:
+        """The ``Content-Disposition`` header parsed, as aiohttp does (None without one)."""
+        raw = self._headers.get(hdrs.CONTENT_DISPOSITION)
+        if raw is None:
+            return None
+        disposition, parameters = multipart.parse_content_disposition(raw)
+        frozen = MappingProxyType(parameters)
+        return ContentDisposition(disposition, frozen, multipart.content_disposition_filename(frozen))
 
     @property
     def content_type(self) -> str:
@@ -239,7 +259,8 @@ class CachedResponse:
         raw = self._headers.get("Content-Type")
         if raw is None:
             return "application/octet-stream"
-        return raw.split(";", 1)[0].strip().lower() or "application/octet-stream"
+        media = raw.split(";", 1)[0].strip().lower()
+        return media if "/" in media else "application/octet-stream"  # as aiohttp reads one without a subtype
 
     @property
     def charset(self) -> str | None:
@@ -283,14 +304,17 @@ class CachedResponse:
         return self._body
 
     def get_encoding(self) -> str:
-        """The body's text encoding: the charset parameter, else UTF-8."""
+        """The body's text encoding: the charset parameter, else UTF-8 for JSON, else the session's
+        ``fallback_charset_resolver`` (UTF-8 by default), as aiohttp decides."""
         charset = self.charset
         if charset:
             try:
                 return codecs.lookup(charset).name
             except LookupError:
                 pass
-        return "utf-8"
+        if self.content_type in {"application/json", "application/rdap"}:
+            return "utf-8"
+        return self._resolve_charset(self, self._body)
 
     async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
         """The body decoded as text."""
@@ -304,14 +328,16 @@ class CachedResponse:
         content_type: str | None = "application/json",
     ) -> Any:
         """The body parsed as JSON; ``ContentTypeError`` for another media type, as aiohttp raises."""
-        if content_type and not _expected(self.content_type, content_type):
-            raise ContentTypeError(
-                self.request_info,
-                self.history,
-                status=self.status,
-                message=f"Attempt to decode JSON with unexpected mimetype: {self.content_type}",
-                headers=self._headers,
-            )
+        if content_type:
+            sent = self._headers.get(hdrs.CONTENT_TYPE, "").lower()  # as aiohttp: the whole field, lowercased
+            if not _expected(sent, content_type):
+                raise ContentTypeError(
+                    self.request_info,
+                    self.history,
+                    status=self.status,
+                    message=f"Attempt to decode JSON with unexpected mimetype: {sent}",
+                    headers=self._headers,
+                )
         stripped = self._body.strip()
         if not stripped:
             return None
@@ -324,9 +350,10 @@ class CachedResponse:
         """Whether ``close()`` or ``release()`` was called."""
         return self._closed
 
-    def release(self) -> None:
-        """Mark the response done (it holds no connection)."""
+    def release(self) -> Any:
+        """Mark the response done (it holds no connection); awaitable, as aiohttp's is for older code."""
         self._closed = True
+        return _DONE
 
     def close(self) -> None:
         """Mark the response done (it holds no connection)."""
@@ -347,8 +374,26 @@ class CachedResponse:
         return f"<CachedResponse({safe_url(self.url)}) [{self.status} {self.reason}]>"
 
 
-def _expected(actual: str, expected: str) -> bool:
-    """aiohttp's media type check for ``json()``: JSON also accepts ``application/*+json``."""
+def _expected(sent: str, expected: str) -> bool:
+    """aiohttp's media type check for ``json()`` on the whole Content-Type field: ``application/json`` also
+    accepts ``application/<anything>+json`` and parameters; another type must appear in the field."""
     if expected == "application/json":
-        return actual == "application/json" or (actual.startswith("application/") and actual.endswith("+json"))
-    return expected in actual
+        return _JSON.match(sent) is not None
+    return expected in sent
+
+
+_JSON = re.compile(r"application/(?:[\w.+-]+?\+)?json")
+
+
+class _Done:
+    """What ``release()`` returns: awaiting it does nothing (aiohttp's returns such a thing too)."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield
+
+
+_DONE = _Done()
+
+# aiohttp's own Link parser, the function under its cached property: a hit parses as a response would.
+_LINKS: Callable[[Any], Any] = aiohttp.ClientResponse.__dict__["links"].wrapped

@@ -328,9 +328,13 @@ class ResponseCache:
             return self._unavailable(method, target, found[3])  # RFC 9111 5.2.1.7: not sent, whatever is stored
         if found is not None and (found[0] is not None or found[1]):
             if found[0] is not None:
-                session = getattr(door, "session", None)  # the session door's aiohttp session
-                if session is not None and session.closed:
-                    raise RuntimeError("Session is closed")  # as aiohttp says, before it sends anything
+                session = getattr(door, "session", None)  # the aiohttp session, when the door knows it
+                if session is not None:
+                    if session.closed:
+                        raise RuntimeError("Session is closed")  # as aiohttp says, before it sends anything
+                    resolver = getattr(session, "_resolve_charset", None)  # fallback_charset_resolver=
+                    if resolver is not None:
+                        found[0]._resolve_charset = resolver
                 self._hit(found[0], target)
                 return found[0]  # authsession.CachedResponse: ClientResponse's reading side
             # Validators, in place: the session door's headers are its own copy, the middleware door's the request's.
@@ -468,7 +472,7 @@ class ResponseCache:
         if found is None:
             if method.upper() not in SAFE_METHODS:
                 # The request's own answer is the first of a redirect chain aiohttp followed (a 303 after a POST).
-                chain = (*getattr(response, "history", ()), response)
+                chain = (*_history(response), response)
                 if chain[0].status < 400:
                     await self._invalidate(url, chain, method.upper())
             return response
@@ -498,7 +502,7 @@ class ResponseCache:
         ):
             return response  # the usual API answer: nothing says it may be reused
         status = response.status
-        if status not in CACHEABLE_STATUSES or response.history:
+        if status not in CACHEABLE_STATUSES or _history(response):
             # A response reached through redirects answers another URL.
             return response
         # Storing, written out in one function rather than the rules' calls: a miss that stores
@@ -849,6 +853,17 @@ def _as_sent(defaults: Mapping[str, str], headers: Mapping[str, str] | None, aut
                 sent[name] = value
                 given.add(lowered)
     return sent
+
+
+def _history(response: Any) -> tuple[Any, ...]:
+    """The redirects aiohttp followed to ``response``, read without fixing them.
+
+    ``ClientResponse.history`` is computed once and kept: read by the cache in
+    a middleware, before aiohttp has added the redirects, it would stay empty
+    for the caller.
+    """
+    history = getattr(response, "_history", None)
+    return tuple(history) if history is not None else tuple(getattr(response, "history", ()))
 
 
 def _has_content(options: Mapping[str, Any]) -> bool:
