@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from stored import URL_A, Ticks, response
 from yarl import URL
 
 from authsession import (
@@ -31,33 +32,6 @@ from authsession import (
 from authsession._http_cache._entry import FORMAT, decode_variants, url_digest
 from authsession.testing import FakeOAuthServer
 from authsession.testing._fleet import RedisServer
-
-URL_A = "https://api.example.com/v1/things?page=1"
-
-
-def response(body: bytes = b'{"ok": true}', keep_until: float = 2e9) -> StoredResponse:
-    return StoredResponse(
-        method="GET",
-        status=200,
-        reason="OK",
-        headers=(("Content-Type", "application/json"), ("Cache-Control", "max-age=60")),
-        body=body,
-        request_time=1.0,
-        response_time=1.0,
-        lifetime=60.0,
-        keep_until=keep_until,
-    )
-
-
-class Ticks:
-    """A clock that moves only when told."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 # --- crafted entries -----------------------------------------------------------------------------
 
