@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,7 @@ from authsession import (
     MemoryResponseStore,
     ResponseCache,
     ResponseCacheStats,
+    SQLiteResponseStore,
     StaticCredentials,
     deadline,
 )
@@ -658,6 +660,25 @@ async def test_vary_cookie_stored_through_the_middleware_is_no_answer_to_authori
         response, body = await fetch(session, url)
     assert not isinstance(response, CachedResponse)
     assert body["vary"]["Cookie"] == "sid=session-b"
+
+
+async def test_variants_stored_at_the_same_moment_are_all_kept(
+    door: str, oauth_server: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """Eight first requests at once, each with its own Accept, through a store outside the process (a read,
+    then a write, per answer): each variant is kept, none overwritten by another's write."""
+    cache = ResponseCache(store=SQLiteResponseStore(tmp_path / "cache.db"))
+    url = cacheable(oauth_server, cache="max-age=60", vary="Accept")
+    accepts = [{"Accept": f"application/x-{n}"} for n in range(8)]
+    try:
+        async with client(door, oauth_server.credentials(), cache) as session:
+            await asyncio.gather(*(fetch(session, url, headers=accept) for accept in accepts))
+            again = [(await fetch(session, url, headers=accept))[0] for accept in accepts]
+    finally:
+        await cache.close()
+    assert all(isinstance(response, CachedResponse) for response in again)
+    assert oauth_server.api_served == 8
+    assert cache._merging == {}  # no lock left behind
 
 
 async def test_vary_star_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:

@@ -11,6 +11,7 @@ responses after an unsafe method. :meth:`ResponseCache.lookup` and
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import fnmatch
 import functools
@@ -232,6 +233,8 @@ class ResponseCache:
         self._get_slots: dict[str, str] = {}
         # Kinds of store calls ("read", "write") that raised, none of that kind having worked since (warned once).
         self._store_failing: set[str] = set()
+        # Locks for merging Vary variants, by event loop, URL and slot, with how many use each (dropped at 0).
+        self._merging: dict[tuple[int, str, str], tuple[asyncio.Lock, int]] = {}
 
     @property
     def store(self) -> ResponseStore:
@@ -628,18 +631,31 @@ class ResponseCache:
 
     async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> None:
         """Store ``stored`` in its slot, beside the other Vary variants still worth keeping."""
-        variants: Sequence[StoredResponse] = (stored,)
-        if stored.vary:
-            others = [
-                v
-                for v in await self._get(address, slot)
-                if v.vary != stored.vary
-                and v.keep_until > now
-                and [n for n, _ in v.vary] == [n for n, _ in stored.vary]
-            ]
-            variants = (stored, *others[: self._max_variants - 1])
-        ttl = max(v.keep_until for v in variants) - now
-        await self._set(address, slot, variants, ttl)
+        if not stored.vary:
+            await self._set(address, slot, (stored,), stored.keep_until - now)
+            return
+        # Read, merge, write: one at a time per slot in this event loop, or variants stored at the same moment
+        # (a burst of first requests with different Accept values) overwrite each other.
+        key = (id(asyncio.get_running_loop()), address, slot)
+        lock, users = self._merging.get(key) or (asyncio.Lock(), 0)
+        self._merging[key] = (lock, users + 1)
+        try:
+            async with lock:
+                others = [
+                    v
+                    for v in await self._get(address, slot)
+                    if v.vary != stored.vary
+                    and v.keep_until > now
+                    and [n for n, _ in v.vary] == [n for n, _ in stored.vary]
+                ]
+                variants = (stored, *others[: self._max_variants - 1])
+                await self._set(address, slot, variants, max(v.keep_until for v in variants) - now)
+        finally:
+            lock, users = self._merging[key]
+            if users == 1:
+                del self._merging[key]
+            else:
+                self._merging[key] = (lock, users - 1)
 
     # The store's calls, through which a store that raises (one of the caller's own, say) costs a miss, never
     # the request: the network's answer is still returned. One warning per outage of reads or of writes; the
