@@ -76,7 +76,7 @@ class _MiddlewareDoor:
     @property
     def raw(self) -> bool:
         """Whether the session leaves bodies as they came (``auto_decompress=False``); asked by the response cache."""
-        return not getattr(_session_of(self.req), "auto_decompress", True)
+        return not getattr(self.session, "auto_decompress", True)
 
     def rewind(self, options: Any) -> bool:
         body = self.req.body
