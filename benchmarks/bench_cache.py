@@ -154,6 +154,7 @@ class _StubResponse:
     reason = "OK"
     method = "GET"
     history = ()
+    _history = ()  # as ClientResponse has it
     headers = _STUB_HEADERS
     _raw_headers = tuple((k.encode(), v.encode()) for k, v in _STUB_HEADERS.items())
     content_length = len(_STUB_BODY)
