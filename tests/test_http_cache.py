@@ -966,6 +966,36 @@ async def test_a_hit_answers_what_aiohttp_parses_as_the_miss_did(door: str) -> N
     assert seen_by_hit["refused"] == "Attempt to decode JSON with unexpected mimetype: text/html; profile=x"
 
 
+async def test_a_revalidated_response_decodes_with_the_sessions_resolver(door: str) -> None:
+    """A stored response a 304 confirmed reads its text as the session's fallback_charset_resolver says."""
+
+    async def page(request: web.Request) -> web.Response:
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        body = "caf\u00e9".encode("latin-1")  # no charset: aiohttp asks the session's resolver
+        return web.Response(
+            body=body, headers={"Cache-Control": "no-cache", "ETag": '"v1"', "Content-Type": "text/html"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with client(
+            door, StaticCredentials("token"), ResponseCache(), fallback_charset_resolver=_latin1
+        ) as session:
+            url = server.make_url("/page")
+            async with session.get(url) as miss:
+                missed = (miss.get_encoding() if await miss.read() else None, await miss.text())
+            async with session.get(url) as revalidated:
+                confirmed = (revalidated.get_encoding() if await revalidated.read() else None, await revalidated.text())
+    finally:
+        await server.close()
+    assert isinstance(revalidated, CachedResponse)
+    assert confirmed == missed == ("latin-1", "caf\u00e9")
+
+
 def _latin1(response: Any, body: bytes) -> str:
     return "latin-1"
 

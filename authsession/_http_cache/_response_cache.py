@@ -627,6 +627,10 @@ class ResponseCache:
         served = CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=True)
         # The 304's own cookies (never stored) reach the cookie jar, as a live response's do.
         served._raw_cookie_headers = getattr(response, "_raw_cookie_headers", None)
+        # aiohttp gave the 304 its session's fallback_charset_resolver: the body it confirmed reads with it too.
+        resolver = getattr(response, "_resolve_charset", None)
+        if resolver is not None:
+            served._resolve_charset = resolver
         return served
 
     async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> None:
