@@ -1360,6 +1360,11 @@ class Flaky(MemoryResponseStore):
             raise ConnectionError("backend down")
         await super().delete(url)
 
+    async def update(self, url: str, slot: str, change: Any) -> None:
+        if "update" in self.down:
+            raise ConnectionError("backend down")
+        await super().update(url, slot, change)
+
 
 async def test_a_store_that_raises_costs_a_miss_and_one_warning_never_the_request(
     door: str, oauth_server: FakeOAuthServer, caplog: pytest.LogCaptureFixture
@@ -1387,6 +1392,34 @@ async def test_a_store_that_raises_costs_a_miss_and_one_warning_never_the_reques
         ("WARNING", failed.format("get")),
         ("WARNING", failed.format("set")),
         ("INFO", "authsession: the response store Flaky reads again"),
+        ("INFO", "authsession: the response store Flaky writes again"),
+    ]
+
+
+async def test_a_vary_answer_the_store_cannot_update_costs_a_miss_and_one_warning(
+    door: str, oauth_server: FakeOAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Vary answer is stored through the store's update(): when that raises, the request still gets its answer,
+    the log one warning, and the answer is stored once it works again."""
+    store = Flaky()
+    cache = ResponseCache(store=store)
+    url = cacheable(oauth_server, cache="max-age=60", vary="Accept")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        store.down = {"update"}
+        for _ in range(2):
+            response, _ = await fetch(session, url)
+            assert response.status == 200
+        store.down = set()
+        await fetch(session, url)
+        hit, _ = await fetch(session, url)
+    assert isinstance(hit, CachedResponse)
+    assert oauth_server.api_served == 3
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "response store" in r.getMessage()]
+    assert said == [
+        (
+            "WARNING",
+            "authsession: the response store Flaky failed in update() (ConnectionError); requests go to the network",
+        ),
         ("INFO", "authsession: the response store Flaky writes again"),
     ]
 

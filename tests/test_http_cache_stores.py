@@ -8,11 +8,13 @@ import logging
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio
 from stored import URL_A, Ticks, response
 from yarl import URL
@@ -24,9 +26,10 @@ from authsession import (
     RedisResponseStore,
     ResponseCache,
     SQLiteResponseStore,
+    StoredResponse,
 )
 from authsession._http_cache import _sqlite
-from authsession._http_cache._entry import header_block, url_digest
+from authsession._http_cache._entry import encode_variants, header_block, url_digest
 from authsession.testing import FakeOAuthServer
 from authsession.testing._fleet import FleetWorker, RedisServer
 
@@ -179,6 +182,38 @@ def test_memory_store_refuses_a_bad_bound() -> None:
         MemoryResponseStore(max_bytes=0)
 
 
+async def test_memory_update_is_one_step_for_threads_sharing_the_store() -> None:
+    """Two threads update one slot at once: the second waits for the first and adds to what it wrote."""
+    store = MemoryResponseStore()
+    first, second = _racing_changes()
+    under_way = asyncio.create_task(asyncio.to_thread(asyncio.run, store.update(URL_A, "slot", first)))
+    await asyncio.to_thread(first.inside.wait, 5)
+    await asyncio.to_thread(asyncio.run, store.update(URL_A, "slot", second))
+    await under_way
+    assert [r.body for r in await store.get(URL_A, "slot")] == [b"first", b"second"]
+
+
+class _Change:
+    """A change that adds one response to the slot, and says when it runs."""
+
+    def __init__(self, body: bytes, waits_for: threading.Event | None = None) -> None:
+        self.body = body
+        self.inside = threading.Event()
+        self.waits_for = waits_for
+
+    def __call__(self, current: Any) -> tuple[tuple[StoredResponse, ...], float]:
+        self.inside.set()
+        if self.waits_for is not None:
+            # Were the other update not made to wait, it would read the slot now, before this write.
+            self.waits_for.wait(0.5)
+        return (*current, response(self.body)), 60
+
+
+def _racing_changes() -> tuple[_Change, _Change]:
+    second = _Change(b"second")
+    return _Change(b"first", waits_for=second.inside), second
+
+
 # --- SQLite ---------------------------------------------------------------------------------
 
 
@@ -202,6 +237,19 @@ async def test_sqlite_stores_share_one_file_and_outlive_a_restart(tmp_path: Path
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     # The URL (and the secrets a query may hold) is stored as a digest only.
     assert b"example.com" not in path.read_bytes()
+
+
+async def test_sqlite_update_waits_for_another_processes_update_of_the_slot(tmp_path: Path) -> None:
+    """Two stores on one file (two processes) update one slot at once: the second waits for the first's
+    transaction, then adds to what it wrote, rather than overwriting it."""
+    path = tmp_path / "responses.db"
+    first, second = _racing_changes()
+    async with SQLiteResponseStore(path) as one, SQLiteResponseStore(path) as two:
+        under_way = asyncio.create_task(one.update(URL_A, "slot", first))
+        await asyncio.to_thread(first.inside.wait, 5)
+        await two.update(URL_A, "slot", second)
+        await under_way
+        assert [r.body for r in await one.get(URL_A, "slot")] == [b"first", b"second"]
 
 
 async def test_sqlite_expires_and_purges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -304,6 +352,27 @@ async def test_redis_store_ignores_what_it_cannot_read(redis_url: str, raw: redi
         assert not await store.get(URL_A, "slot")
         await store.set(URL_A, "old", [response(keep_until=1.0)], ttl=60)
         assert not await store.get(URL_A, "old")
+
+
+async def test_redis_update_is_made_again_when_another_process_wrote_first(redis_url: str) -> None:
+    """Another process writes the slot between the update's read and its write: the write is not made, and the
+    change is applied again to what that process wrote."""
+    other_process = redis.Redis.from_url(redis_url)
+    seen: list[list[bytes]] = []
+
+    def change(current: Any) -> tuple[tuple[StoredResponse, ...], float]:
+        seen.append([r.body for r in current])
+        if len(seen) == 1:
+            other_process.hset(f"authsession:http:{url_digest(URL_A)}", "slot", encode_variants([response(b"other")]))
+        return (*current, response(b"mine")), 60
+
+    try:
+        async with RedisResponseStore(redis_url) as store:
+            await store.update(URL_A, "slot", change)
+            assert seen == [[], [b"other"]]
+            assert [r.body for r in await store.get(URL_A, "slot")] == [b"other", b"mine"]
+    finally:
+        other_process.close()
 
 
 async def test_redis_down_means_misses_one_warning_and_recovery(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._entry import StoredResponse, header_pairs
+from ._store import Change
 
 __all__ = ["MemoryResponseStore"]
 
@@ -71,6 +72,20 @@ class MemoryResponseStore:
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         """Replace the variants of ``url`` in ``slot`` for ``ttl`` seconds (not kept if over the bound)."""
         self.write(url, slot, tuple(variants), ttl)
+
+    async def update(self, url: str, slot: str, change: Change) -> None:
+        """Apply ``change`` to the variants of ``url`` in ``slot``, no other thread writing them meanwhile."""
+        with self._lock:
+            key = f"{url}\n{slot}"
+            found = self._entries.get(key)
+            current: tuple[StoredResponse, ...] = ()
+            if found is not None and found[0] > self._clock():
+                current = found[2] if len(found) == 3 else (_stored(found),)
+            result = change(current)
+            if result is not None:
+                variants, ttl = result
+                variants = tuple(variants)
+                self._replace(url, slot, (self._clock() + ttl, _size(variants), variants) if ttl > 0 else None)
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``."""
@@ -154,8 +169,7 @@ class MemoryResponseStore:
 
     def write(self, url: str, slot: str, variants: tuple[StoredResponse, ...], ttl: float) -> None:
         """What :meth:`set` does, without a coroutine."""
-        size = sum([len(r.body) + _fields_size(r.headers) + _fields_size(r.vary) + _OVERHEAD for r in variants])
-        self._put(url, slot, (self._clock() + ttl, size, variants) if ttl > 0 else None)
+        self._put(url, slot, (self._clock() + ttl, _size(variants), variants) if ttl > 0 else None)
 
     def _put(self, url: str, slot: str, entry: _Entry | None) -> None:
         """Make ``entry`` the slot's (None: nothing worth keeping, or more than the bound: the slot is emptied)."""
@@ -218,6 +232,11 @@ class MemoryResponseStore:
 
     def __repr__(self) -> str:
         return f"<MemoryResponseStore max_bytes={self.max_bytes}>"
+
+
+def _size(variants: tuple[StoredResponse, ...]) -> int:
+    """What ``variants`` count for the bound."""
+    return sum([len(r.body) + _fields_size(r.headers) + _fields_size(r.vary) + _OVERHEAD for r in variants])
 
 
 def _fields_size(pairs: tuple[tuple[str, str], ...]) -> int:

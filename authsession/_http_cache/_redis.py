@@ -12,6 +12,7 @@ from .._cache._redis import _describe
 from .._deadline import timeout_after
 from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
 from ._outages import READ, WRITE, Outages, check_seconds
+from ._store import Change
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -32,6 +33,8 @@ end
 return 1
 """
 
+#: Times an update is tried while other writers of the same URL come first.
+_UPDATE_ATTEMPTS = 8
 #: Connections a store opens at most (redis-py's default); more calls at once wait for one.
 _MAX_CONNECTIONS = 100
 
@@ -67,7 +70,7 @@ class RedisResponseStore:
             import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.exceptions import RedisError, ResponseError
+            from redis.exceptions import RedisError, ResponseError, WatchError
         except ImportError as exc:
             raise ImportError("RedisResponseStore needs redis-py: pip install 'authsession[redis]'") from exc
         timeout = check_seconds("timeout", timeout)
@@ -102,6 +105,7 @@ class RedisResponseStore:
         self._timeout = timeout
         self._outages = Outages(f"redis {self._where}", retry_after)
         self._refused: type[BaseException] = ResponseError  # Redis answered, and said no
+        self._conflict: type[BaseException] = WatchError  # a watched key changed before the transaction
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
         self._set_script = self._client.register_script(_SET_SCRIPT)
         self._closed = False
@@ -149,13 +153,7 @@ class RedisResponseStore:
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none, unreadable, or Redis is down."""
-        data: Any = await self._call(READ, None, self._client.hget, self._key(url), slot)
-        if isinstance(data, str):  # a client made with decode_responses=True cannot hold bodies
-            return ()
-        if not isinstance(data, bytes):
-            return ()
-        now = time.time()
-        return tuple(v for v in decode_variants(data) if v.keep_until > now)
+        return _kept(await self._call(READ, None, self._client.hget, self._key(url), slot))
 
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
@@ -164,6 +162,39 @@ class RedisResponseStore:
             return
         args = [slot, encode_variants(variants), millis]
         await self._call(WRITE, None, self._set_script, keys=[self._key(url)], args=args)
+
+    async def update(self, url: str, slot: str, change: Change) -> None:
+        """Apply ``change`` to the variants of ``url`` in ``slot``, retried while other writers come first.
+
+        Optimistic (``WATCH``, then ``MULTI``): when another process wrote
+        the URL's hash between this read and this write, the write is not
+        made and the change is applied again to what that process wrote.
+        """
+        await self._call(WRITE, None, self._update, self._key(url), slot, change)
+
+    async def _update(self, key: str, slot: str, change: Change) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            for _ in range(_UPDATE_ATTEMPTS):
+                try:
+                    await pipe.watch(key)
+                    current = _kept(await pipe.hget(key, slot))
+                    kept_for = await pipe.pttl(key)  # -2: no such key, -1: no expiry
+                    result = change(current)
+                    millis = 0 if result is None else int(result[1] * 1000)
+                    if result is None or millis <= 0:
+                        return
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(key, slot, encode_variants(result[0]))
+                    if kept_for < millis:  # the hash lives as long as its longest-kept slot
+                        pipe.pexpire(key, millis)
+                    await pipe.execute()
+                    return
+                except self._conflict:
+                    continue  # another writer came first: read what it wrote
+        # Every attempt lost to another writer: this variant is not stored (a later request stores it).
+        log.debug(
+            "authsession: response store redis %s: a stored response lost %d races", self._where, _UPDATE_ATTEMPTS
+        )
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``, of every identity."""
@@ -192,3 +223,11 @@ class RedisResponseStore:
 
     def __repr__(self) -> str:
         return f"<RedisResponseStore {self._where} prefix={self.prefix!r}>"
+
+
+def _kept(data: Any) -> tuple[StoredResponse, ...]:
+    """The variants in a slot's field, as read (None: no field), past their keep_until left out."""
+    if not isinstance(data, bytes):  # a client made with decode_responses=True cannot hold bodies (str)
+        return ()
+    now = time.time()
+    return tuple(v for v in decode_variants(data) if v.keep_until > now)

@@ -52,7 +52,7 @@ from ._rules import (
     vary_names,
     verdict,
 )
-from ._store import ResponseStore
+from ._store import Change, ResponseStore
 
 __all__ = ["CACHE_EVENTS", "CacheLookup", "ResponseCache", "ResponseCacheStats", "cache_identity"]
 
@@ -222,6 +222,8 @@ class ResponseCache:
         self._store: ResponseStore = store if store is not None else MemoryResponseStore()
         # The memory store is asked directly, not through its coroutines (a subclass may override them).
         self._memory = self._store if type(self._store) is MemoryResponseStore else None
+        # Whether the store merges a Vary variant with the slot's others in one step (ResponseStore's update).
+        self._updates = callable(getattr(self._store, "update", None))
         self._overrides = _compile_overrides(ttl_for)
         self._max_body_size = max_body_size
         self._keep_stale = float(keep_stale)
@@ -639,21 +641,26 @@ class ResponseCache:
             await self._set(address, slot, (stored,), stored.keep_until - now)
             return
         # Read, merge, write: one at a time per slot in this event loop, or variants stored at the same moment
-        # (a burst of first requests with different Accept values) overwrite each other.
+        # (a burst of first requests with different Accept values) overwrite each other. A store with an
+        # update() does the three in one step, so other processes' merges wait too.
         key = (id(asyncio.get_running_loop()), address, slot)
         lock, users = self._merging.get(key) or (asyncio.Lock(), 0)
         self._merging[key] = (lock, users + 1)
+        names = [n for n, _ in stored.vary]
+
+        def beside_others(current: Sequence[StoredResponse]) -> tuple[Sequence[StoredResponse], float]:
+            others = [
+                v for v in current if v.vary != stored.vary and v.keep_until > now and [n for n, _ in v.vary] == names
+            ]
+            variants = (stored, *others[: self._max_variants - 1])
+            return variants, max(v.keep_until for v in variants) - now
+
         try:
             async with lock:
-                others = [
-                    v
-                    for v in await self._get(address, slot)
-                    if v.vary != stored.vary
-                    and v.keep_until > now
-                    and [n for n, _ in v.vary] == [n for n, _ in stored.vary]
-                ]
-                variants = (stored, *others[: self._max_variants - 1])
-                await self._set(address, slot, variants, max(v.keep_until for v in variants) - now)
+                if self._updates:
+                    await self._update(address, slot, beside_others)
+                else:
+                    await self._set(address, slot, *beside_others(await self._get(address, slot)))
         finally:
             lock, users = self._merging[key]
             if users == 1:
@@ -679,6 +686,14 @@ class ResponseCache:
             await self._store.set(address, slot, variants, ttl)
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
+        else:
+            self._works("write")
+
+    async def _update(self, address: str, slot: str, change: Change) -> None:
+        try:
+            await self._store.update(address, slot, change)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
+            self._failed("write", "update", exc)
         else:
             self._works("write")
 

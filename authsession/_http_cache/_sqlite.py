@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
 from ._outages import READ, WRITE, Outages, check_seconds
+from ._store import Change
 
 __all__ = ["SQLiteResponseStore"]
 
@@ -130,6 +131,21 @@ class SQLiteResponseStore:
         if self._writes == 1 or self._writes % _PURGE_EVERY == 0:
             db.execute("DELETE FROM responses WHERE keep_until <= ?", (now,))
 
+    def _update(self, db: sqlite3.Connection, url: str, slot: str, change: Change, now: float) -> None:
+        # BEGIN IMMEDIATE takes the file's write lock before the read: another process's update of the
+        # slot waits (up to ``timeout``) for this one to commit, then reads what it wrote.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            data = self._get(db, url, slot, now)
+            result = change(() if data is None else decode_variants(data))
+            if result is not None and result[1] > 0:
+                self._set(db, url, slot, encode_variants(result[0]), now + result[1], now)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     def _delete(self, db: sqlite3.Connection, url: str) -> None:
         db.execute("DELETE FROM responses WHERE url = ?", (url_digest(url),))
 
@@ -163,6 +179,10 @@ class SQLiteResponseStore:
             return
         now = self._clock()
         await self._run(WRITE, None, self._set, url, slot, encode_variants(variants), now + ttl, now)
+
+    async def update(self, url: str, slot: str, change: Change) -> None:
+        """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait."""
+        await self._run(WRITE, None, self._update, url, slot, change, self._clock())
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``."""

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ._entry import StoredResponse
 
-__all__ = ["ResponseStore"]
+__all__ = ["Change", "ResponseStore"]
+
+#: What a store's ``update(url, slot, change)`` applies: given the slot's variants still
+#: kept, the variants to write and for how many seconds, or None to leave the slot as it is.
+#: A store calls it once per attempt (perhaps more than once, if another writer came first),
+#: between its read and its write, with no other writer of the slot in between.
+Change = Callable[[Sequence[StoredResponse]], tuple[Sequence[StoredResponse], float] | None]
 
 
 @runtime_checkable
@@ -23,6 +29,11 @@ class ResponseStore(Protocol):
     log once and answer as if nothing were stored. One that raises anyway
     costs a miss (or a write not made), never the request: the cache logs one
     warning per outage.
+
+    A store shared by processes may also offer ``update(url, slot, change)``
+    (see :data:`Change`): the cache then stores a ``Vary`` variant beside the
+    slot's others in one step, so variants that processes store at the same
+    moment are all kept. Without it, the cache reads the slot, then sets it.
     """
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
