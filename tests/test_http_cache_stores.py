@@ -432,6 +432,29 @@ async def test_a_fleet_of_four_processes_shares_one_redis_cache(oauth_server: Fa
     assert [w["cache"]["misses"] for w in after] == [1, 1]
 
 
+async def test_a_fleet_storing_variants_of_one_url_at_once_keeps_them_all(
+    oauth_server: FakeOAuthServer, redis_url: str
+) -> None:
+    """Four processes ask for one URL at the same moment, each with its own Accept: each variant is stored
+    beside the others (none overwrites another's), so each process's next request is a hit."""
+    url = str(URL(oauth_server.api_url("things")).with_query(cache="max-age=60", vary="Accept"))
+    base = {
+        "token_uri": oauth_server.token_url,
+        "client_id": oauth_server.client_id,
+        "client_secret": oauth_server.client_secret,
+        "api_url": url,
+        "cache": {"kind": "none"},
+        "response_cache": {"kind": "redis", "url": redis_url},
+    }
+    fleet = [{**base, "headers": {"Accept": f"application/x-{n}"}} for n in range(4)]
+    first = await _run_workers(fleet)
+    assert [w["cache"]["stores"] for w in first] == [1, 1, 1, 1]
+    again = await _run_workers(fleet)
+    assert [w["cache"]["hits"] for w in again] == [1, 1, 1, 1]
+    assert oauth_server.api_served == 4
+    assert all(w["failed"] == 0 and w["warnings"] == [] for w in [*first, *again])
+
+
 # --- a custom store ---------------------------------------------------------------------------
 
 

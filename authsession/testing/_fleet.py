@@ -343,6 +343,7 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
     # A response cache (issue 16): {"kind": "redis", "url": ...}; requests use ``method`` (GET by default).
     responses = _make_response_cache(config.get("response_cache"))
     method = config.get("method", "GET")
+    headers = config.get("headers")  # the requests' own, if any ({"Accept": ...})
     statuses: Counter[int] = Counter()
     errors: Counter[str] = Counter()
     url = config["api_url"]
@@ -352,7 +353,7 @@ async def _work(config: dict[str, Any]) -> dict[str, Any]:
 
             async def one() -> None:
                 try:
-                    async with session.request(method, url) as resp:
+                    async with session.request(method, url, headers=headers) as resp:
                         await resp.read()
                         statuses[resp.status] += 1
                 except Exception as exc:  # noqa: BLE001 - counted and reported
