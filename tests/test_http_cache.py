@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.test_utils import TestServer
+from cryptography.fernet import Fernet
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -679,6 +680,32 @@ async def test_variants_stored_at_the_same_moment_are_all_kept(
     assert all(isinstance(response, CachedResponse) for response in again)
     assert oauth_server.api_served == 8
     assert cache._merging == {}  # no lock left behind
+
+
+async def test_responses_encrypted_at_rest_are_served_to_sessions_with_the_key(
+    door: str, oauth_server: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """A store with encryption_key= serves its hits as any store does; a process with another key (or none)
+    sharing the file gets none of them, and its own answer is not stored over them."""
+    path = tmp_path / "cache.db"
+    key = Fernet.generate_key()
+    url = cacheable(oauth_server, cache="max-age=60")
+    caches = [ResponseCache(store=SQLiteResponseStore(path, encryption_key=k)) for k in (key, key, None)]
+    try:
+        async with client(door, oauth_server.credentials(), caches[0]) as session, session.get(url) as first:
+            body = await first.read()
+        async with client(door, oauth_server.credentials(), caches[1]) as session:
+            hit, _ = await fetch(session, url)
+        async with client(door, oauth_server.credentials(), caches[2]) as session:
+            keyless, _ = await fetch(session, url)
+    finally:
+        for cache in caches:
+            await cache.close()
+    assert isinstance(hit, CachedResponse)
+    assert not isinstance(keyless, CachedResponse)
+    assert oauth_server.api_served == 2
+    at_rest = await asyncio.to_thread(lambda: b"".join(file.read_bytes() for file in tmp_path.glob("cache.db*")))
+    assert body not in at_rest
 
 
 async def test_vary_star_is_never_stored(door: str, oauth_server: FakeOAuthServer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from cryptography.fernet import Fernet
 from stored import URL_A, Ticks, response
 from yarl import URL
 
@@ -453,6 +455,86 @@ async def test_a_fleet_storing_variants_of_one_url_at_once_keeps_them_all(
     assert [w["cache"]["hits"] for w in again] == [1, 1, 1, 1]
     assert oauth_server.api_served == 4
     assert all(w["failed"] == 0 and w["warnings"] == [] for w in [*first, *again])
+
+
+# --- encrypted at rest (SQLite, Redis) ----------------------------------------------------------
+
+
+class Backend:
+    """A store outside the process, and the raw bytes it keeps for a URL's slot."""
+
+    def __init__(self, kind: str, where: str) -> None:
+        self.kind = kind
+        self.where = where
+
+    def store(self, encryption_key: bytes | None = None) -> Any:
+        if self.kind == "sqlite":
+            return SQLiteResponseStore(self.where, encryption_key=encryption_key)
+        return RedisResponseStore(self.where, encryption_key=encryption_key)
+
+    def read(self, url: str, slot: str) -> bytes:
+        if self.kind == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.where)) as db:
+                query = "SELECT data FROM responses WHERE url = ? AND slot = ?"
+                return bytes(db.execute(query, (url_digest(url), slot)).fetchone()[0])
+        with contextlib.closing(redis.Redis.from_url(self.where)) as client:
+            data = client.hget(f"authsession:http:{url_digest(url)}", slot)
+            assert isinstance(data, bytes)
+            return data
+
+    def write(self, url: str, slot: str, data: bytes) -> None:
+        if self.kind == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.where)) as db, db:
+                row = (url_digest(url), slot, data, 2e9)
+                db.execute("INSERT OR REPLACE INTO responses (url, slot, data, keep_until) VALUES (?, ?, ?, ?)", row)
+            return
+        with contextlib.closing(redis.Redis.from_url(self.where)) as client:
+            key = f"authsession:http:{url_digest(url)}"
+            client.hset(key, slot, data)
+            client.expire(key, 60)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", str(tmp_path / "responses.db"))
+    return Backend("redis", request.getfixturevalue("redis_url"))
+
+
+URL_B = "https://api.example.com/v1/things?page=2"
+
+
+async def test_an_encrypted_store_keeps_bodies_unreadable_and_serves_only_what_it_wrote_there(
+    backend: Backend,
+) -> None:
+    """With encryption_key=, a body is not in the stored bytes, and an entry is served only where it was
+    written with that key: not one planted in clear, nor one copied to another URL or slot (another
+    credential's), nor to a store with another key or none."""
+    key = Fernet.generate_key()
+    async with backend.store(key) as store, backend.store() as keyless, backend.store(Fernet.generate_key()) as other:
+        await store.set(URL_A, "slot", [response(b"private body")], ttl=60)
+        await store.update(URL_A, "updated", lambda current: ((*current, response(b"updated body")), 60))
+        assert [r.body for r in await store.get(URL_A, "slot")] == [b"private body"]
+        assert [r.body for r in await store.get(URL_A, "updated")] == [b"updated body"]
+        sealed = backend.read(URL_A, "slot")
+        assert b"private body" not in sealed
+        assert b"updated body" not in backend.read(URL_A, "updated")
+
+        await keyless.set(URL_A, "planted", [response(b"planted")], ttl=60)
+        backend.write(URL_A, "moved", sealed)
+        backend.write(URL_B, "slot", sealed)
+        assert not await store.get(URL_A, "planted")
+        assert not await store.get(URL_A, "moved")
+        assert not await store.get(URL_B, "slot")
+        assert not await other.get(URL_A, "slot")
+        assert not await keyless.get(URL_A, "slot")
+
+
+def test_a_bad_encryption_key_is_refused_without_showing_it(tmp_path: Path) -> None:
+    """A key that is no Fernet key is refused when the store is made; the error does not repeat it."""
+    with pytest.raises(ValueError, match="Fernet key must be 32 url-safe base64-encoded bytes") as refused:
+        SQLiteResponseStore(tmp_path / "responses.db", encryption_key=b"not-a-key-but-a-secret")
+    assert "not-a-key-but-a-secret" not in str(refused.value)
 
 
 # --- a custom store ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "Lease",
     "Outage",
     "TokenCache",
+    "fernet",
 ]
 
 log = logging.getLogger("authsession")
@@ -252,19 +253,22 @@ class Outage:
             log.info("token cache %s is reachable again", self.what)
 
 
+def fernet(encryption_key: bytes | str | None) -> tuple[Any, type[Exception]]:
+    """A Fernet for ``encryption_key`` (None without one), and the error its ``decrypt`` raises."""
+    if encryption_key is None:
+        return None, ValueError
+    try:
+        from cryptography.fernet import Fernet, InvalidToken
+    except ImportError as exc:  # pragma: no cover - the extras install it
+        raise ImportError("encryption_key needs cryptography: pip install 'authsession[encryption]'") from exc
+    return Fernet(encryption_key), InvalidToken
+
+
 class Codec:
     """Cached tokens to bytes and back, encrypted (and authenticated) with Fernet when a key is given."""
 
     def __init__(self, encryption_key: bytes | str | None) -> None:
-        self._fernet: Any = None
-        self._invalid: type[Exception] = ValueError
-        if encryption_key is not None:
-            try:
-                from cryptography.fernet import Fernet, InvalidToken
-            except ImportError as exc:  # pragma: no cover - the extras install it
-                raise ImportError("encryption_key needs cryptography: pip install 'authsession[encryption]'") from exc
-            self._fernet = Fernet(encryption_key)
-            self._invalid = InvalidToken
+        self._fernet, self._invalid = fernet(encryption_key)
 
     @property
     def encrypts(self) -> bool:

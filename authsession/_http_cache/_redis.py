@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._cache._redis import _describe
 from .._deadline import timeout_after
-from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
+from ._entry import StoredResponse, url_digest
 from ._outages import READ, WRITE, Outages, check_seconds
+from ._sealed import EntryCodec
 from ._store import Change
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ class RedisResponseStore:
         prefix: Prepended to every key this store writes.
         timeout: Seconds any one Redis call may take before Redis counts as down.
         retry_after: Seconds to leave Redis (or only its writes) alone after it failed.
+        encryption_key: A Fernet key (``cryptography.fernet.Fernet.generate_key()``,
+            extra ``authsession[encryption]``) to encrypt responses at rest. Every
+            process of the fleet needs it; entries written without it, or for
+            another URL or credential, are then never served.
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class RedisResponseStore:
         prefix: str = "authsession:",
         timeout: float = 1.0,
         retry_after: float = 5.0,
+        encryption_key: bytes | str | None = None,
     ) -> None:
         try:
             import redis.asyncio
@@ -102,6 +108,7 @@ class RedisResponseStore:
             self._owns_client = False
             self._where = type(url_or_client).__name__
         self.prefix = prefix
+        self._codec = EntryCodec(encryption_key)
         self._timeout = timeout
         self._outages = Outages(f"redis {self._where}", retry_after)
         self._refused: type[BaseException] = ResponseError  # Redis answered, and said no
@@ -153,14 +160,14 @@ class RedisResponseStore:
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none, unreadable, or Redis is down."""
-        return _kept(await self._call(READ, None, self._client.hget, self._key(url), slot))
+        return self._kept(await self._call(READ, None, self._client.hget, self._key(url), slot), url, slot)
 
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
         millis = int(ttl * 1000)
         if millis <= 0:
             return
-        args = [slot, encode_variants(variants), millis]
+        args = [slot, self._codec.encode(variants, url, slot), millis]
         await self._call(WRITE, None, self._set_script, keys=[self._key(url)], args=args)
 
     async def update(self, url: str, slot: str, change: Change) -> None:
@@ -170,21 +177,22 @@ class RedisResponseStore:
         the URL's hash between this read and this write, the write is not
         made and the change is applied again to what that process wrote.
         """
-        await self._call(WRITE, None, self._update, self._key(url), slot, change)
+        await self._call(WRITE, None, self._update, url, slot, change)
 
-    async def _update(self, key: str, slot: str, change: Change) -> None:
+    async def _update(self, url: str, slot: str, change: Change) -> None:
+        key = self._key(url)
         async with self._client.pipeline(transaction=True) as pipe:
             for _ in range(_UPDATE_ATTEMPTS):
                 try:
                     await pipe.watch(key)
-                    current = _kept(await pipe.hget(key, slot))
+                    current = self._kept(await pipe.hget(key, slot), url, slot)
                     kept_for = await pipe.pttl(key)  # -2: no such key, -1: no expiry
                     result = change(current)
                     millis = 0 if result is None else int(result[1] * 1000)
                     if result is None or millis <= 0:
                         return
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(key, slot, encode_variants(result[0]))
+                    pipe.hset(key, slot, self._codec.encode(result[0], url, slot))
                     if kept_for < millis:  # the hash lives as long as its longest-kept slot
                         pipe.pexpire(key, millis)
                     await pipe.execute()
@@ -195,6 +203,13 @@ class RedisResponseStore:
         log.debug(
             "authsession: response store redis %s: a stored response lost %d races", self._where, _UPDATE_ATTEMPTS
         )
+
+    def _kept(self, data: Any, url: str, slot: str) -> tuple[StoredResponse, ...]:
+        """The variants in a slot's field, as read (None: no field), past their keep_until left out."""
+        if not isinstance(data, bytes):  # a client made with decode_responses=True cannot hold bodies (str)
+            return ()
+        now = time.time()
+        return tuple(v for v in self._codec.decode(data, url, slot) if v.keep_until > now)
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``, of every identity."""
@@ -223,11 +238,3 @@ class RedisResponseStore:
 
     def __repr__(self) -> str:
         return f"<RedisResponseStore {self._where} prefix={self.prefix!r}>"
-
-
-def _kept(data: Any) -> tuple[StoredResponse, ...]:
-    """The variants in a slot's field, as read (None: no field), past their keep_until left out."""
-    if not isinstance(data, bytes):  # a client made with decode_responses=True cannot hold bodies (str)
-        return ()
-    now = time.time()
-    return tuple(v for v in decode_variants(data) if v.keep_until > now)

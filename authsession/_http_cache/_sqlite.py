@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from ._entry import StoredResponse, decode_variants, encode_variants, url_digest
+from ._entry import StoredResponse, url_digest
 from ._outages import READ, WRITE, Outages, check_seconds
+from ._sealed import EntryCodec
 from ._store import Change
 
 __all__ = ["SQLiteResponseStore"]
@@ -53,6 +54,10 @@ class SQLiteResponseStore:
             the store is there to be shared.
         timeout: Seconds a call waits for another process's write lock.
         retry_after: Seconds to leave reads (or writes) alone after they failed.
+        encryption_key: A Fernet key (``cryptography.fernet.Fernet.generate_key()``,
+            extra ``authsession[encryption]``) to encrypt responses at rest. Every
+            process sharing the file needs it; entries written without it, or
+            for another URL or credential, are then never served.
         clock: Unix time, for expiry; injectable for tests.
     """
 
@@ -62,6 +67,7 @@ class SQLiteResponseStore:
         *,
         timeout: float = 5.0,
         retry_after: float = 5.0,
+        encryption_key: bytes | str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
@@ -74,6 +80,7 @@ class SQLiteResponseStore:
             raise ValueError(f"path must be a database file's path, got {self.path!r}")
         self._timeout = check_seconds("timeout", timeout)
         self._outages = Outages(self.path, check_seconds("retry_after", retry_after, zero=True))
+        self._codec = EntryCodec(encryption_key)
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
         self._db: sqlite3.Connection | None = None
@@ -137,9 +144,9 @@ class SQLiteResponseStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             data = self._get(db, url, slot, now)
-            result = change(() if data is None else decode_variants(data))
+            result = change(() if data is None else self._codec.decode(data, url, slot))
             if result is not None and result[1] > 0:
-                self._set(db, url, slot, encode_variants(result[0]), now + result[1], now)
+                self._set(db, url, slot, self._codec.encode(result[0], url, slot), now + result[1], now)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -171,14 +178,15 @@ class SQLiteResponseStore:
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none (or unreadable)."""
         data = await self._run(READ, None, self._get, url, slot, self._clock())
-        return () if data is None else decode_variants(data)
+        return () if data is None else self._codec.decode(data, url, slot)
 
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
         if ttl <= 0:
             return
         now = self._clock()
-        await self._run(WRITE, None, self._set, url, slot, encode_variants(variants), now + ttl, now)
+        data = self._codec.encode(variants, url, slot)
+        await self._run(WRITE, None, self._set, url, slot, data, now + ttl, now)
 
     async def update(self, url: str, slot: str, change: Change) -> None:
         """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait."""
