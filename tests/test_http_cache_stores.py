@@ -380,7 +380,8 @@ async def test_redis_update_is_made_again_when_another_process_wrote_first(redis
 async def test_redis_down_means_misses_one_warning_and_recovery(
     private_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With Redis gone, reads miss and writes are dropped quickly, with one warning; it is used again once back."""
+    """With Redis gone, reads miss and writes (updates too) are dropped quickly, with one warning; it is used again
+    once back."""
     async with RedisResponseStore(private_redis.url, timeout=0.5, retry_after=0) as store:
         await store.set(URL_A, "slot", [response()], ttl=60)
         private_redis.stop()
@@ -388,6 +389,7 @@ async def test_redis_down_means_misses_one_warning_and_recovery(
             for _ in range(3):
                 assert not await store.get(URL_A, "slot")
                 await store.set(URL_A, "slot", [response()], ttl=60)
+                await store.update(URL_A, "slot", lambda current: ((*current, response()), 60))
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
         private_redis.start()
         await store.set(URL_A, "slot", [response(b"back")], ttl=60)
