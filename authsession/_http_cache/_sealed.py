@@ -25,12 +25,8 @@ class EntryCodec:
     def __init__(self, encryption_key: bytes | str | None) -> None:
         self._fernet, self._invalid = fernet(encryption_key)
 
-    @property
-    def encrypts(self) -> bool:
-        """Whether entries are encrypted at rest."""
-        return self._fernet is not None
-
     def encode(self, variants: Sequence[StoredResponse], url: str, slot: str) -> bytes:
+        """``variants`` as written for ``url`` and ``slot``."""
         data = encode_variants(variants)
         if self._fernet is None:
             return data
@@ -53,4 +49,5 @@ class EntryCodec:
 
 
 def _bound(url: str, slot: str) -> bytes:
+    """What an encrypted entry starts with: where it was written (the URL as its digest, as the stores key it)."""
     return f"authsession-response\0{url_digest(url)}\0{slot}\0".encode()
