@@ -530,6 +530,8 @@ async def test_an_encrypted_store_keeps_bodies_unreadable_and_serves_only_what_i
         assert not await store.get(URL_B, "slot")
         assert not await other.get(URL_A, "slot")
         assert not await keyless.get(URL_A, "slot")
+        assert repr(store).endswith(" encrypted=True>")
+        assert repr(keyless).endswith(" encrypted=False>")
 
 
 def test_a_bad_encryption_key_is_refused_without_showing_it(tmp_path: Path) -> None:

@@ -237,4 +237,4 @@ class RedisResponseStore:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<RedisResponseStore {self._where} prefix={self.prefix!r}>"
+        return f"<RedisResponseStore {self._where} prefix={self.prefix!r} encrypted={self._codec.encrypts}>"

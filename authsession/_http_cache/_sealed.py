@@ -25,6 +25,11 @@ class EntryCodec:
     def __init__(self, encryption_key: bytes | str | None) -> None:
         self._fernet, self._invalid = fernet(encryption_key)
 
+    @property
+    def encrypts(self) -> bool:
+        """Whether entries are encrypted at rest."""
+        return self._fernet is not None
+
     def encode(self, variants: Sequence[StoredResponse], url: str, slot: str) -> bytes:
         """``variants`` as written for ``url`` and ``slot``."""
         data = encode_variants(variants)

@@ -213,4 +213,4 @@ class SQLiteResponseStore:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<SQLiteResponseStore {self.path!r}>"
+        return f"<SQLiteResponseStore {self.path!r} encrypted={self._codec.encrypts}>"
