@@ -965,22 +965,12 @@ async def test_a_hit_answers_what_aiohttp_parses_as_the_miss_did(door: str) -> N
         body = '"caf\u00e9 cr\u00e8me"'.encode()  # JSON text, sent as latin-1 HTML without a charset
         return web.Response(body=body, headers={**headers, "Content-Type": "text/html; profile=x"})
 
-    app = web.Application()
-    app.router.add_get("/page", page)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with client(
-            door, StaticCredentials("token"), ResponseCache(), fallback_charset_resolver=_latin1
-        ) as session:
-            url = server.make_url("/page")
-            async with session.get(url) as miss:
-                seen_by_miss = await _facets(miss)
-            async with session.get(url) as hit:
-                seen_by_hit = await _facets(hit)
-                await hit.release()  # aiohttp's release() may be awaited (older code does)
-    finally:
-        await server.close()
+    async with _latin1_session(door, page) as (session, url):
+        async with session.get(url) as miss:
+            seen_by_miss = await _facets(miss)
+        async with session.get(url) as hit:
+            seen_by_hit = await _facets(hit)
+            await hit.release()  # aiohttp's release() may be awaited (older code does)
     assert isinstance(hit, CachedResponse)
     assert seen_by_hit == seen_by_miss
     assert seen_by_hit["encoding"] == "latin-1"
@@ -1004,6 +994,18 @@ async def test_a_revalidated_response_decodes_with_the_sessions_resolver(door: s
             body=body, headers={"Cache-Control": "no-cache", "ETag": '"v1"', "Content-Type": "text/html"}
         )
 
+    async with _latin1_session(door, page) as (session, url):
+        async with session.get(url) as miss:
+            missed = (miss.get_encoding() if await miss.read() else None, await miss.text())
+        async with session.get(url) as revalidated:
+            confirmed = (revalidated.get_encoding() if await revalidated.read() else None, await revalidated.text())
+    assert isinstance(revalidated, CachedResponse)
+    assert confirmed == missed == ("latin-1", "caf\u00e9")
+
+
+@asynccontextmanager
+async def _latin1_session(door: str, page: Any) -> AsyncIterator[tuple[Any, URL]]:
+    """A session whose fallback_charset_resolver says latin-1, with a cache, and the URL of a server's ``page``."""
     app = web.Application()
     app.router.add_get("/page", page)
     server = TestServer(app, host="127.0.0.1")
@@ -1012,15 +1014,9 @@ async def test_a_revalidated_response_decodes_with_the_sessions_resolver(door: s
         async with client(
             door, StaticCredentials("token"), ResponseCache(), fallback_charset_resolver=_latin1
         ) as session:
-            url = server.make_url("/page")
-            async with session.get(url) as miss:
-                missed = (miss.get_encoding() if await miss.read() else None, await miss.text())
-            async with session.get(url) as revalidated:
-                confirmed = (revalidated.get_encoding() if await revalidated.read() else None, await revalidated.text())
+            yield session, server.make_url("/page")
     finally:
         await server.close()
-    assert isinstance(revalidated, CachedResponse)
-    assert confirmed == missed == ("latin-1", "caf\u00e9")
 
 
 def _latin1(response: Any, body: bytes) -> str:

@@ -407,11 +407,9 @@ async def _run_workers(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         await asyncio.gather(*(w.kill() for w in workers))
 
 
-async def test_a_fleet_of_four_processes_shares_one_redis_cache(oauth_server: FakeOAuthServer, redis_url: str) -> None:
-    """Four processes with equal credentials are served what one stored; another identity is not; a POST in
-    one process invalidates the URL for all."""
-    url = str(URL(oauth_server.api_url("things")).with_query(cache="max-age=60"))
-    base = {
+def _fleet_config(oauth_server: FakeOAuthServer, redis_url: str, url: str) -> dict[str, Any]:
+    """A worker's config: the fake provider's client, no token cache, the response cache in Redis, GETs of ``url``."""
+    return {
         "token_uri": oauth_server.token_url,
         "client_id": oauth_server.client_id,
         "client_secret": oauth_server.client_secret,
@@ -419,6 +417,13 @@ async def test_a_fleet_of_four_processes_shares_one_redis_cache(oauth_server: Fa
         "cache": {"kind": "none"},
         "response_cache": {"kind": "redis", "url": redis_url},
     }
+
+
+async def test_a_fleet_of_four_processes_shares_one_redis_cache(oauth_server: FakeOAuthServer, redis_url: str) -> None:
+    """Four processes with equal credentials are served what one stored; another identity is not; a POST in
+    one process invalidates the URL for all."""
+    url = str(URL(oauth_server.api_url("things")).with_query(cache="max-age=60"))
+    base = _fleet_config(oauth_server, redis_url, url)
     (primer,) = await _run_workers([{**base, "requests": 1}])
     assert primer["cache"]["stores"] == 1
     assert oauth_server.api_served == 1
@@ -442,14 +447,7 @@ async def test_a_fleet_storing_variants_of_one_url_at_once_keeps_them_all(
     """Four processes ask for one URL at the same moment, each with its own Accept: each variant is stored
     beside the others (none overwrites another's), so each process's next request is a hit."""
     url = str(URL(oauth_server.api_url("things")).with_query(cache="max-age=60", vary="Accept"))
-    base = {
-        "token_uri": oauth_server.token_url,
-        "client_id": oauth_server.client_id,
-        "client_secret": oauth_server.client_secret,
-        "api_url": url,
-        "cache": {"kind": "none"},
-        "response_cache": {"kind": "redis", "url": redis_url},
-    }
+    base = _fleet_config(oauth_server, redis_url, url)
     fleet = [{**base, "headers": {"Accept": f"application/x-{n}"}} for n in range(4)]
     first = await _run_workers(fleet)
     assert [w["cache"]["stores"] for w in first] == [1, 1, 1, 1]
