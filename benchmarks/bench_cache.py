@@ -15,6 +15,11 @@ Five variants of ``AuthorizedSession`` against the benchmark server's lean API
 - ``hit``: the same cache on one URL, stored during the warm-up: every request
   is answered from memory.
 
+Beside them, counted by callgrind on real GETs only: the storing miss against
+the peer the issue names, aiohttp-client-cache's ``CachedSession`` (memory
+backend, which keeps every answer), each over its own no-cache GET (plain
+aiohttp with the same bearer header for the peer).
+
 Every variant but ``hit`` sends to a new URL each time (a counter in the
 query), so URL handling costs the same. Each round sends 3,000 GETs per variant
 at concurrency 50 in slices that alternate between the variants (as the
@@ -37,12 +42,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import itertools
 import json
 import resource
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -104,6 +111,42 @@ VARIANTS: dict[str, Any] = {
     "storing miss": _variant(_storing),
     "hit": _variant(_storing, fixed_url=True),
 }
+
+
+def _peer(cached: bool) -> Any:
+    """aiohttp with a bearer token, with aiohttp-client-cache's CachedSession (memory backend) or without.
+
+    CachedSession keeps every answer by default (no expiry): each GET to a new URL is a miss that stores.
+    """
+
+    @contextlib.asynccontextmanager
+    async def variant(server: Server) -> AsyncIterator[Send]:
+        token = (await server.admin("mint", lifetime=3600))["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        base = server.api_url + "things"
+        numbers = itertools.count()
+        if cached:
+            from aiohttp_client_cache import CacheBackend, CachedSession
+
+            with warnings.catch_warnings():  # aiohttp 3.13+ warns that CachedSession subclasses ClientSession
+                warnings.simplefilter("ignore", DeprecationWarning)
+                session = CachedSession(cache=CacheBackend())
+        else:
+            session = aiohttp.ClientSession()
+        async with session:
+
+            async def send() -> None:
+                async with session.get(f"{base}?n={next(numbers)}", headers=headers) as resp:
+                    await resp.read()
+                    bench_throughput._check(resp.status)
+
+            yield send
+
+    return variant
+
+
+#: Counted by callgrind only (real GETs), beside authsession's storing miss: the peer the issue names.
+PEERS: dict[str, Any] = {"aiohttp": _peer(cached=False), "aiohttp-client-cache": _peer(cached=True)}
 
 
 def _user_cpu() -> float:
@@ -267,7 +310,7 @@ async def child_stub(variant: str, calls: int) -> None:
 
 
 async def child_real(variant: str, server: Server, requests: int) -> None:
-    async with VARIANTS[variant](server) as send:
+    async with {**VARIANTS, **PEERS}[variant](server) as send:
         await _common.run_workers(requests, bench_throughput.CONCURRENCY, send)
 
 
@@ -289,6 +332,15 @@ def counted(server: Server, rounds: int) -> dict[str, list[float]]:
     return found
 
 
+def counted_peers(server: Server) -> dict[str, float] | None:
+    """Real GETs' instructions: authsession with and without a storing cache, aiohttp with and without
+    aiohttp-client-cache; None when aiohttp-client-cache is not installed."""
+    if importlib.util.find_spec("aiohttp_client_cache") is None:
+        return None
+    names = ("no cache", "storing miss", *PEERS)
+    return {name: per_call("real", name, CALLGRIND_GETS, server.to_json()) for name in names}
+
+
 # --- the rows ------------------------------------------------------------------------------------
 
 
@@ -297,10 +349,11 @@ async def measure(server: Server, rounds: int, total: int = REQUESTS) -> list[Ro
         await bench_throughput.one_run(server, VARIANTS[name], bench_throughput.WARMUP)
     results = [await one_round(server, total, bench_throughput.SLICES, index) for index in range(rounds)]
     stubbed = await own_work_us(rounds)
-    instructions = None
+    instructions = peers = None
     if shutil.which("valgrind") is not None:
         # Instruction counts repeat to within a fraction of a percent: one round (a few minutes under valgrind).
         instructions = await asyncio.to_thread(counted, server, 1)
+        peers = await asyncio.to_thread(counted_peers, server)
 
     def cost(name: str, which: int) -> list[float]:
         return [r[name][which] / r["no cache"][which] for r in results]
@@ -360,7 +413,30 @@ async def measure(server: Server, rounds: int, total: int = REQUESTS) -> list[Ro
                 share,
             )
         )
+    rows.append(_peer_row(peers))
     return rows
+
+
+def _peer_row(peers: dict[str, float] | None) -> Row:
+    name = "response cache: a miss that stores, real GETs: authsession vs aiohttp-client-cache"
+    if peers is None:
+        why = "needs valgrind and aiohttp-client-cache (pip install 'authsession[bench]')"
+        return Row("16", name, "not measured", "reported", None, why)
+    ours = peers["storing miss"] - peers["no cache"]
+    theirs = peers["aiohttp-client-cache"] - peers["aiohttp"]
+    return Row(
+        "16",
+        name,
+        f"authsession +{ours / 1000:.1f}k instructions per GET = {ours / peers['no cache']:.1%} of its own GET; "
+        f"aiohttp-client-cache +{theirs / 1000:.0f}k = {theirs / peers['aiohttp']:.0%} of plain aiohttp's",
+        "reported",
+        None,
+        f"callgrind, {CALLGRIND_GETS[1] - CALLGRIND_GETS[0]:,} GETs' difference each, to a new URL each time, at "
+        f"concurrency {bench_throughput.CONCURRENCY}; authsession: ResponseCache(ttl_for={{'*': 3600}}) in memory, "
+        f"over AuthorizedSession without a cache ({peers['no cache'] / 1000:.0f}k per GET); aiohttp-client-cache: "
+        f"CachedSession(cache=CacheBackend()) (memory, keeps every answer), over a plain ClientSession with the "
+        f"same bearer header ({peers['aiohttp'] / 1000:.0f}k per GET)",
+    )
 
 
 async def _serve_and_measure(rounds: int) -> list[Row]:
