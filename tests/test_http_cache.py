@@ -236,6 +236,30 @@ async def test_a_newer_answer_outdates_the_stored_one_even_when_it_is_not_kept(
     assert not isinstance(after, CachedResponse)
 
 
+@pytest.mark.parametrize(("status", "sends"), [(401, 3), (429, 1)])
+async def test_a_rejection_of_one_identity_drops_nothing_stored(
+    door: str, oauth_server: FakeOAuthServer, status: int, sends: int
+) -> None:
+    """A revalidation answered 401 (after the engine's refreshes) or 429 speaks of that caller, not of the resource:
+    what it and other identities stored stays."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    reader, writer = oauth_server.credentials(scopes=["read"]), oauth_server.credentials(scopes=["write"])
+    async with client(door, reader, cache, retry=None) as one, client(door, writer, cache, retry=None) as two:
+        await fetch(one, url)
+        await fetch(two, url)
+        # A 401 is sent again with the same token, then with a refreshed one: three sends in all.
+        oauth_server.fail_api_next(sends, status=status, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        async with one.get(url, headers={"Cache-Control": "no-cache"}) as rejected:
+            assert rejected.status == status
+        others, _ = await fetch(two, url)
+        mine, _ = await fetch(one, url)
+    assert isinstance(others, CachedResponse)
+    assert isinstance(mine, CachedResponse)
+    assert oauth_server.api_served == 2
+    assert oauth_server.api_outcomes[f"failed {status}"] == sends
+
+
 async def test_a_no_store_request_keeps_nothing_of_its_revalidation(door: str, oauth_server: FakeOAuthServer) -> None:
     """A request with Cache-Control: no-store is served by a 304 but does not renew the stored response."""
     clock = Clock(behind=61)

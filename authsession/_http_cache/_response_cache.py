@@ -89,6 +89,9 @@ _NO_DIRECTIVES: Mapping[str, str | None] = MappingProxyType({})
 # Added to the identity of requests whose bodies aiohttp does not decompress: their responses are stored apart.
 _RAW = "\nauto_decompress=False"
 
+# Client errors that answer for the resource itself (the heuristically cacheable ones: gone, not allowed...).
+_RESOURCE_ERRORS = frozenset(status for status in CACHEABLE_STATUSES if 400 <= status < 500)
+
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
 
@@ -487,10 +490,11 @@ class ResponseCache:
         if stored is not None:
             if response.status == 304 and found[1]:  # a revalidation, confirmed
                 return await self._revalidated(found, stored, url, response, _ci(headers))
-            if response.status < 500:
+            if response.status < 400 or response.status in _RESOURCE_ERRORS:
                 # A full answer where a stored one could not serve: that one is outdated, whether this one is
-                # kept or not (RFC 9111 4: the most recent response is the one to use). A server error says
-                # nothing of the resource (RFC 9111 4.3.3): the stored one stays.
+                # kept or not (RFC 9111 4: the most recent response is the one to use), and so are the other
+                # identities'. A server error says nothing of the resource (RFC 9111 4.3.3), nor does a client
+                # error about this request (a rejected token, a rate limit, a missing scope): the stored ones stay.
                 await self._delete(found[4])
         self._stats.misses += 1
         if self._on_event is not None:
