@@ -1475,6 +1475,51 @@ async def test_a_vary_answer_the_store_cannot_update_costs_a_miss_and_one_warnin
     ]
 
 
+class Stalling(MemoryResponseStore):
+    """A store of one's own whose calls named in ``stalled`` take 5 s (far slower than a request's timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled: set[str] = set()
+
+    async def get(self, url: str, slot: str) -> Any:
+        if "get" in self.stalled:
+            await asyncio.sleep(5)
+        return await super().get(url, slot)
+
+    async def set(self, url: str, slot: str, variants: Any, ttl: float) -> None:
+        if "set" in self.stalled:
+            await asyncio.sleep(5)
+        await super().set(url, slot, variants, ttl)
+
+
+@pytest.mark.parametrize("stalled", ["get", "set"])
+async def test_a_slow_store_holds_no_request_past_its_timeout(
+    door: str, oauth_server: FakeOAuthServer, stalled: str
+) -> None:
+    """A store call slower than the request's own timeout waits no longer than that: the request ends soon after
+    (AuthorizedSession with the network's answer, a miss; through AuthMiddleware aiohttp's own timer raises), and the
+    store serves again once it answers."""
+    store = Stalling()
+    cache = ResponseCache(store=store)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.stalled = {stalled}
+        started = time.monotonic()
+        try:
+            response, _ = await fetch(session, url, timeout=aiohttp.ClientTimeout(total=0.3))
+        except TimeoutError:
+            assert door == "middleware"
+        else:
+            assert response.status == 200
+        assert time.monotonic() - started < 3
+        store.stalled = set()
+        await fetch(session, url)
+        hit, _ = await fetch(session, url)
+    assert isinstance(hit, CachedResponse)
+
+
 async def test_no_cache_means_no_cache(door: str, oauth_server: FakeOAuthServer) -> None:
     """Without cache= (the default), cacheable responses are fetched every time."""
     url = cacheable(oauth_server, cache="max-age=60")

@@ -20,16 +20,18 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .._deadline import timeout_after
 from .._events import Event, EventHook, emit
 from .._identity import token_cache_key
 from .._transport import safe_url
@@ -287,6 +289,12 @@ class ResponseCache:
         GET or HEAD without headers of its own, a store in memory) is looked up
         here, as :meth:`find` would: a miss must cost next to nothing.
         """
+        if self._memory is None and _STORE_BOUND.get() is None:
+            # aiohttp's timer bounds each send, not the store's calls around it: each of those waits no longer
+            # than the request's own timeout either, as a wait for a token does (a slower one costs a miss).
+            bound = door.time_left(options)
+            if bound is not None:
+                return await _bounding_store_calls(bound, self.through(engine, door, method, url, headers, options))
         # Parsed here, as aiohttp does first (it then takes the URL as it is).
         build = getattr(door, "_build_url", None)
         url = target = build(url) if build is not None else URL(url)
@@ -678,7 +686,7 @@ class ResponseCache:
 
     async def _get(self, address: str, slot: str) -> Sequence[StoredResponse]:
         try:
-            variants = await self._store.get(address, slot)
+            variants = await _bounded(self._store.get(address, slot))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "nothing stored"
             self._failed("read", "get", exc)
             return ()
@@ -687,7 +695,7 @@ class ResponseCache:
 
     async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         try:
-            await self._store.set(address, slot, variants, ttl)
+            await _bounded(self._store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
         else:
@@ -695,7 +703,7 @@ class ResponseCache:
 
     async def _update(self, address: str, slot: str, change: Change) -> None:
         try:
-            await self._store.update(address, slot, change)  # type: ignore[attr-defined]
+            await _bounded(self._store.update(address, slot, change))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "update", exc)
         else:
@@ -703,7 +711,7 @@ class ResponseCache:
 
     async def _delete(self, address: str) -> None:
         try:
-            await self._store.delete(address)
+            await _bounded(self._store.delete(address))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not dropped"
             self._failed("write", "delete", exc)
         else:
@@ -798,6 +806,32 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"<ResponseCache store={type(self._store).__name__}>"
+
+
+#: How long each store call of the request in hand may take (its own timeout), when the store is not in memory.
+_STORE_BOUND: ContextVar[float | None] = ContextVar("authsession_store_bound", default=None)
+
+T = TypeVar("T")
+
+
+async def _bounding_store_calls(seconds: float, through: Awaitable[T]) -> T:
+    """``through``, with each of its store calls bounded by ``seconds``."""
+    token = _STORE_BOUND.set(seconds)
+    try:
+        return await through
+    finally:
+        _STORE_BOUND.reset(token)
+
+
+def _bounded(call: Awaitable[T]) -> Awaitable[T]:
+    """A store call, cut short with a TimeoutError past the bound of the request in hand, if it has one."""
+    bound = _STORE_BOUND.get()
+    return call if bound is None else _within(bound, call)
+
+
+async def _within(seconds: float, call: Awaitable[T]) -> T:
+    async with timeout_after(seconds):
+        return await call
 
 
 def cache_identity(credentials: Any) -> str:
