@@ -1475,6 +1475,29 @@ async def test_a_vary_answer_the_store_cannot_update_costs_a_miss_and_one_warnin
     ]
 
 
+async def test_a_write_the_store_failed_is_not_counted_as_stored(door: str, oauth_server: FakeOAuthServer) -> None:
+    """stats.stores and the "stored" events count responses the store kept: not writes it failed, with or without
+    Vary."""
+    store = Flaky()
+    reasons: list[str] = []
+    cache = ResponseCache(store=store, on_event=lambda event: reasons.append(event.reason))
+    urls = [
+        cacheable(oauth_server, cache="max-age=60"),
+        cacheable(oauth_server, "varied", cache="max-age=60", vary="Accept"),
+    ]
+    async with client(door, oauth_server.credentials(), cache) as session:
+        store.down = {"set", "update"}
+        for url in urls:
+            await fetch(session, url)
+        assert cache.stats == ResponseCacheStats(misses=2)
+        assert reasons == ["miss", "miss"]
+        store.down = set()
+        for url in urls:
+            await fetch(session, url)
+    assert cache.stats == ResponseCacheStats(misses=4, stores=2)
+    assert reasons.count("stored") == 2
+
+
 class Stalling(MemoryResponseStore):
     """A store of one's own whose calls named in ``stalled`` take 5 s (far slower than a request's timeout)."""
 

@@ -585,7 +585,8 @@ class ResponseCache:
             reason = response.reason or ""
             kept = _kept_headers(answer)
             stored = StoredResponse(method, status, reason, kept, body, started, now, lifetime, vary, keep_until)
-            await self._put(address, slot, stored, now)
+            if not await self._put(address, slot, stored, now):
+                return response  # the store failed: nothing was stored, and nothing is counted
         self._stats.stores += 1
         self._emit(STORED, method, url)
         return response
@@ -647,11 +648,10 @@ class ResponseCache:
             served._resolve_charset = resolver
         return served
 
-    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> None:
-        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping."""
+    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> bool:
+        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping; False if it was not."""
         if not stored.vary:
-            await self._set(address, slot, (stored,), stored.keep_until - now)
-            return
+            return await self._set(address, slot, (stored,), stored.keep_until - now)
         # Read, merge, write: one at a time per slot in this event loop, or variants stored at the same moment
         # (a burst of first requests with different Accept values) overwrite each other. A store with an
         # update() does the three in one step, so other processes' merges wait too.
@@ -670,9 +670,8 @@ class ResponseCache:
         try:
             async with lock:
                 if self._updates:
-                    await self._update(address, slot, beside_others)
-                else:
-                    await self._set(address, slot, *beside_others(await self._get(address, slot)))
+                    return await self._update(address, slot, beside_others)
+                return await self._set(address, slot, *beside_others(await self._get(address, slot)))
         finally:
             lock, users = self._merging[key]
             if users == 1:
@@ -693,21 +692,23 @@ class ResponseCache:
         self._works("read")
         return variants
 
-    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
+    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool:
         try:
             await _bounded(self._store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
-        else:
-            self._works("write")
+            return False
+        self._works("write")
+        return True
 
-    async def _update(self, address: str, slot: str, change: Change) -> None:
+    async def _update(self, address: str, slot: str, change: Change) -> bool:
         try:
             await _bounded(self._store.update(address, slot, change))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "update", exc)
-        else:
-            self._works("write")
+            return False
+        self._works("write")
+        return True
 
     async def _delete(self, address: str) -> None:
         try:
