@@ -848,6 +848,26 @@ async def test_a_stored_redirect_answers_only_requests_that_do_not_follow_it(
         assert (cache.stats.hits, redirects_sent, oauth_server.api_served) == (4, 1, 1)
 
 
+@pytest.mark.parametrize("validator", ["etag", "last-modified"])
+async def test_a_revalidation_that_is_redirected_confirms_nothing_stored(
+    door: str, oauth_server: FakeOAuthServer, validator: str
+) -> None:
+    """The stored response's validators go to its URL only: when that URL now redirects, the target is not asked
+    conditionally, and its 304 (same version, same validators) cannot pass the old stored body off as current."""
+    cache = ResponseCache()
+    moved = cacheable(oauth_server, "moved", cache="no-cache", validator=validator)
+    target = cacheable(oauth_server, "target", cache="no-cache", validator=validator)
+    async with client(door, oauth_server.credentials(), cache, retry=None) as session:
+        await fetch(session, moved)
+        oauth_server.fail_api_next(status=302, headers={"Location": str(target)})
+        response, body = await fetch(session, moved)
+    assert body["path"] == target.path
+    assert response.url == target
+    assert [hop.status for hop in response.history] == [302]
+    assert oauth_server.not_modified == 0
+    assert cache.stats.revalidations == 0
+
+
 async def test_a_write_answered_with_a_redirect_invalidates_what_the_redirect_names(
     door: str, oauth_server: FakeOAuthServer
 ) -> None:

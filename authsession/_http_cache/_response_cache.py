@@ -357,6 +357,12 @@ class ResponseCache:
             if headers is None:
                 headers = CIMultiDict()
             headers.update(found[1])
+            if options is not None:
+                # aiohttp sends them down any redirect it follows, where a 304 would confirm some other URL's
+                # answer as ours (the middleware door sees each hop as a request of its own).
+                theirs = options.get("middlewares")
+                mine = _validating_only(found[4])
+                options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
         response = await engine.run(door, method, url, headers, options)
         return await self.settle(found, method, target, seen, identity, response, options is not None)
 
@@ -938,6 +944,21 @@ def _history(response: Any) -> tuple[Any, ...]:
     """
     history = getattr(response, "_history", None)
     return tuple(history) if history is not None else tuple(getattr(response, "history", ()))
+
+
+def _validating_only(address: str) -> Any:
+    """A per-request middleware that takes the cache's validators off each redirect hop to another URL than ``address``.
+
+    The request's validators are all the cache's: one with its own bypasses it.
+    """
+
+    def apply(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> Awaitable[aiohttp.ClientResponse]:
+        if _address(req.url) != address:
+            req.headers.popall(hdrs.IF_NONE_MATCH, None)
+            req.headers.popall(hdrs.IF_MODIFIED_SINCE, None)
+        return handler(req)
+
+    return apply
 
 
 def _has_content(options: Mapping[str, Any]) -> bool:
