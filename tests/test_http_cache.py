@@ -778,6 +778,43 @@ async def test_equal_credentials_in_two_sessions_share(door: str, oauth_server: 
 # --- invalidation ------------------------------------------------------------------------------
 
 
+async def test_an_answer_fetched_after_the_credentials_were_replaced_is_not_kept_for_the_old_ones(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """Credentials replaced while a request is under way (between a 401 and the refresh that re-sends it): the
+    answer, fetched with the new ones' token, is not stored under the old identity, where equal credentials in
+    another session would be served it."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, "me", cache="private, max-age=60")
+    first, second = oauth_server.credentials(scopes=["first"]), oauth_server.credentials(scopes=["second"])
+    replaced: list[Any] = []  # the door whose credentials the next answer replaces
+
+    async def replace_after_the_answer(req: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        response = await handler(req)
+        if replaced:
+            replaced.pop().credentials = second
+        return response
+
+    if door == "session":
+        session: Any = AuthorizedSession(first, cache=cache, middlewares=[replace_after_the_answer])
+        holder = session
+    else:
+        holder = AuthMiddleware(first, cache=cache)
+        session = aiohttp.ClientSession(middlewares=[holder, replace_after_the_answer])
+    async with session, client(door, oauth_server.credentials(scopes=["first"]), cache) as other:
+        await fetch(session, oauth_server.api_url("warm"))  # the first credentials' token
+        replaced.append(holder)
+        oauth_server.fail_api_next(status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        response, _ = await fetch(session, url)
+        theirs, _ = await fetch(other, url)
+    if door == "middleware":
+        await holder.close()
+    assert response.status == 200
+    assert any(entry.authorization == f"Bearer {second.token}" for entry in oauth_server.api_log)  # the re-send
+    assert not isinstance(theirs, CachedResponse)
+    assert cache.stats == ResponseCacheStats(misses=3, stores=1)  # the warm-up, the replaced call, the other's
+
+
 async def test_a_post_invalidates_the_url_for_every_identity(door: str, oauth_server: FakeOAuthServer) -> None:
     """A successful POST to a URL drops its stored responses, its own identity's and the others'."""
     cache = ResponseCache()

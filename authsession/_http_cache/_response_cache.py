@@ -314,7 +314,7 @@ class ResponseCache:
                 return await engine.run(door, method, url, headers, options)  # a GET with content: not the URL's answer
         elif options is None and method in CACHEABLE_METHODS and door.has_content:  # the middleware's request
             return await engine.run(door, method, url, headers, options)
-        identity = engine.identity
+        identity = whose = engine.identity
         if raw:
             identity += _RAW
         seen = headers  # the request headers as aiohttp will send them, as far as the cache looks
@@ -364,6 +364,11 @@ class ResponseCache:
                 mine = _validating_only(found[4])
                 options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
         response = await engine.run(door, method, url, headers, options)
+        if engine.identity != whose and response.status != 304:
+            # The credentials were replaced during the call (a refresh after a rejection then took the new
+            # ones'): the answer may be theirs, not the identity's it would be stored under.
+            self._missed(method, target)
+            return response
         return await self.settle(found, method, target, seen, identity, response, options is not None)
 
     def find(
@@ -510,11 +515,7 @@ class ResponseCache:
                 # identities'. A server error says nothing of the resource (RFC 9111 4.3.3), nor does a client
                 # error about this request (a rejected token, a rate limit, a missing scope): the stored ones stay.
                 await self._delete(found[4])
-        self._stats.misses += 1
-        if self._on_event is not None:
-            # Told to the hook only, not logged: a line per request that was not cached says little
-            # (stats count them), and asking the logger costs a fifth of a miss.
-            emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
+        self._missed(method, url)
         answer = response.headers
         if not (
             self._overrides
@@ -785,6 +786,13 @@ class ResponseCache:
         headers = (("Content-Length", "0"),)
         gone = StoredResponse(method.upper(), 504, "Gateway Timeout", headers, b"", now, now, 0.0, (), now)
         return CachedResponse(gone, url, age=0)
+
+    def _missed(self, method: str, url: URL) -> None:
+        self._stats.misses += 1
+        if self._on_event is not None:
+            # Told to the hook only, not logged: a line per request that was not cached says little
+            # (stats count them), and asking the logger costs a fifth of a miss.
+            emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
 
     def _hit(self, response: CachedResponse, url: URL) -> None:
         self._stats.hits += 1
