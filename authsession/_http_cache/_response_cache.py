@@ -185,7 +185,8 @@ class ResponseCache:
     Args:
         store: Where responses live: by default a :class:`MemoryResponseStore`
             (this process); a :class:`SQLiteResponseStore` (this machine) or a
-            :class:`RedisResponseStore` (a fleet).
+            :class:`RedisResponseStore` (a fleet). A call to it that takes longer
+            than the request's own timeout is given up: a miss, or nothing kept.
         ttl_for: Freshness, in seconds, for responses that carry none (no
             ``max-age`` nor ``Expires``), by URL pattern (``fnmatch``, matched
             against the whole URL, query included); the first pattern that
