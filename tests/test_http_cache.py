@@ -236,6 +236,30 @@ async def test_a_newer_answer_outdates_the_stored_one_even_when_it_is_not_kept(
     assert not isinstance(after, CachedResponse)
 
 
+@pytest.mark.parametrize(("status", "sends"), [(401, 3), (429, 1)])
+async def test_a_rejection_of_one_identity_drops_nothing_stored(
+    door: str, oauth_server: FakeOAuthServer, status: int, sends: int
+) -> None:
+    """A revalidation answered 401 (after the engine's refreshes) or 429 speaks of that caller, not of the resource:
+    what it and other identities stored stays."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    reader, writer = oauth_server.credentials(scopes=["read"]), oauth_server.credentials(scopes=["write"])
+    async with client(door, reader, cache, retry=None) as one, client(door, writer, cache, retry=None) as two:
+        await fetch(one, url)
+        await fetch(two, url)
+        # A 401 is sent again with the same token, then with a refreshed one: three sends in all.
+        oauth_server.fail_api_next(sends, status=status, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        async with one.get(url, headers={"Cache-Control": "no-cache"}) as rejected:
+            assert rejected.status == status
+        others, _ = await fetch(two, url)
+        mine, _ = await fetch(one, url)
+    assert isinstance(others, CachedResponse)
+    assert isinstance(mine, CachedResponse)
+    assert oauth_server.api_served == 2
+    assert oauth_server.api_outcomes[f"failed {status}"] == sends
+
+
 async def test_a_no_store_request_keeps_nothing_of_its_revalidation(door: str, oauth_server: FakeOAuthServer) -> None:
     """A request with Cache-Control: no-store is served by a 304 but does not renew the stored response."""
     clock = Clock(behind=61)
@@ -754,6 +778,43 @@ async def test_equal_credentials_in_two_sessions_share(door: str, oauth_server: 
 # --- invalidation ------------------------------------------------------------------------------
 
 
+async def test_an_answer_fetched_after_the_credentials_were_replaced_is_not_kept_for_the_old_ones(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """Credentials replaced while a request is under way (between a 401 and the refresh that re-sends it): the
+    answer, fetched with the new ones' token, is not stored under the old identity, where equal credentials in
+    another session would be served it."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, "me", cache="private, max-age=60")
+    first, second = oauth_server.credentials(scopes=["first"]), oauth_server.credentials(scopes=["second"])
+    replaced: list[Any] = []  # the door whose credentials the next answer replaces
+
+    async def replace_after_the_answer(req: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        response = await handler(req)
+        if replaced:
+            replaced.pop().credentials = second
+        return response
+
+    if door == "session":
+        session: Any = AuthorizedSession(first, cache=cache, middlewares=[replace_after_the_answer])
+        holder = session
+    else:
+        holder = AuthMiddleware(first, cache=cache)
+        session = aiohttp.ClientSession(middlewares=[holder, replace_after_the_answer])
+    async with session, client(door, oauth_server.credentials(scopes=["first"]), cache) as other:
+        await fetch(session, oauth_server.api_url("warm"))  # the first credentials' token
+        replaced.append(holder)
+        oauth_server.fail_api_next(status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        response, _ = await fetch(session, url)
+        theirs, _ = await fetch(other, url)
+    if door == "middleware":
+        await holder.close()
+    assert response.status == 200
+    assert any(entry.authorization == f"Bearer {second.token}" for entry in oauth_server.api_log)  # the re-send
+    assert not isinstance(theirs, CachedResponse)
+    assert cache.stats == ResponseCacheStats(misses=3, stores=1)  # the warm-up, the replaced call, the other's
+
+
 async def test_a_post_invalidates_the_url_for_every_identity(door: str, oauth_server: FakeOAuthServer) -> None:
     """A successful POST to a URL drops its stored responses, its own identity's and the others'."""
     cache = ResponseCache()
@@ -822,6 +883,26 @@ async def test_a_stored_redirect_answers_only_requests_that_do_not_follow_it(
         assert (cache.stats.hits, redirects_sent, oauth_server.api_served) == (1, 3, 2)
     else:  # the middleware sees each hop: the stored 301 is followed, then the target is a hit too
         assert (cache.stats.hits, redirects_sent, oauth_server.api_served) == (4, 1, 1)
+
+
+@pytest.mark.parametrize("validator", ["etag", "last-modified"])
+async def test_a_revalidation_that_is_redirected_confirms_nothing_stored(
+    door: str, oauth_server: FakeOAuthServer, validator: str
+) -> None:
+    """The stored response's validators go to its URL only: when that URL now redirects, the target is not asked
+    conditionally, and its 304 (same version, same validators) cannot pass the old stored body off as current."""
+    cache = ResponseCache()
+    moved = cacheable(oauth_server, "moved", cache="no-cache", validator=validator)
+    target = cacheable(oauth_server, "target", cache="no-cache", validator=validator)
+    async with client(door, oauth_server.credentials(), cache, retry=None) as session:
+        await fetch(session, moved)
+        oauth_server.fail_api_next(status=302, headers={"Location": str(target)})
+        response, body = await fetch(session, moved)
+    assert body["path"] == target.path
+    assert response.url == target
+    assert [hop.status for hop in response.history] == [302]
+    assert oauth_server.not_modified == 0
+    assert cache.stats.revalidations == 0
 
 
 async def test_a_write_answered_with_a_redirect_invalidates_what_the_redirect_names(
@@ -1445,6 +1526,74 @@ async def test_a_vary_answer_the_store_cannot_update_costs_a_miss_and_one_warnin
         ),
         ("INFO", "authsession: the response store Flaky writes again"),
     ]
+
+
+async def test_a_write_the_store_failed_is_not_counted_as_stored(door: str, oauth_server: FakeOAuthServer) -> None:
+    """stats.stores and the "stored" events count responses the store kept: not writes it failed, with or without
+    Vary."""
+    store = Flaky()
+    reasons: list[str] = []
+    cache = ResponseCache(store=store, on_event=lambda event: reasons.append(event.reason))
+    urls = [
+        cacheable(oauth_server, cache="max-age=60"),
+        cacheable(oauth_server, "varied", cache="max-age=60", vary="Accept"),
+    ]
+    async with client(door, oauth_server.credentials(), cache) as session:
+        store.down = {"set", "update"}
+        for url in urls:
+            await fetch(session, url)
+        assert cache.stats == ResponseCacheStats(misses=2)
+        assert reasons == ["miss", "miss"]
+        store.down = set()
+        for url in urls:
+            await fetch(session, url)
+    assert cache.stats == ResponseCacheStats(misses=4, stores=2)
+    assert reasons.count("stored") == 2
+
+
+class Stalling(MemoryResponseStore):
+    """A store of one's own whose calls named in ``stalled`` take 5 s (far slower than a request's timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled: set[str] = set()
+
+    async def get(self, url: str, slot: str) -> Any:
+        if "get" in self.stalled:
+            await asyncio.sleep(5)
+        return await super().get(url, slot)
+
+    async def set(self, url: str, slot: str, variants: Any, ttl: float) -> None:
+        if "set" in self.stalled:
+            await asyncio.sleep(5)
+        await super().set(url, slot, variants, ttl)
+
+
+@pytest.mark.parametrize("stalled", ["get", "set"])
+async def test_a_slow_store_holds_no_request_past_its_timeout(
+    door: str, oauth_server: FakeOAuthServer, stalled: str
+) -> None:
+    """A store call slower than the request's own timeout waits no longer than that: the request ends soon after
+    (AuthorizedSession with the network's answer, a miss; through AuthMiddleware aiohttp's own timer raises), and the
+    store serves again once it answers."""
+    store = Stalling()
+    cache = ResponseCache(store=store)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.stalled = {stalled}
+        started = time.monotonic()
+        try:
+            response, _ = await fetch(session, url, timeout=aiohttp.ClientTimeout(total=0.3))
+        except TimeoutError:
+            assert door == "middleware"
+        else:
+            assert response.status == 200
+        assert time.monotonic() - started < 3
+        store.stalled = set()
+        await fetch(session, url)
+        hit, _ = await fetch(session, url)
+    assert isinstance(hit, CachedResponse)
 
 
 async def test_no_cache_means_no_cache(door: str, oauth_server: FakeOAuthServer) -> None:

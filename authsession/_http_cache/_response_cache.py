@@ -20,16 +20,18 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from .._deadline import timeout_after
 from .._events import Event, EventHook, emit
 from .._identity import token_cache_key
 from .._transport import safe_url
@@ -88,6 +90,9 @@ _NO_DIRECTIVES: Mapping[str, str | None] = MappingProxyType({})
 
 # Added to the identity of requests whose bodies aiohttp does not decompress: their responses are stored apart.
 _RAW = "\nauto_decompress=False"
+
+# Client errors that answer for the resource itself (the heuristically cacheable ones: gone, not allowed...).
+_RESOURCE_ERRORS = frozenset(status for status in CACHEABLE_STATUSES if 400 <= status < 500)
 
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
@@ -180,7 +185,8 @@ class ResponseCache:
     Args:
         store: Where responses live: by default a :class:`MemoryResponseStore`
             (this process); a :class:`SQLiteResponseStore` (this machine) or a
-            :class:`RedisResponseStore` (a fleet).
+            :class:`RedisResponseStore` (a fleet). A call to it that takes longer
+            than the request's own timeout is given up: a miss, or nothing kept.
         ttl_for: Freshness, in seconds, for responses that carry none (no
             ``max-age`` nor ``Expires``), by URL pattern (``fnmatch``, matched
             against the whole URL, query included); the first pattern that
@@ -284,6 +290,12 @@ class ResponseCache:
         GET or HEAD without headers of its own, a store in memory) is looked up
         here, as :meth:`find` would: a miss must cost next to nothing.
         """
+        if self._memory is None and _STORE_BOUND.get() is None:
+            # aiohttp's timer bounds each send, not the store's calls around it: each of those waits no longer
+            # than the request's own timeout either, as a wait for a token does (a slower one costs a miss).
+            bound = door.time_left(options)
+            if bound is not None:
+                return await _bounding_store_calls(bound, self.through(engine, door, method, url, headers, options))
         # Parsed here, as aiohttp does first (it then takes the URL as it is).
         build = getattr(door, "_build_url", None)
         url = target = build(url) if build is not None else URL(url)
@@ -303,7 +315,7 @@ class ResponseCache:
                 return await engine.run(door, method, url, headers, options)  # a GET with content: not the URL's answer
         elif options is None and method in CACHEABLE_METHODS and door.has_content:  # the middleware's request
             return await engine.run(door, method, url, headers, options)
-        identity = engine.identity
+        identity = whose = engine.identity
         if raw:
             identity += _RAW
         seen = headers  # the request headers as aiohttp will send them, as far as the cache looks
@@ -346,7 +358,18 @@ class ResponseCache:
             if headers is None:
                 headers = CIMultiDict()
             headers.update(found[1])
+            if options is not None:
+                # aiohttp sends them down any redirect it follows, where a 304 would confirm some other URL's
+                # answer as ours (the middleware door sees each hop as a request of its own).
+                theirs = options.get("middlewares")
+                mine = _validating_only(found[4])
+                options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
         response = await engine.run(door, method, url, headers, options)
+        if engine.identity != whose and response.status != 304:
+            # The credentials were replaced during the call (a refresh after a rejection then took the new
+            # ones'): the answer may be theirs, not the identity's it would be stored under.
+            self._missed(method, target)
+            return response
         return await self.settle(found, method, target, seen, identity, response, options is not None)
 
     def find(
@@ -487,16 +510,13 @@ class ResponseCache:
         if stored is not None:
             if response.status == 304 and found[1]:  # a revalidation, confirmed
                 return await self._revalidated(found, stored, url, response, _ci(headers))
-            if response.status < 500:
+            if response.status < 400 or response.status in _RESOURCE_ERRORS:
                 # A full answer where a stored one could not serve: that one is outdated, whether this one is
-                # kept or not (RFC 9111 4: the most recent response is the one to use). A server error says
-                # nothing of the resource (RFC 9111 4.3.3): the stored one stays.
+                # kept or not (RFC 9111 4: the most recent response is the one to use), and so are the other
+                # identities'. A server error says nothing of the resource (RFC 9111 4.3.3), nor does a client
+                # error about this request (a rejected token, a rate limit, a missing scope): the stored ones stay.
                 await self._delete(found[4])
-        self._stats.misses += 1
-        if self._on_event is not None:
-            # Told to the hook only, not logged: a line per request that was not cached says little
-            # (stats count them), and asking the logger costs a fifth of a miss.
-            emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
+        self._missed(method, url)
         answer = response.headers
         if not (
             self._overrides
@@ -573,7 +593,8 @@ class ResponseCache:
             reason = response.reason or ""
             kept = _kept_headers(answer)
             stored = StoredResponse(method, status, reason, kept, body, started, now, lifetime, vary, keep_until)
-            await self._put(address, slot, stored, now)
+            if not await self._put(address, slot, stored, now):
+                return response  # the store failed: nothing was stored, and nothing is counted
         self._stats.stores += 1
         self._emit(STORED, method, url)
         return response
@@ -635,11 +656,10 @@ class ResponseCache:
             served._resolve_charset = resolver
         return served
 
-    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> None:
-        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping."""
+    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> bool:
+        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping; False if it was not."""
         if not stored.vary:
-            await self._set(address, slot, (stored,), stored.keep_until - now)
-            return
+            return await self._set(address, slot, (stored,), stored.keep_until - now)
         # Read, merge, write: one at a time per slot in this event loop, or variants stored at the same moment
         # (a burst of first requests with different Accept values) overwrite each other. A store with an
         # update() does the three in one step, so other processes' merges wait too.
@@ -658,9 +678,8 @@ class ResponseCache:
         try:
             async with lock:
                 if self._updates:
-                    await self._update(address, slot, beside_others)
-                else:
-                    await self._set(address, slot, *beside_others(await self._get(address, slot)))
+                    return await self._update(address, slot, beside_others)
+                return await self._set(address, slot, *beside_others(await self._get(address, slot)))
         finally:
             lock, users = self._merging[key]
             if users == 1:
@@ -674,32 +693,34 @@ class ResponseCache:
 
     async def _get(self, address: str, slot: str) -> Sequence[StoredResponse]:
         try:
-            variants = await self._store.get(address, slot)
+            variants = await _bounded(self._store.get(address, slot))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "nothing stored"
             self._failed("read", "get", exc)
             return ()
         self._works("read")
         return variants
 
-    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
+    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool:
         try:
-            await self._store.set(address, slot, variants, ttl)
+            await _bounded(self._store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
-        else:
-            self._works("write")
+            return False
+        self._works("write")
+        return True
 
-    async def _update(self, address: str, slot: str, change: Change) -> None:
+    async def _update(self, address: str, slot: str, change: Change) -> bool:
         try:
-            await self._store.update(address, slot, change)  # type: ignore[attr-defined]
+            await _bounded(self._store.update(address, slot, change))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "update", exc)
-        else:
-            self._works("write")
+            return False
+        self._works("write")
+        return True
 
     async def _delete(self, address: str) -> None:
         try:
-            await self._store.delete(address)
+            await _bounded(self._store.delete(address))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not dropped"
             self._failed("write", "delete", exc)
         else:
@@ -767,6 +788,13 @@ class ResponseCache:
         gone = StoredResponse(method.upper(), 504, "Gateway Timeout", headers, b"", now, now, 0.0, (), now)
         return CachedResponse(gone, url, age=0)
 
+    def _missed(self, method: str, url: URL) -> None:
+        self._stats.misses += 1
+        if self._on_event is not None:
+            # Told to the hook only, not logged: a line per request that was not cached says little
+            # (stats count them), and asking the logger costs a fifth of a miss.
+            emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
+
     def _hit(self, response: CachedResponse, url: URL) -> None:
         self._stats.hits += 1
         self._emit(HIT, response.method, url)
@@ -794,6 +822,32 @@ class ResponseCache:
 
     def __repr__(self) -> str:
         return f"<ResponseCache store={type(self._store).__name__}>"
+
+
+#: How long each store call of the request in hand may take (its own timeout), when the store is not in memory.
+_STORE_BOUND: ContextVar[float | None] = ContextVar("authsession_store_bound", default=None)
+
+T = TypeVar("T")
+
+
+async def _bounding_store_calls(seconds: float, through: Awaitable[T]) -> T:
+    """``through``, with each of its store calls bounded by ``seconds``."""
+    token = _STORE_BOUND.set(seconds)
+    try:
+        return await through
+    finally:
+        _STORE_BOUND.reset(token)
+
+
+def _bounded(call: Awaitable[T]) -> Awaitable[T]:
+    """A store call, cut short with a TimeoutError past the bound of the request in hand, if it has one."""
+    bound = _STORE_BOUND.get()
+    return call if bound is None else _within(bound, call)
+
+
+async def _within(seconds: float, call: Awaitable[T]) -> T:
+    async with timeout_after(seconds):
+        return await call
 
 
 def cache_identity(credentials: Any) -> str:
@@ -899,6 +953,21 @@ def _history(response: Any) -> tuple[Any, ...]:
     """
     history = getattr(response, "_history", None)
     return tuple(history) if history is not None else tuple(getattr(response, "history", ()))
+
+
+def _validating_only(address: str) -> Any:
+    """A per-request middleware that takes the cache's validators off each redirect hop to another URL than ``address``.
+
+    The request's validators are all the cache's: one with its own bypasses it.
+    """
+
+    def apply(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> Awaitable[aiohttp.ClientResponse]:
+        if _address(req.url) != address:
+            req.headers.popall(hdrs.IF_NONE_MATCH, None)
+            req.headers.popall(hdrs.IF_MODIFIED_SINCE, None)
+        return handler(req)
+
+    return apply
 
 
 def _has_content(options: Mapping[str, Any]) -> bool:
