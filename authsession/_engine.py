@@ -169,6 +169,10 @@ class Engine:
         self._plain: Headers | None = None
         # Whose responses the cache keeps apart: a digest of the credential's identity, never a token.
         self.identity = "" if self.cache is None else cache_identity(credentials)
+        # Credentials of a grant named in a store (a SignIn's) stand for whoever signed in last: their responses
+        # are kept apart by sign-in (RefreshTokenCredentials.sign_in_id), read at each request.
+        named = self.cache is not None and getattr(credentials, "grant_id", None) is not None
+        self.sign_in_of = credentials if named and hasattr(credentials, "sign_in_id") else None
         if previous is not None:
             previous.abandon()
 

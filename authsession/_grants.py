@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 from yarl import URL
 
 from ._cache import TokenCache, fetch_through
+from ._cache._model import new_sign_in
 from ._client_auth import ClientAuth, ClientSecretBasic, ClientSecretJwt, ClientSecretPost, PublicClient
 from ._credentials import BaseCredentials, Clock, validate_token_value
 from ._errors import RefreshError
@@ -552,6 +553,8 @@ class RefreshTokenCredentials(_OAuth2Credentials):
         self._grants = 0
         self._store = store
         self._slot = _StoreSlot(self)
+        self._grant_id = grant_id
+        self._sign_in: str | None = None
 
     @property
     def refresh_token(self) -> str | None:
@@ -562,6 +565,27 @@ class RefreshTokenCredentials(_OAuth2Credentials):
     def store(self) -> TokenCache | None:
         """Where the refresh token is shared, if anywhere."""
         return self._store
+
+    @property
+    def grant_id(self) -> str | None:
+        """The name of the grant in the store, when it was given one (a sign-in's)."""
+        return self._grant_id
+
+    @property
+    def sign_in_id(self) -> str | None:
+        """Which sign-in of a named grant the tokens in hand belong to; None until the store's entry was read.
+
+        A grant named in a store (a :class:`SignIn`'s) stands for whoever
+        signed in last: each sign-in gets a random id, kept through rotations.
+        A response cache keeps each sign-in's responses apart by it.
+        """
+        return self._sign_in
+
+    def _signed_in(self, token: Token | None, sign_in: str | None) -> None:
+        """Stand for the sign-in ``sign_in`` just stored or read by a :class:`SignIn`, using its ``token`` if any."""
+        if token is not None:
+            self.adopt(token)
+        self._sign_in = sign_in
 
     @property
     def store_key(self) -> str:
@@ -661,8 +685,15 @@ class _StoreSlot:
     def current(self) -> str | None:
         return self._credentials._refresh_token
 
-    def adopt(self, refresh_token: str) -> None:
+    def sign_in(self) -> str:
+        credentials = self._credentials
+        if credentials._sign_in is None:  # an entry of an earlier version, or the grant's first one
+            credentials._sign_in = new_sign_in()
+        return credentials._sign_in
+
+    def adopt(self, refresh_token: str, sign_in: str | None) -> None:
         self._credentials._refresh_token = refresh_token
+        self._credentials._sign_in = sign_in
         self.in_store = True
 
     def entry_missing(self) -> None:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from ._cache import CachedToken, Lease, TokenCache
+from ._cache._model import new_sign_in
 from ._credentials import Clock
 from ._discovery import ProviderMetadata, discover
 from ._grants import RefreshTokenCredentials, TokenResponse, _check_scopes
@@ -152,8 +153,7 @@ class SignIn:
             return None
         credentials = self.credentials()
         token = entry.to_token(now=self._clock(), wall_now=time.time())
-        if token.is_usable(self._clock()):
-            credentials.adopt(token)
+        credentials._signed_in(token if token.is_usable(self._clock()) else None, entry.sign_in)
         return credentials
 
     async def with_browser(
@@ -236,7 +236,7 @@ class SignIn:
                 " (the offline_access scope, or the provider's own parameter)"
             )
         entry = CachedToken.from_token(
-            token, now=self._clock(), wall_now=time.time(), refresh_token=parsed.refresh_token
+            token, now=self._clock(), wall_now=time.time(), refresh_token=parsed.refresh_token, sign_in=new_sign_in()
         )
         key = self.store_key
         # Under the lease: a process refreshing the previous sign-in must not publish over this one.
@@ -249,7 +249,7 @@ class SignIn:
         if kept is None or kept.refresh_token != parsed.refresh_token:
             raise SignInError("signed in, but the token store did not keep the sign-in (is it writable?)")
         credentials = self.credentials()
-        credentials.adopt(token)
+        credentials._signed_in(token, entry.sign_in)
         log.debug("authsession: signed in to %s", self.provider.issuer)
         return credentials
 

@@ -58,8 +58,17 @@ def test_cached_token_round_trips_through_json() -> None:
     for token in (
         CachedToken("abc", 1.5e9, 1.5e9 + 3600, "Bearer", ("a", "b")),
         CachedToken("abc", 1.5e9, None, "Bearer", None),
+        CachedToken("abc", 1.5e9, 1.5e9 + 3600, "Bearer", None, "refresh", "0123abcd"),
     ):
         assert CachedToken.from_json(token.to_json()) == token
+
+
+def test_a_cached_sign_in_id_that_is_not_one_is_refused() -> None:
+    """A sign-in id is a short hex string: anything else written to a store makes the entry unusable."""
+    good = CachedToken("abc", 1.0, 2.0, refresh_token="refresh", sign_in="0123abcd").to_json()
+    for bad in (b'"x\\r\\ny"', b"12", b'"' + b"a" * 65 + b'"'):
+        with pytest.raises(ValueError, match="sign_in"):
+            CachedToken.from_json(good.replace(b'"0123abcd"', bad))
 
 
 def test_cached_tokens_that_would_inject_headers_are_refused() -> None:

@@ -30,12 +30,15 @@ from authsession import (
     CachedResponse,
     DeadlineExceededError,
     Event,
+    FileTokenCache,
     MemoryResponseStore,
     ResponseCache,
     ResponseCacheStats,
+    SignIn,
     SQLiteResponseStore,
     StaticCredentials,
     deadline,
+    discover,
 )
 from authsession._http_cache import _response
 from authsession._http_cache._response import read_at_most, refill_content
@@ -813,6 +816,81 @@ async def test_an_answer_fetched_after_the_credentials_were_replaced_is_not_kept
     assert any(entry.authorization == f"Bearer {second.token}" for entry in oauth_server.api_log)  # the re-send
     assert not isinstance(theirs, CachedResponse)
     assert cache.stats == ResponseCacheStats(misses=3, stores=1)  # the warm-up, the replaced call, the other's
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[FakeOAuthServer]:
+    """A provider that signs in a public client (no secret), as a CLI is."""
+    async with FakeOAuthServer(public_client=True, strict_rotation=True) as server:
+        yield server
+
+
+async def _signing_in(provider: FakeOAuthServer, tmp_path: Path) -> SignIn:
+    return SignIn(await discover(provider.issuer), provider.client_id, store=FileTokenCache(tmp_path / "signin.json"))
+
+
+async def test_a_new_sign_in_is_not_served_the_previous_ones_responses(
+    door: str, provider: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """A sign-in's credentials have one identity whoever signs in (the grant is the machine's): after a sign-out,
+    the next person's sign-in is not served what was stored for the previous one, and is served its own."""
+    sign_in = await _signing_in(provider, tmp_path)
+    cache = ResponseCache()
+    url = cacheable(provider, "me", cache="private, max-age=600")
+    served = []
+    for _ in range(2):
+        credentials = await sign_in.with_browser(open_browser=provider.open_browser)
+        async with client(door, credentials, cache, token_cache=None) as session:
+            served += [(await fetch(session, url))[0] for _ in range(2)]
+        await sign_in.sign_out()
+    assert [isinstance(response, CachedResponse) for response in served] == [False, True, False, True]
+    assert provider.api_served == 2
+
+
+async def test_credentials_of_a_stored_sign_in_look_up_once_they_know_whose_it_is(
+    door: str, provider: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """sign_in.credentials() reads the stored sign-in at its first refresh: until then, nothing is looked up or
+    stored (whose answers they get is not known); then they are cached as that sign-in's."""
+    sign_in = await _signing_in(provider, tmp_path)
+    signed_in = await sign_in.with_browser(open_browser=provider.open_browser)
+    cache = ResponseCache()
+    url = cacheable(provider, "me", cache="private, max-age=600")
+    lazy = sign_in.credentials()
+    assert lazy.sign_in_id is None
+    async with client(door, lazy, cache, token_cache=None) as session:
+        first, _ = await fetch(session, url)
+        assert cache.stats == ResponseCacheStats()  # neither a miss nor a store: not looked up
+        responses = [(await fetch(session, url))[0] for _ in range(2)]
+    assert lazy.sign_in_id == signed_in.sign_in_id is not None
+    assert not isinstance(first, CachedResponse)
+    assert [isinstance(response, CachedResponse) for response in responses] == [False, True]
+
+
+async def test_a_sign_in_replaced_by_another_process_is_not_served_the_old_ones_responses(
+    door: str, provider: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """Another process (another SignIn on the same store) signs out and in anew: a session still holding the old
+    sign-in's credentials takes the new one at its next refresh, and is then served nothing stored for the old
+    one (until then its token is the old sign-in's, and so are its answers)."""
+    here, elsewhere = await _signing_in(provider, tmp_path), await _signing_in(provider, tmp_path)
+    await here.with_browser(open_browser=provider.open_browser)
+    credentials = await here.load()
+    assert credentials is not None
+    cache = ResponseCache()
+    url = cacheable(provider, "me", cache="private, max-age=600")
+    async with client(door, credentials, cache, token_cache=None) as session:
+        await fetch(session, url)
+        before = credentials.sign_in_id
+        await elsewhere.sign_out()
+        await elsewhere.with_browser(open_browser=provider.open_browser)
+        # The sign-out revoked the old sign-in's tokens: this request's 401 makes it refresh, and read the new one.
+        await fetch(session, provider.api_url("other"))
+        moved, _ = await fetch(session, url)
+        hit, _ = await fetch(session, url)
+    assert credentials.sign_in_id not in (None, before)
+    assert not isinstance(moved, CachedResponse)
+    assert isinstance(hit, CachedResponse)
 
 
 async def test_a_post_invalidates_the_url_for_every_identity(door: str, oauth_server: FakeOAuthServer) -> None:

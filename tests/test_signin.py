@@ -496,6 +496,28 @@ async def test_sign_out_revokes_and_forgets(server: FakeOAuthServer, tmp_path: P
     assert await sign_in.sign_out() is False  # nobody signed in any more
 
 
+async def test_a_sign_in_keeps_its_id_through_rotations_and_a_new_one_gets_another(
+    server: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """Each sign-in is named by a random id stored beside its refresh token: rotations keep it (in the store and
+    in credentials that read it there), and signing in again makes a new one."""
+    sign_in = await _sign_in(server, tmp_path)
+    credentials = await sign_in.with_browser(open_browser=server.open_browser)
+    first = credentials.sign_in_id
+    assert first is not None
+    async with Request() as request:
+        await credentials.refresh(request)  # rotates the refresh token in the store
+        elsewhere = sign_in.credentials()
+        await elsewhere.refresh(request)  # takes what the rotation published there
+    stored = await sign_in.store.get(sign_in.store_key)
+    assert stored is not None
+    assert server.grants["refresh_token"] == 1
+    assert stored.sign_in == credentials.sign_in_id == elsewhere.sign_in_id == first
+    await sign_in.sign_out()
+    again = await sign_in.with_browser(open_browser=server.open_browser)
+    assert again.sign_in_id not in (None, first)
+
+
 async def test_a_provider_that_issues_no_refresh_token_is_a_clear_error(tmp_path: Path) -> None:
     """A sign-in without a refresh token cannot be kept: the error says to ask for offline access."""
     async with FakeOAuthServer(public_client=True) as server:

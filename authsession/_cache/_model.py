@@ -6,6 +6,8 @@ import datetime as _dt
 import json
 import logging
 import math
+import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ __all__ = [
     "Outage",
     "TokenCache",
     "fernet",
+    "new_sign_in",
 ]
 
 log = logging.getLogger("authsession")
@@ -49,6 +52,15 @@ _LAST_UNIX_TIME = 253_402_300_799.0
 _MAX_LIFETIME = MAX_EXPIRES_IN + 60.0
 
 
+def new_sign_in() -> str:
+    """A sign-in id: random, so it says nothing of who signed in."""
+    return secrets.token_hex(16)
+
+
+#: What a sign-in id read from a store may be.
+_SIGN_IN = re.compile(r"[0-9a-f]{1,64}")
+
+
 @dataclass(frozen=True)
 class CachedToken:
     """A token as a cache keeps it: with wall-clock times, which every process shares.
@@ -61,6 +73,9 @@ class CachedToken:
         scopes: The scopes granted, when known.
         refresh_token: The refresh token to use next, for a grant whose refresh
             token rotates and is shared through the cache (never shown in ``repr``).
+        sign_in: Beside a refresh token: names the sign-in it belongs to (random,
+            made when someone signed in, kept through rotations), so that what was
+            fetched for one sign-in is not taken for the next one's.
     """
 
     value: str = field(repr=False)
@@ -69,13 +84,24 @@ class CachedToken:
     token_type: str = "Bearer"
     scopes: tuple[str, ...] | None = None
     refresh_token: str | None = field(default=None, repr=False)
+    sign_in: str | None = None
 
     @classmethod
-    def from_token(cls, token: Token, *, now: float, wall_now: float, refresh_token: str | None = None) -> CachedToken:
+    def from_token(
+        cls,
+        token: Token,
+        *,
+        now: float,
+        wall_now: float,
+        refresh_token: str | None = None,
+        sign_in: str | None = None,
+    ) -> CachedToken:
         """The cache form of ``token``, whose times are on the monotonic clock that reads ``now``."""
         offset = wall_now - now
         expires = None if token.expires_at is None else token.expires_at + offset
-        return cls(token.value, token.obtained_at + offset, expires, token.token_type, token.scopes, refresh_token)
+        return cls(
+            token.value, token.obtained_at + offset, expires, token.token_type, token.scopes, refresh_token, sign_in
+        )
 
     def to_token(self, *, now: float, wall_now: float) -> Token:
         """This token on the local monotonic clock, anchored at the read (``now`` and ``wall_now`` together).
@@ -142,6 +168,8 @@ class CachedToken:
         }
         if self.refresh_token is not None:  # absent otherwise
             fields["refresh_token"] = self.refresh_token
+        if self.sign_in is not None:
+            fields["sign_in"] = self.sign_in
         return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
@@ -172,6 +200,9 @@ class CachedToken:
             refresh_token = raw.get("refresh_token")
             if refresh_token is not None:
                 validate_refresh_token(refresh_token)
+            sign_in = raw.get("sign_in")
+            if sign_in is not None and not (isinstance(sign_in, str) and _SIGN_IN.fullmatch(sign_in)):
+                raise ValueError("a cached token's sign_in is not a sign-in id")
             return cls(
                 value,
                 obtained_at,
@@ -179,6 +210,7 @@ class CachedToken:
                 token_type,
                 None if scopes is None else tuple(str(s) for s in scopes),
                 refresh_token,
+                sign_in,
             )
         except (KeyError, TypeError, OverflowError, RecursionError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed cached token ({type(exc).__name__})") from None

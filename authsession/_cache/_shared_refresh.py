@@ -42,8 +42,11 @@ class RefreshTokenSlot(Protocol):
     def current(self) -> str | None:
         """The refresh token to publish beside a token just fetched."""
 
-    def adopt(self, refresh_token: str) -> None:
-        """Take the refresh token of an entry read from the cache: the newest there is."""
+    def sign_in(self) -> str:
+        """The sign-in to publish with it (one made now, if none was known)."""
+
+    def adopt(self, refresh_token: str, sign_in: str | None) -> None:
+        """Take the refresh token (and the sign-in it belongs to) of an entry read from the cache: the newest."""
 
     def entry_missing(self) -> None:
         """The lease holder found no entry: raise if the refresh token in hand came from one.
@@ -81,7 +84,7 @@ async def _read(
     if not isinstance(cached, CachedToken):
         return None
     if slot is not None and cached.refresh_token is not None:
-        slot.adopt(cached.refresh_token)
+        slot.adopt(cached.refresh_token, cached.sign_in)
     try:
         return cached.to_token(now=clock(), wall_now=wall_clock())
     except ValueError as exc:
@@ -181,7 +184,10 @@ async def _fetch_under(
             )
         token, extra = await fetch()
         rotated = None if slot is None else slot.current()
-        cached = CachedToken.from_token(token, now=clock(), wall_now=wall_clock(), refresh_token=rotated)
+        sign_in = None if slot is None or rotated is None else slot.sign_in()
+        cached = CachedToken.from_token(
+            token, now=clock(), wall_now=wall_clock(), refresh_token=rotated, sign_in=sign_in
+        )
         ttl = cached.ttl(now=clock(), wall_now=wall_clock())
         if ttl > 0:
             await _guarded(cache, None, cache.set, lease.key, cached, ttl)

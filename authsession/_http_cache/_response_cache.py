@@ -315,7 +315,13 @@ class ResponseCache:
                 return await engine.run(door, method, url, headers, options)  # a GET with content: not the URL's answer
         elif options is None and method in CACHEABLE_METHODS and door.has_content:  # the middleware's request
             return await engine.run(door, method, url, headers, options)
-        identity = whose = engine.identity
+        whose = engine.identity if engine.sign_in_of is None else _signed_in(engine)
+        if whose is None:
+            if method.upper() in CACHEABLE_METHODS:
+                # Whose tokens these will be is not known before the store's entry is read: nothing to look up.
+                return await engine.run(door, method, url, headers, options)
+            whose = engine.identity  # a write, which invalidates for every identity
+        identity = whose
         if raw:
             identity += _RAW
         seen = headers  # the request headers as aiohttp will send them, as far as the cache looks
@@ -365,9 +371,10 @@ class ResponseCache:
                 mine = _validating_only(found[4])
                 options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
         response = await engine.run(door, method, url, headers, options)
-        if engine.identity != whose and response.status != 304:
+        if (engine.identity if engine.sign_in_of is None else _signed_in(engine)) != whose and response.status != 304:
             # The credentials were replaced during the call (a refresh after a rejection then took the new
-            # ones'): the answer may be theirs, not the identity's it would be stored under.
+            # ones', or the store's newer sign-in): the answer may be theirs, not the identity's it would be
+            # stored under.
             self._missed(method, target)
             return response
         return await self.settle(found, method, target, seen, identity, response, options is not None)
@@ -953,6 +960,12 @@ def _history(response: Any) -> tuple[Any, ...]:
     """
     history = getattr(response, "_history", None)
     return tuple(history) if history is not None else tuple(getattr(response, "history", ()))
+
+
+def _signed_in(engine: Any) -> str | None:
+    """The identity of an engine whose credentials follow a stored sign-in: theirs and the sign-in's (None: unknown)."""
+    sign_in = engine.sign_in_of.sign_in_id
+    return None if sign_in is None else f"{engine.identity}\nsign-in:{sign_in}"
 
 
 def _validating_only(address: str) -> Any:
