@@ -79,7 +79,8 @@ class AsyncAuthorizedSession(EngineDoor):
             an aiohttp session of this object's own, whose responses are
             :class:`authsession.Response`.
         refresh_status_codes, max_refresh_attempts, refresh_timeout, rate_limit,
-        on_event, token_cache, cache: As for :class:`authsession.AuthorizedSession`.
+        on_event, token_cache, cache: As for :class:`authsession.AuthorizedSession`
+            (``cache`` not with ``auth_request``).
 
     Retries follow google-auth's: up to ``total_attempts`` sends (3) after 408,
     429, 500, 503 and 504, with backoff from 1 s doubling, for idempotent methods
@@ -106,6 +107,12 @@ class AsyncAuthorizedSession(EngineDoor):
         if auth_request is not None and not callable(auth_request):
             raise _InvalidType(
                 f"auth_request must be callable as google-auth's Request is, got {type(auth_request).__name__}"
+            )
+        if auth_request is not None and cache is not None:
+            # Its responses are google-auth's shape, whose body the cache cannot keep and serve again.
+            raise ValueError(
+                "cache= keeps responses of this session's own aiohttp requests; with auth_request= the API"
+                " requests go through your transport instead: pass one or the other"
             )
         self._policies: dict[int, RetryPolicy | None] = {}
         try:

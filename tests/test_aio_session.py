@@ -94,6 +94,17 @@ async def test_retries_follow_total_attempts(oauth_server: FakeOAuthServer) -> N
                 await response.close()
 
 
+async def test_a_response_cache_with_a_callers_transport_is_refused() -> None:
+    """cache= keeps what the session's own aiohttp requests receive: with auth_request= it is refused, saying why
+    (it failed at the first response it would have stored)."""
+    transport = _CountingTransport()
+    try:
+        with pytest.raises(ValueError, match="with auth_request= the API requests go through your transport"):
+            AsyncAuthorizedSession(StaticCredentials("t"), transport, cache=ResponseCache())
+    finally:
+        await transport.inner.close()
+
+
 async def test_max_allowed_time_is_google_auths_timeout_error() -> None:
     """A token endpoint that does not answer in time: google-auth's TimeoutError at max_allowed_time."""
     async with FakeOAuthServer(token_latency=5) as server:
