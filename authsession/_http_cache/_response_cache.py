@@ -290,12 +290,6 @@ class ResponseCache:
         GET or HEAD without headers of its own, a store in memory) is looked up
         here, as :meth:`find` would: a miss must cost next to nothing.
         """
-        if self._memory is None and _STORE_BOUND.get() is None:
-            # aiohttp's timer bounds each send, not the store's calls around it: each of those waits no longer
-            # than the request's own timeout either, as a wait for a token does (a slower one costs a miss).
-            bound = door.time_left(options)
-            if bound is not None:
-                return await _bounding_store_calls(bound, self.through(engine, door, method, url, headers, options))
         # Parsed here, as aiohttp does first (it then takes the URL as it is).
         build = getattr(door, "_build_url", None)
         url = target = build(url) if build is not None else URL(url)
@@ -315,13 +309,14 @@ class ResponseCache:
                 return await engine.run(door, method, url, headers, options)  # a GET with content: not the URL's answer
         elif options is None and method in CACHEABLE_METHODS and door.has_content:  # the middleware's request
             return await engine.run(door, method, url, headers, options)
-        whose = engine.identity if engine.sign_in_of is None else _signed_in(engine)
-        if whose is None:
-            if method.upper() in CACHEABLE_METHODS:
-                # Whose tokens these will be is not known before the store's entry is read: nothing to look up.
-                return await engine.run(door, method, url, headers, options)
-            whose = engine.identity  # a write, which invalidates for every identity
-        identity = whose
+        identity = engine.identity
+        if engine.sign_in_of is not None:  # credentials of a stored sign-in: their responses are the sign-in's
+            identity = _signed_in(engine)
+            if identity is None:
+                if method.upper() in CACHEABLE_METHODS:
+                    # Whose tokens these will be is not known before the store's entry is read: nothing to look up.
+                    return await engine.run(door, method, url, headers, options)
+                identity = engine.identity  # a write, which invalidates for every identity
         if raw:
             identity += _RAW
         seen = headers  # the request headers as aiohttp will send them, as far as the cache looks
@@ -344,6 +339,13 @@ class ResponseCache:
                 else:
                     found = (None, None, None, self._clock(), address, slot)
         else:
+            if memory is None and _STORE_BOUND.get() is None:
+                # aiohttp's timer bounds each send, not the store's calls around it: each of those waits no longer
+                # than the request's own timeout either, as a wait for a token does (a slower one costs a miss).
+                bound = door.time_left(options)
+                if bound is not None:
+                    again = self.through(engine, door, method, url, headers, options)
+                    return await _bounding_store_calls(bound, again)
             found = self.find(method, target, seen, identity, options)
             if found is ASK_STORE:
                 found = await self.find_in_store(method, target, seen, identity, options)
@@ -371,13 +373,7 @@ class ResponseCache:
                 mine = _validating_only(found[4])
                 options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
         response = await engine.run(door, method, url, headers, options)
-        if (engine.identity if engine.sign_in_of is None else _signed_in(engine)) != whose and response.status != 304:
-            # The credentials were replaced during the call (a refresh after a rejection then took the new
-            # ones', or the store's newer sign-in): the answer may be theirs, not the identity's it would be
-            # stored under.
-            self._missed(method, target)
-            return response
-        return await self.settle(found, method, target, seen, identity, response, options is not None)
+        return await self.settle(found, method, target, seen, identity, response, options is not None, engine)
 
     def find(
         self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str, options: Any = None
@@ -497,12 +493,14 @@ class ResponseCache:
         identity: str,
         response: aiohttp.ClientResponse,
         cookies_unseen: bool = False,
+        engine: Any = None,
     ) -> aiohttp.ClientResponse | CachedResponse:
         """:meth:`complete` for what :meth:`find` found: what the sessions call.
 
         ``cookies_unseen``: the request's cookies were added after the cache
         looked (AuthorizedSession's aiohttp adds its cookie jar's), so an answer
-        that varies on them is not stored.
+        that varies on them is not stored. ``engine``: the request engine whose
+        ``identity`` was read, read again before an answer is stored.
         """
         if found is None:
             if method.upper() not in SAFE_METHODS:
@@ -523,9 +521,10 @@ class ResponseCache:
                 # identities'. A server error says nothing of the resource (RFC 9111 4.3.3), nor does a client
                 # error about this request (a rejected token, a rate limit, a missing scope): the stored ones stay.
                 await self._delete(found[4])
-        # Counted here, not through _missed(): a call costs a tenth of a miss's own work.
         self._stats.misses += 1
         if self._on_event is not None:
+            # Told to the hook only, not logged: a line per request that was not cached says little
+            # (stats count them), and asking the logger costs a fifth of a miss.
             emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
         answer = response.headers
         if not (
@@ -567,6 +566,11 @@ class ResponseCache:
                     break
         has_validator = hdrs.ETAG in answer or hdrs.LAST_MODIFIED in answer
         if not (lifetime > 0 or has_validator):
+            return response
+        if engine is not None and not _still_whose(engine, identity):
+            # The credentials were replaced during the call (a refresh after a rejection then took the new
+            # ones', or the store's newer sign-in): the answer may be theirs, not the identity's it would be
+            # stored under.
             return response
         names: tuple[str, ...] | None = ()
         if hdrs.VARY in answer:
@@ -798,13 +802,6 @@ class ResponseCache:
         gone = StoredResponse(method.upper(), 504, "Gateway Timeout", headers, b"", now, now, 0.0, (), now)
         return CachedResponse(gone, url, age=0)
 
-    def _missed(self, method: str, url: URL) -> None:
-        self._stats.misses += 1
-        if self._on_event is not None:
-            # Told to the hook only, not logged: a line per request that was not cached says little
-            # (stats count them), and asking the logger costs a fifth of a miss.
-            emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
-
     def _hit(self, response: CachedResponse, url: URL) -> None:
         self._stats.hits += 1
         self._emit(HIT, response.method, url)
@@ -963,6 +960,12 @@ def _history(response: Any) -> tuple[Any, ...]:
     """
     history = getattr(response, "_history", None)
     return tuple(history) if history is not None else tuple(getattr(response, "history", ()))
+
+
+def _still_whose(engine: Any, identity: str) -> bool:
+    """Whether ``engine``'s requests still have ``identity`` (read before its call; perhaps with :data:`_RAW`)."""
+    now = engine.identity if engine.sign_in_of is None else _signed_in(engine)
+    return now is not None and identity in (now, now + _RAW)
 
 
 def _signed_in(engine: Any) -> str | None:
