@@ -567,7 +567,7 @@ class ResponseCache:
         has_validator = hdrs.ETAG in answer or hdrs.LAST_MODIFIED in answer
         if not (lifetime > 0 or has_validator):
             return response
-        if engine is not None and not _still_whose(engine, identity):
+        if engine is not None and identity is not engine.identity and not _still_whose(engine, identity):
             # The credentials were replaced during the call (a refresh after a rejection then took the new
             # ones', or the store's newer sign-in): the answer may be theirs, not the identity's it would be
             # stored under.
@@ -963,7 +963,10 @@ def _history(response: Any) -> tuple[Any, ...]:
 
 
 def _still_whose(engine: Any, identity: str) -> bool:
-    """Whether ``engine``'s requests still have ``identity`` (read before its call; perhaps with :data:`_RAW`)."""
+    """Whether ``engine``'s requests still have ``identity`` (read before its call; perhaps with :data:`_RAW`).
+
+    The usual case is settled before this is called: ``identity`` is the very string ``engine.identity`` holds.
+    """
     now = engine.identity if engine.sign_in_of is None else _signed_in(engine)
     return now is not None and identity in (now, now + _RAW)
 
