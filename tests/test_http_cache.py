@@ -1521,31 +1521,35 @@ async def test_events_and_stats_say_what_happened(door: str, oauth_server: FakeO
 
 
 class Flaky(MemoryResponseStore):
-    """A store of one's own whose calls raise while ``down`` names them (``get``, ``set``, ``delete``)."""
+    """A store of one's own whose calls raise while ``down`` names them, and take 5 s (far slower than a request's
+    timeout) while ``stalled`` does (``get``, ``set``, ``update``, ``delete``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.down: set[str] = set()
+        self.stalled: set[str] = set()
+
+    async def _misbehave(self, call: str) -> None:
+        if call in self.stalled:
+            await asyncio.sleep(5)
+        if call in self.down:
+            raise ConnectionError("backend down")
 
     async def get(self, url: str, slot: str) -> Any:
-        if "get" in self.down:
-            raise ConnectionError("backend down")
+        await self._misbehave("get")
         return await super().get(url, slot)
 
     async def set(self, url: str, slot: str, variants: Any, ttl: float) -> None:
-        if "set" in self.down:
-            raise ConnectionError("backend down")
+        await self._misbehave("set")
         await super().set(url, slot, variants, ttl)
 
-    async def delete(self, url: str) -> None:
-        if "delete" in self.down:
-            raise ConnectionError("backend down")
-        await super().delete(url)
-
     async def update(self, url: str, slot: str, change: Any) -> None:
-        if "update" in self.down:
-            raise ConnectionError("backend down")
+        await self._misbehave("update")
         await super().update(url, slot, change)
+
+    async def delete(self, url: str) -> None:
+        await self._misbehave("delete")
+        await super().delete(url)
 
 
 async def test_a_store_that_raises_costs_a_miss_and_one_warning_never_the_request(
@@ -1629,24 +1633,6 @@ async def test_a_write_the_store_failed_is_not_counted_as_stored(door: str, oaut
     assert reasons.count("stored") == 2
 
 
-class Stalling(MemoryResponseStore):
-    """A store of one's own whose calls named in ``stalled`` take 5 s (far slower than a request's timeout)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stalled: set[str] = set()
-
-    async def get(self, url: str, slot: str) -> Any:
-        if "get" in self.stalled:
-            await asyncio.sleep(5)
-        return await super().get(url, slot)
-
-    async def set(self, url: str, slot: str, variants: Any, ttl: float) -> None:
-        if "set" in self.stalled:
-            await asyncio.sleep(5)
-        await super().set(url, slot, variants, ttl)
-
-
 @pytest.mark.parametrize("stalled", ["get", "set"])
 async def test_a_slow_store_holds_no_request_past_its_timeout(
     door: str, oauth_server: FakeOAuthServer, stalled: str
@@ -1654,7 +1640,7 @@ async def test_a_slow_store_holds_no_request_past_its_timeout(
     """A store call slower than the request's own timeout waits no longer than that: the request ends soon after
     (AuthorizedSession with the network's answer, a miss; through AuthMiddleware aiohttp's own timer raises), and the
     store serves again once it answers."""
-    store = Stalling()
+    store = Flaky()
     cache = ResponseCache(store=store)
     url = cacheable(oauth_server, cache="max-age=60")
     async with client(door, oauth_server.credentials(), cache) as session:
