@@ -32,6 +32,7 @@ from authsession import (
 )
 from authsession._http_cache import _sqlite
 from authsession._http_cache._entry import encode_variants, header_block, url_digest
+from authsession._http_cache._sealed import EntryCodec
 from authsession.testing import FakeOAuthServer
 from authsession.testing._fleet import FleetWorker, RedisServer
 
@@ -530,6 +531,26 @@ async def test_an_encrypted_store_keeps_bodies_unreadable_and_serves_only_what_i
         assert not await keyless.get(URL_A, "slot")
         assert repr(store).endswith(" encrypted=True>")
         assert repr(keyless).endswith(" encrypted=False>")
+
+
+async def test_sqlite_encrypts_and_decodes_on_its_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large body's encryption and decoding cost the event loop nothing: they run on the store's own thread."""
+    threads: list[str] = []
+    for name in ("encode", "decode"):
+        original = getattr(EntryCodec, name)
+
+        def spy(self: Any, *args: Any, _original: Any = original) -> Any:
+            threads.append(threading.current_thread().name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(EntryCodec, name, spy)
+    async with SQLiteResponseStore(tmp_path / "responses.db", encryption_key=Fernet.generate_key()) as store:
+        await store.set(URL_A, "slot", [response(b"x" * 100_000)], ttl=60)
+        assert [r.body for r in await store.get(URL_A, "slot")] == [b"x" * 100_000]
+    assert len(threads) == 2
+    assert all(name.startswith("authsession-sqlite") for name in threads)
 
 
 def test_a_bad_encryption_key_is_refused_without_showing_it(tmp_path: Path) -> None:

@@ -129,6 +129,22 @@ class SQLiteResponseStore:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def _read(self, db: sqlite3.Connection, url: str, slot: str, now: float) -> tuple[StoredResponse, ...]:
+        # Decoded (and decrypted) here, on the worker thread: a large body costs the event loop nothing.
+        data = self._get(db, url, slot, now)
+        return () if data is None else self._codec.decode(data, url, slot)
+
+    def _write(
+        self,
+        db: sqlite3.Connection,
+        url: str,
+        slot: str,
+        variants: Sequence[StoredResponse],
+        keep_until: float,
+        now: float,
+    ) -> None:
+        self._set(db, url, slot, self._codec.encode(variants, url, slot), keep_until, now)
+
     def _set(self, db: sqlite3.Connection, url: str, slot: str, data: bytes, keep_until: float, now: float) -> None:
         db.execute(
             "INSERT OR REPLACE INTO responses (url, slot, data, keep_until) VALUES (?, ?, ?, ?)",
@@ -177,16 +193,14 @@ class SQLiteResponseStore:
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none (or unreadable)."""
-        data = await self._run(READ, None, self._get, url, slot, self._clock())
-        return () if data is None else self._codec.decode(data, url, slot)
+        return await self._run(READ, (), self._read, url, slot, self._clock())
 
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
         if ttl <= 0:
             return
         now = self._clock()
-        data = self._codec.encode(variants, url, slot)
-        await self._run(WRITE, None, self._set, url, slot, data, now + ttl, now)
+        await self._run(WRITE, None, self._write, url, slot, tuple(variants), now + ttl, now)
 
     async def update(self, url: str, slot: str, change: Change) -> None:
         """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait."""
