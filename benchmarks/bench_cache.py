@@ -20,6 +20,11 @@ the peer the issue names, aiohttp-client-cache's ``CachedSession`` (memory
 backend, which keeps every answer), each over its own no-cache GET (plain
 aiohttp with the same bearer header for the peer).
 
+And the floor, counted by callgrind with the network stubbed: a coroutine in
+the cache's place that passes every request through, and one that does the
+least any miss that stores must do (look under the URL and identity, send,
+keep the answer as it came). Where the 5% goal sits for a miss that stores.
+
 Every variant but ``hit`` sends to a new URL each time (a counter in the
 query), so URL handling costs the same. Each round sends 3,000 GETs per variant
 at concurrency 50 in slices that alternate between the variants (as the
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import itertools
 import json
@@ -61,7 +67,8 @@ from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import authsession
-from authsession._http_cache._response import PLAIN_RESPONSES
+from authsession._http_cache._response import PLAIN_RESPONSES, received
+from authsession._http_cache._response_cache import _address, _slot, cache_identity
 
 GOAL = 1.05  # a miss costs at most 5% more than no cache
 #: The miss rows, by variant.
@@ -249,6 +256,59 @@ def _stub_sessions() -> dict[str, authsession.AuthorizedSession]:
     }
 
 
+# --- the floor: what any cache in the engine's place costs, whatever it decides ----------------------
+
+
+async def _passing_through(engine: Any, door: Any, method: str, url: Any, headers: Any, options: Any) -> Any:
+    """The least any cache in front of the engine adds: its coroutine, and the URL parsed before the request."""
+    return await engine.run(door, method, door._build_url(url), headers, options)
+
+
+def _least_storing() -> Callable[..., Any]:
+    """The least a miss that stores can do: find nothing under the URL and identity, send, keep the answer as it came.
+
+    The URL's text and the identity's slot are made the cache's own cheapest
+    ways, and the status, header fields and body are kept as aiohttp received
+    them. None of RFC 9111's decisions (freshness, no-store, Vary, validators),
+    no bound on memory, no stats: only what every storing cache must do.
+    """
+    entries: dict[str, tuple[Any, ...]] = {}
+    clock = time.time
+
+    async def through(engine: Any, door: Any, method: str, url: Any, headers: Any, options: Any) -> Any:
+        url = door._build_url(url)
+        key = f"{_address(url)}\n{_slot(engine.identity, method)}"
+        if key in entries:
+            raise AssertionError("every request of the benchmark is to a new URL")
+        started = clock()
+        response = await engine.run(door, method, url, headers, options)
+        parts = received(response)
+        if parts is not None:
+            entries[key] = (clock(), started, response.status, response.reason, parts[1], parts[0])
+        return response
+
+    return through
+
+
+#: Counted by callgrind only, network stubbed: the cache's place in the engine with the least in it.
+FLOORS = {
+    "floor: passing through": "a cache that passes every request through",
+    "floor: least storing": "the least a miss that stores can do (no RFC 9111 decisions)",
+}
+
+
+def _floor_sessions() -> dict[str, authsession.AuthorizedSession]:
+    credentials = authsession.StaticCredentials("bench-token")
+    floors = {"floor: passing through": _passing_through, "floor: least storing": _least_storing()}
+    sessions = {}
+    for name, through in floors.items():
+        session = sessions[name] = authsession.AuthorizedSession(credentials)
+        engine = session._engine
+        engine.identity = cache_identity(credentials)  # as the engine has it with a cache
+        engine.start = functools.partial(through, engine)  # where a cache's through() goes
+    return sessions
+
+
 def _stubbed_caller() -> Callable[[authsession.AuthorizedSession], None]:
     """One stubbed GET (a new URL each time) and its body read, driven by hand: nothing else is run."""
     drive = bench_throughput._drive
@@ -300,7 +360,7 @@ async def own_work_us(rounds: int, calls: int = STUB_CALLS) -> dict[str, list[fl
 
 
 async def child_stub(variant: str, calls: int) -> None:
-    sessions = _stub_sessions()
+    sessions = {**_stub_sessions(), **_floor_sessions()}
     one = _stubbed_caller()
     with _stubbed():
         for _ in range(calls):
@@ -321,14 +381,17 @@ def per_call(mode: str, variant: str, counts: tuple[int, int], *extra: str) -> f
 
 
 def counted(server: Server, rounds: int) -> dict[str, list[float]]:
-    """Instructions the cache adds per stubbed GET (miss, storing miss), and a real no-cache GET's, by callgrind."""
-    found: dict[str, list[float]] = {**{name: [] for name in STUB_ROWS}, "real GET": []}
+    """Instructions the cache adds per stubbed GET (miss, storing miss), and a real no-cache GET's, by callgrind;
+    and the floors' (counted in the first round only)."""
+    found: dict[str, list[float]] = {name: [] for name in (*STUB_ROWS, *FLOORS, "real GET")}
     for index in range(rounds):
         base = per_call("stub", "no cache", CALLGRIND_STUB_CALLS)
         for name in STUB_ROWS:
             found[name].append(per_call("stub", name, CALLGRIND_STUB_CALLS) - base)
-        if index == 0:  # the slow one (a real server round trip under valgrind): once is enough to scale by
+        if index == 0:  # the slow ones (a real server round trip under valgrind): once is enough to scale by
             found["real GET"].append(per_call("real", "no cache", CALLGRIND_GETS, server.to_json()))
+            for name in FLOORS:
+                found[name].append(per_call("stub", name, CALLGRIND_STUB_CALLS) - base)
     return found
 
 
@@ -413,8 +476,27 @@ async def measure(server: Server, rounds: int, total: int = REQUESTS) -> list[Ro
                 share,
             )
         )
+    if instructions is not None:
+        rows.append(_floor_row(instructions))
     rows.append(_peer_row(peers))
     return rows
+
+
+def _floor_row(instructions: dict[str, list[float]]) -> Row:
+    real = median(instructions["real GET"])
+    passing, storing = (median(instructions[name]) for name in FLOORS)
+    return Row(
+        "16",
+        "response cache: the floor, what any cache in its place costs (network stubbed)",
+        f"passing every request through +{passing / 1000:.1f}k instructions = {passing / real:.1%} of a real GET; "
+        f"the least a miss that stores can do +{storing / 1000:.1f}k = {storing / real:.1%}",
+        "reported: where the 5% goal sits for a miss that stores",
+        None,
+        "callgrind, as the miss rows. Passing through: a coroutine in the cache's place that parses the URL and "
+        "awaits the engine. The least storing: the same, plus the URL's text and the identity's slot made the "
+        "cache's own cheapest ways, a look for them, and the status, header fields and body kept in a dict as "
+        "aiohttp received them; none of RFC 9111's decisions, no memory bound, no stats",
+    )
 
 
 def _peer_row(peers: dict[str, float] | None) -> Row:
