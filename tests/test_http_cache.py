@@ -1473,6 +1473,31 @@ async def test_a_stream_without_the_insides_the_cache_puts_data_back_with_is_rea
     assert await response.content.read() == b"a body"
 
 
+async def test_a_body_received_whole_in_several_chunks_is_seen_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body that arrived in several chunks (or as a chunk that is not bytes) is seen as all of them joined, as
+    bytes; the stream is left as it was for the caller."""
+
+    class Plain:
+        _raw_headers = ((b"Content-Type", b"text/plain"),)
+        _body = None
+
+        def __init__(self, content: aiohttp.StreamReader) -> None:
+            self.content = content
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(_response, "PLAIN_RESPONSES", {Plain})
+    for chunks in ([b"one, ", b"two, ", b"three"], [bytearray(b"one, two, three")], [b"one, two, three"]):
+        stream = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+        for chunk in chunks:
+            stream.feed_data(chunk)
+        stream.feed_eof()
+        seen = _response.received(Plain(stream))  # type: ignore[arg-type]
+        assert seen is not None
+        assert seen == (b"one, two, three", Plain._raw_headers)
+        assert type(seen[0]) is bytes
+        assert await stream.read() == b"one, two, three"
+
+
 async def _hit(cache: ResponseCache, server: FakeOAuthServer, door: str, url: URL) -> CachedResponse:
     async with client(door, server.credentials(), cache) as session:
         response, _ = await fetch(session, url)

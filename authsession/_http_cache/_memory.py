@@ -103,7 +103,9 @@ class MemoryResponseStore:
         found = self._entries.get(key)
         if found is None:
             return ()
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: a hit and a miss that stores must cost next to nothing, and it costs twice this
+        try:
             if self._entries.get(key) is not found:  # changed meanwhile, by another thread
                 return ()
             if found[0] <= self._clock():
@@ -116,6 +118,8 @@ class MemoryResponseStore:
                 found = (found[0], found[1], variants)
             del self._entries[key]  # used: to the end of the line
             self._entries[key] = found
+        finally:
+            lock.release()
         return variants
 
     def keep(
@@ -159,13 +163,17 @@ class MemoryResponseStore:
             keep_until,
         )
         entries = self._entries
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # as in read()
+        try:
             if key in entries or url in self._slots or self._bytes + size > self._max_bytes:
                 self._replace(url, slot, entry)  # a slot or a URL that has others, or a full store: the careful way
                 return
             entries[key] = entry
             self._slots[url] = slot
             self._bytes += size
+        finally:
+            lock.release()
 
     def write(self, url: str, slot: str, variants: tuple[StoredResponse, ...], ttl: float) -> None:
         """What :meth:`set` does, without a coroutine."""

@@ -74,7 +74,10 @@ def received(response: aiohttp.ClientResponse) -> tuple[bytes, tuple[tuple[bytes
     try:
         if not content._eof or content._exception is not None:
             return None
-        return b"".join(content._buffer), raw  # one chunk: that very bytes object
+        buffer = content._buffer
+        if len(buffer) == 1 and type(buffer[0]) is bytes:
+            return buffer[0], raw  # one chunk, the usual small body: that very object
+        return b"".join(buffer), raw
     except AttributeError:
         return None
 
