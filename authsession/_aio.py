@@ -18,8 +18,13 @@ token connections either way.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import inspect
+import logging
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
@@ -44,6 +49,8 @@ from ._retry import RetryPolicy
 from ._session import DeadlineResponse, _caller_headers, _clamp_timeout, _SessionDoor, _total
 from ._tokens import Headers
 from ._transport import Response, safe_url, transport_failure
+
+log = logging.getLogger("authsession")
 
 __all__ = [
     "DEFAULT_MAX_RETRY_ATTEMPTS",
@@ -135,6 +142,13 @@ class AsyncAuthorizedSession(EngineDoor):
         self._ssl: Any = True
         self._is_mtls = False
         self._closed = False
+        # mTLS rotation: where the certificate came from, the fingerprint of the one in use, and two counters
+        # a request reads as it is sent, to tell whether a check or a reconfiguration happened since.
+        self._cert_callback: CertCallback | None = None
+        self._cert_fingerprint: str | None = None
+        self._cert_checks = 0
+        self._cert_renewals = 0
+        self._cert_lock: asyncio.Lock | None = None
 
     @property
     def is_mtls(self) -> bool:
@@ -182,7 +196,9 @@ class AsyncAuthorizedSession(EngineDoor):
         if data is not None:
             options["data"] = data
         door: _SessionDoor | _TransportDoor
-        if self._auth_request is None:
+        if self._is_mtls:  # never with auth_request (configure_mtls_channel leaves that transport's TLS alone)
+            door = _MtlsDoor(self, retry)
+        elif self._auth_request is None:
             door = _SessionDoor(self._client(), retry)  # type: ignore[arg-type]
         else:
             door = _TransportDoor(self._auth_request, retry)
@@ -242,6 +258,11 @@ class AsyncAuthorizedSession(EngineDoor):
         machine's default source. Later requests, and token requests, use it;
         requests in flight finish on the connections they have.
 
+        As google-auth's does, a 401 from an mTLS endpoint (google-auth's
+        ``is_mtls_endpoint``) reads the certificate again from the same place:
+        if it changed (rotated), the channel is reconfigured with it, the token
+        refreshed over it and the request sent again. Concurrent 401s check once.
+
         Raises:
             google.auth.exceptions.MutualTLSChannelError: The certificate could
                 not be found or loaded.
@@ -269,6 +290,8 @@ class AsyncAuthorizedSession(EngineDoor):
             if is_mtls:
                 context = await asyncio.to_thread(google_mtls.make_client_cert_ssl_context, cert, key)
                 self._use_tls(context)
+                self._cert_callback = client_cert_callback
+                self._cert_fingerprint = _fingerprint_or_none(cert)
         except Exception as exc:
             raise google_exceptions.MutualTLSChannelError(  # type: ignore[no-untyped-call]
                 f"mutual TLS could not be configured ({type(exc).__name__})"
@@ -312,6 +335,60 @@ class AsyncAuthorizedSession(EngineDoor):
             self._retired.append(self._session)
             self._session = None
 
+    async def _recheck_certificate(self, url: str, checks_seen: int, renewals_seen: int) -> bool:
+        """After a 401 from ``url``: reconfigure mTLS if the client certificate was rotated.
+
+        Only for an mTLS endpoint, and once for all the requests rejected together:
+        a request sent before the last check (``checks_seen`` behind) leaves it to
+        that one. Returns whether the channel was renewed since the request was
+        sent (``renewals_seen``), by this call or a concurrent one.
+
+        Raises:
+            google.auth.exceptions.MutualTLSChannelError: A new certificate was
+                found but could not be loaded.
+        """
+        if not self._is_mtls or not _is_mtls_endpoint(url):
+            return False
+        lock = self._cert_lock
+        if lock is None:
+            lock = self._cert_lock = asyncio.Lock()
+        async with lock:
+            if self._cert_checks == checks_seen and not self._closed:
+                await self._renew_if_rotated(url)
+                self._cert_checks += 1
+        return self._cert_renewals != renewals_seen
+
+    async def _renew_if_rotated(self, url: str) -> None:
+        """Read the client certificate again; if its fingerprint changed, send with it from now on."""
+        from google.auth.aio.transport import mtls as google_mtls  # there: configure_mtls_channel imported it
+
+        try:
+            found, cert, key = await google_mtls.get_client_cert_and_key(self._cert_callback)  # type: ignore[no-untyped-call]
+            current = _fingerprint(cert) if found and cert else None
+        except Exception as exc:  # noqa: BLE001 - as google-auth: the response stands, the refresh goes on
+            # The exception's type only: its text is the callback's, and could quote what it read.
+            log.warning(
+                "mutual TLS: the client certificate could not be read again after a 401 from %s (%s);"
+                " carrying on with the certificate configured",
+                safe_url(url),
+                type(exc).__name__,
+            )
+            return
+        if current is None or current == self._cert_fingerprint:
+            log.debug("mutual TLS: after a 401 from %s, the client certificate is unchanged", safe_url(url))
+            return
+        try:
+            context = await asyncio.to_thread(google_mtls.make_client_cert_ssl_context, cert, key)
+        except Exception as exc:
+            raise google_exceptions.MutualTLSChannelError(  # type: ignore[no-untyped-call]
+                f"mutual TLS could not be reconfigured with the rotated client certificate ({type(exc).__name__})"
+            ) from exc
+        self._use_tls(context)
+        self._client()  # the refresh that follows presents the new certificate too
+        self._cert_fingerprint = current
+        self._cert_renewals += 1
+        log.info("mutual TLS: the client certificate was rotated; reconfigured after a 401 from %s", safe_url(url))
+
     def _retry(self, total_attempts: int) -> RetryPolicy | None:
         try:
             return self._policies[total_attempts]
@@ -325,6 +402,76 @@ class AsyncAuthorizedSession(EngineDoor):
             )
             self._policies[total_attempts] = policy
             return policy
+
+
+class _MtlsDoor(_SessionDoor):
+    """One request of a session in mTLS mode: sent over the session's current channel, re-checked after a 401.
+
+    Each send goes out on the aiohttp session in use at that moment (a re-send after
+    a reconfiguration presents the new certificate) and notes the session's counters,
+    which tell :meth:`renew_after_rejection` what happened since.
+    """
+
+    __slots__ = ("checks", "owner", "renewals")
+
+    def __init__(self, owner: AsyncAuthorizedSession, retry: RetryPolicy | None) -> None:
+        super().__init__(owner._client(), retry)  # type: ignore[arg-type]
+        self.owner = owner
+        self.checks = owner._cert_checks
+        self.renewals = owner._cert_renewals
+
+    def send(
+        self, method: str, url: Any, headers: Any, credentials: Headers | PerHop | None, options: dict[str, Any]
+    ) -> Any:
+        owner = self.owner
+        if owner._session is not self.session and not owner._closed:
+            session = owner._client()  # reconfigured since this request was made
+            self.session = session  # type: ignore[assignment]
+            self.defaults = session.headers
+            self._build_url = session._build_url
+        self.checks = owner._cert_checks
+        self.renewals = owner._cert_renewals
+        return super().send(method, url, headers, credentials, options)
+
+    async def renew_after_rejection(self, url: Any, status: int) -> bool:
+        """After a refusal of the credentials: whether the client certificate was rotated since the send."""
+        if status != HTTPStatus.UNAUTHORIZED:
+            return False
+        return await self.owner._recheck_certificate(str(url), self.checks, self.renewals)
+
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _fingerprint(cert: bytes | str) -> str:
+    """SHA-256 of the first certificate in PEM ``cert``, in hex (ValueError if there is none)."""
+    if isinstance(cert, str):
+        cert = cert.encode("ascii")
+    found = _PEM_CERTIFICATE.search(cert)
+    if found is None:
+        raise ValueError("no PEM certificate")
+    try:
+        der = base64.b64decode(b"".join(found.group(1).split()), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("the PEM certificate is not base64") from exc
+    return hashlib.sha256(der).hexdigest()
+
+
+def _fingerprint_or_none(cert: bytes | str) -> str | None:
+    try:
+        return _fingerprint(cert)
+    except ValueError:
+        return None  # then any certificate read later counts as a new one
+
+
+def _is_mtls_endpoint(url: str) -> bool:
+    """google-auth's verdict on whether ``url`` is an mTLS endpoint; False where google-auth cannot tell."""
+    try:
+        from google.auth.transport import _mtls_helper
+    except ImportError:
+        return False
+    check = getattr(_mtls_helper, "is_mtls_endpoint", None)
+    return check is not None and bool(check(url))
 
 
 class _Sent:

@@ -62,6 +62,12 @@ class Door(Protocol):
         retry: The retry policy for this call (None: no retries).
         authorizes: Whether this call gets the credentials at all (False for an
             origin they are not meant for).
+
+    A door may also have ``async renew_after_rejection(url, status) -> bool``,
+    awaited on the slow path only, after a rejection of the credentials and
+    before a new token is asked for: True when the channel the rejected request
+    went over has been renewed since (AsyncAuthorizedSession's rotated client
+    certificate), so that the token is replaced rather than sent again as it is.
     """
 
     retry: RetryPolicy | None

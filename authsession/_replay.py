@@ -70,7 +70,7 @@ class Replay:
                     continue
                 if self._rejected(outcome, sent):
                     outcome.release()
-                    sent = await self._credentials_after_rejection(sent)
+                    sent = await self._credentials_after_rejection(sent, outcome.status)
                     outcome = await self._send(sent)
                     asks_again = self._ask_hook(outcome)
                     continue
@@ -136,11 +136,18 @@ class Replay:
         response.release()
         return await self._send(sent)
 
-    async def _credentials_after_rejection(self, sent: Headers) -> Headers:
-        """The headers to re-send with: the same ones once while fresh (with budget to spare), else refreshed."""
+    async def _credentials_after_rejection(self, sent: Headers, status: int) -> Headers:
+        """The headers to re-send with: the same ones once while fresh (with budget to spare), else refreshed.
+
+        A door with a ``renew_after_rejection`` hook (AsyncAuthorizedSession in mTLS mode) is asked first
+        whether the rejection came over a channel since renewed (a rotated client certificate): a token
+        sent over the old channel may be bound to it, so it is replaced at once rather than probed.
+        """
         self.resends += 1
         tokens = self.engine.tokens
-        if not self.probed and self._budget_left() >= 1 and tokens.is_fresh(sent):
+        renew = getattr(self.door, "renew_after_rejection", None)
+        renewed = renew is not None and bool(await renew(self.url, status))
+        if not renewed and not self.probed and self._budget_left() >= 1 and tokens.is_fresh(sent):
             self.probed = True
             return sent
         return await self.engine.wait_for_token(
