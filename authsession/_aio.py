@@ -387,7 +387,25 @@ class AsyncAuthorizedSession(EngineDoor):
         self._client()  # the refresh that follows presents the new certificate too
         self._cert_fingerprint = current
         self._cert_renewals += 1
+        await self._close_idle_retired()
         log.info("mutual TLS: the client certificate was rotated; reconfigured after a 401 from %s", safe_url(url))
+
+    async def _close_idle_retired(self) -> None:
+        """Close the sessions two or more rotations old that no response holds a connection of.
+
+        A session rotated out keeps serving the responses still open on it, so
+        the newest retired one is left alone (a request may be connecting on it)
+        and older ones close once idle: a service whose certificate rotates for
+        months keeps a few, not one per rotation.
+        """
+        keep = []
+        for index, session in enumerate(self._retired):
+            acquired = getattr(session.connector, "_acquired", None)
+            if index == len(self._retired) - 1 or acquired is None or acquired:
+                keep.append(session)
+            else:
+                await session.close()
+        self._retired[:] = keep
 
     def _retry(self, total_attempts: int) -> RetryPolicy | None:
         try:

@@ -152,6 +152,32 @@ async def test_a_rotated_certificate_is_picked_up_after_a_401(
 
 
 @pytest.mark.usefixtures("mtls_endpoint")
+async def test_rotations_keep_a_few_sessions_open_not_one_per_rotation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four rotations, A and B in turn: the sessions rotated out close once idle, but the newest one and any
+    that a response still holds a connection of."""
+    async with _rotation(tmp_path, monkeypatch) as rig, _session(rig) as session:
+        assert await _get(session, rig.server.api_url("warm")) == 200
+        # A body still arriving across the rotations (10 s of it): its connection is held, so its session stays.
+        held = await session.get(rig.server.api_url("held?chunks=50&every=0.2"))
+        made = [session._client()]
+        for rotation in range(4):
+            old, new = (rig.a, rig.b) if rotation % 2 == 0 else (rig.b, rig.a)
+            rig.current = new
+            rig.server.tls_client_auth_subject_dn = new.subject_dn
+            rig.refuse_tokens_of(old)
+            assert await _get(session, rig.server.api_url(f"after-{rotation}")) == 200
+            made.append(session._client())
+        assert rig.contexts == 5
+        assert session._retired == [made[0], made[3]]  # the held response's session, and the newest rotated out
+        assert [s.closed for s in made] == [False, True, True, False, False]
+        assert held.status_code == 200
+        await held.close()
+    assert all(s.closed for s in made)
+
+
+@pytest.mark.usefixtures("mtls_endpoint")
 async def test_concurrent_401s_check_the_certificate_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """20 requests refused together: one certificate read, one reconfiguration, one refresh; all 200."""
     async with _rotation(tmp_path, monkeypatch) as rig, _session(rig) as session:
