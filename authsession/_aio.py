@@ -199,7 +199,7 @@ class AsyncAuthorizedSession(EngineDoor):
         if self._is_mtls:  # never with auth_request (configure_mtls_channel leaves that transport's TLS alone)
             door = _MtlsDoor(self, retry)
         elif self._auth_request is None:
-            door = _SessionDoor(self._client(), retry)  # type: ignore[arg-type]
+            door = _AioSessionDoor(self._client(), retry)  # type: ignore[arg-type]
         else:
             door = _TransportDoor(self._auth_request, retry)
         run = self._engine.start(door, method, url, headers, options)  # type: ignore[arg-type]
@@ -422,7 +422,42 @@ class AsyncAuthorizedSession(EngineDoor):
             return policy
 
 
-class _MtlsDoor(_SessionDoor):
+#: The largest body of a rejected response read to be handed back if the refresh after it fails. A larger
+#: one is released unread, as on AuthorizedSession: then that refresh's RefreshError is raised.
+KEPT_BODY_LIMIT = 64 * 1024
+_KEPT_CHUNK = 16 * 1024
+
+
+class _AioSessionDoor(_SessionDoor):
+    """One request of AsyncAuthorizedSession over its own aiohttp session: a failed refresh after a 401 returns it.
+
+    google.auth.aio's session hands back the 401 when the refresh after it fails
+    (RefreshError, InvalidOperation); AuthorizedSession, like google-auth's
+    legacy aiohttp session, raises. The engine releases a rejected response
+    before it waits for the refresh, so that its connection goes back to the
+    pool: :meth:`keep_rejected` reads the body first, and the response handed
+    back is one read already.
+    """
+
+    __slots__ = ()
+
+    async def keep_rejected(self, response: aiohttp.ClientResponse) -> _Reply | None:
+        """``response`` read (its body up to :data:`KEPT_BODY_LIMIT`), or None when it is larger or breaks off."""
+        length = response.content_length
+        if length is not None and length > KEPT_BODY_LIMIT:
+            return None
+        body = bytearray()
+        try:
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > KEPT_BODY_LIMIT:
+                    return None
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return None  # released as it is; the refresh goes on, and raises if it fails
+        return _Reply.read_already(response.status, response.headers, bytes(body), response.request_info.headers)
+
+
+class _MtlsDoor(_AioSessionDoor):
     """One request of a session in mTLS mode: sent over the session's current channel, re-checked after a 401.
 
     Each send goes out on the aiohttp session in use at that moment (a re-send after
@@ -502,20 +537,31 @@ class _Sent:
 
 
 class _Reply:
-    """A transport's response, as the engine reads a response: ``status``, ``headers``, ``release()``."""
+    """A response AsyncAuthorizedSession returns as it is, as the engine reads a response: ``status``, ``headers``,
+    ``release()``.
+
+    A transport's response (``door`` is the door that sent it), or a rejected response read already
+    (:meth:`read_already`), handed back when the refresh after it failed.
+    """
 
     __slots__ = ("door", "headers", "request_info", "response", "status")
 
-    def __init__(self, response: Any, sent: Mapping[str, str], door: _TransportDoor) -> None:
+    def __init__(self, response: Any, sent: Mapping[str, str], door: _TransportDoor | None) -> None:
         self.response = response
         self.status = response.status_code
         self.headers = CIMultiDictProxy(CIMultiDict(response.headers or {}))
         self.request_info = _Sent(sent)
         self.door = door
 
+    @classmethod
+    def read_already(cls, status: int, headers: Mapping[str, str], body: bytes, sent: Mapping[str, str]) -> _Reply:
+        """An :class:`authsession.Response` holding ``body``: it reads, and holds no connection."""
+        return cls(Response(status, headers, body), sent, None)
+
     def release(self) -> None:
-        """Closed before the next send (the transport's close may be a coroutine)."""
-        self.door.discarded.append(self.response)
+        """Closed before the next send (the transport's close may be a coroutine); a body read holds nothing."""
+        if self.door is not None:
+            self.door.discarded.append(self.response)
 
 
 class _TransportDoor:
@@ -556,6 +602,42 @@ class _TransportDoor:
 
     def time_left(self, options: Any) -> float | None:
         return _total(options.get("timeout"))
+
+    async def keep_rejected(self, reply: _Reply) -> _Reply | None:
+        """The transport's rejected response read (up to :data:`KEPT_BODY_LIMIT`), to hand back if the refresh fails.
+
+        Read by google-auth's ``content(chunk_size)``: the response handed back is an
+        :class:`authsession.Response` holding the body, since a transport's own response
+        read once may not read again. None when the body is larger or cannot be read:
+        then the transport's response is closed unread, and a failed refresh raises.
+        """
+        response = reply.response
+        length = reply.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > KEPT_BODY_LIMIT:
+            return None
+        content = getattr(response, "content", None)
+        if not callable(content):
+            return None
+        body = bytearray()
+        chunks: Any = None
+        try:
+            chunks = content(_KEPT_CHUNK)
+            if not hasattr(chunks, "__aiter__"):
+                if inspect.iscoroutine(chunks):
+                    chunks.close()  # a legacy transport's ``await content()``: not started, nothing read
+                return None
+            chunks = chunks.__aiter__()
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > KEPT_BODY_LIMIT:
+                    return None
+        except Exception:  # noqa: BLE001 - the transport's own error: closed unread, as without this hook
+            return None
+        finally:
+            closing = getattr(chunks, "aclose", None)
+            if closing is not None:
+                await closing()
+        return _Reply.read_already(reply.status, reply.headers, bytes(body), reply.request_info.headers)
 
     async def close_discarded(self) -> None:
         """Close the responses the engine let go of."""

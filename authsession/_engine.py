@@ -68,6 +68,12 @@ class Door(Protocol):
     before a new token is asked for: True when the channel the rejected request
     went over has been renewed since (AsyncAuthorizedSession's rotated client
     certificate), so that the token is replaced rather than sent again as it is.
+
+    And ``async keep_rejected(response) -> Any | None``, awaited on the slow path
+    only, before a rejected response is released: what to return in its place
+    if the refresh that follows fails with a RefreshError (google.auth.aio's
+    AsyncAuthorizedSession returns the 401 then), typically the response with
+    its body read; None (or no hook: AuthorizedSession, AuthMiddleware) raises.
     """
 
     retry: RetryPolicy | None

@@ -13,6 +13,10 @@ error raised:
   ``1 + max_refresh_attempts`` sends in all, as google-auth's contract says;
 - the retry policy calls for another attempt: release, back off, send again.
 
+A door with a ``keep_rejected`` hook (AsyncAuthorizedSession's, as google.auth.aio
+does) gets the rejected response back, read, when the refresh that follows a
+rejection fails with a RefreshError: see :meth:`Replay._keep`.
+
 Every step re-sends only what can be sent again (``Door.rewind``), and no sleep
 runs past the deadline in force: the outcome in hand is returned instead.
 """
@@ -20,9 +24,11 @@ runs past the deadline in force: the outcome in hand is returned instead.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientResponse, hdrs
+from google.auth import exceptions as google_exceptions
 
 from ._challenge import refresh_can_help
 from ._deadline import current_deadline
@@ -34,7 +40,17 @@ if TYPE_CHECKING:
 
 __all__ = ["Replay"]
 
+log = logging.getLogger("authsession")
+
 Outcome = ClientResponse | Exception
+
+#: What a refresh after a rejection may fail with and a ``keep_rejected`` door answers with the rejected
+#: response instead (google.auth.aio's ``AsyncAuthorizedSession`` catches the same two); a timeout, a
+#: deadline or a transport failure still raises.
+REFRESH_FAILURES: tuple[type[Exception], ...] = (
+    google_exceptions.RefreshError,
+    *(cls for cls in (getattr(google_exceptions, "InvalidOperation", None),) if isinstance(cls, type)),
+)
 
 
 class Replay:
@@ -69,8 +85,21 @@ class Replay:
                     asks_again = self._ask_hook(outcome)
                     continue
                 if self._rejected(outcome, sent):
+                    kept = await self._keep(outcome)
                     outcome.release()
-                    sent = await self._credentials_after_rejection(sent, outcome.status)
+                    try:
+                        sent = await self._credentials_after_rejection(sent, outcome.status)
+                    except REFRESH_FAILURES as exc:
+                        if kept is None:
+                            raise
+                        log.debug(
+                            "token refresh after a %d from %s failed (%s): the %d is returned",
+                            outcome.status,
+                            self.engine.describe(self.door, self.url),
+                            type(exc).__name__,
+                            outcome.status,
+                        )
+                        return kept  # type: ignore[no-any-return]
                     outcome = await self._send(sent)
                     asks_again = self._ask_hook(outcome)
                     continue
@@ -135,6 +164,17 @@ class Replay:
         self.resends += 1
         response.release()
         return await self._send(sent)
+
+    async def _keep(self, response: ClientResponse) -> Any:
+        """What to return instead of ``response`` if the refresh after it fails; None: raise then.
+
+        Only a door with a ``keep_rejected`` hook keeps anything: it reads the
+        body (up to a small cap) before the response is released, so the
+        connection goes back to the pool before the wait for a token, and the
+        response handed back still reads.
+        """
+        keep = getattr(self.door, "keep_rejected", None)
+        return None if keep is None else await keep(response)
 
     async def _credentials_after_rejection(self, sent: Headers, status: int) -> Headers:
         """The headers to re-send with: the same ones once while fresh (with budget to spare), else refreshed.

@@ -9,8 +9,11 @@ a re-send after a revocation, retries, a real max_allowed_time).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -31,6 +34,7 @@ from authsession import (
     StaticCredentials,
     TlsClientAuth,
 )
+from authsession._aio import KEPT_BODY_LIMIT
 from authsession.testing import FakeOAuthServer, TestPKI
 
 
@@ -294,3 +298,150 @@ async def test_a_response_cache_answers_through_it(oauth_server: FakeOAuthServer
     assert len(set(bodies)) == 1
     assert oauth_server.api_served == 1
     assert (cache.stats.hits, cache.stats.misses) == (2, 1)
+
+
+# --- a refresh that fails after a 401: google.auth.aio returns the 401, the aiohttp sessions raise -----------
+
+
+@pytest.fixture(params=["session", "transport"])
+async def aio_door(request: pytest.FixtureRequest) -> AsyncIterator[_AioDoor]:
+    """AsyncAuthorizedSession over its own aiohttp session, and over a caller's ``auth_request``."""
+    door = _AioDoor(request.param)
+    try:
+        yield door
+    finally:
+        if door.transport is not None:
+            await door.transport.inner.close()
+
+
+class _AioDoor:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.transport = _CountingTransport() if kind == "transport" else None
+
+    def open(self, credentials: Any, **options: Any) -> AsyncAuthorizedSession:
+        return AsyncAuthorizedSession(credentials, self.transport, **options)
+
+    def acquired(self, session: AsyncAuthorizedSession) -> int:
+        """Connections taken from the pool API requests go over and not given back."""
+        if self.transport is None:
+            return len(session._client().connector._acquired)
+        inner = self.transport.inner._session
+        return 0 if inner is None else len(inner.connector._acquired)
+
+    def __repr__(self) -> str:
+        return self.kind
+
+
+_REFUSALS = {
+    "invalid_grant": {"status": 400, "error": "invalid_grant"},
+    "500": {"status": 500},
+}
+
+
+@pytest.mark.parametrize("refusal", sorted(_REFUSALS))
+async def test_a_refused_refresh_after_a_401_returns_the_401_as_google_auth_does(
+    aio_door: _AioDoor, oauth_server: FakeOAuthServer, refusal: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A revoked token, then the token endpoint refuses the refresh: the 401 comes back, readable, as
+    google.auth.aio's session returns it (it logs the RefreshError at debug and returns the response)."""
+    async with aio_door.open(oauth_server.credentials(), token_cache=None) as session:
+        first = await session.get(oauth_server.api_url("before"))
+        assert first.status_code == 200
+        await first.close()
+        oauth_server.revoke_all()
+        # 500s are retried as token requests are (3 attempts, google's backoff, not waited out here).
+        oauth_server.fail_next(3 if refusal == "500" else 1, **_REFUSALS[refusal])
+        failures = oauth_server.token_failures
+        with caplog.at_level("DEBUG", logger="authsession"), mock.patch("authsession._tokens.asyncio.sleep"):
+            response = await session.get(oauth_server.api_url("after"))
+        assert oauth_server.token_failures - failures == (3 if refusal == "500" else 1)
+        # Through either door an authsession.Response holding the body (a transport's own may not read twice).
+        assert isinstance(response, Response)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+        assert json.loads(await response.read()) == {"error": "invalid_token", "reason": "revoked"}
+        assert json.loads(b"".join([chunk async for chunk in response.content(chunk_size=8)]))["reason"] == "revoked"
+        assert json.loads(await response.content())["reason"] == "revoked"
+        await response.close()
+        assert aio_door.acquired(session) == 0
+        said = [r.getMessage() for r in caplog.records if "the 401 is returned" in r.getMessage()]
+        assert said == [
+            f"token refresh after a 401 from {oauth_server.api_url('after')} failed (RefreshError): the 401 is returned"
+        ]
+
+        # The session is not stuck: the next request refreshes and goes through.
+        again = await session.get(oauth_server.api_url("later"))
+        assert again.status_code == 200
+        await again.close()
+    if aio_door.transport is not None:
+        # The transport's own 401s were read and closed by the engine; the caller closed the rest.
+        assert len(aio_door.transport.responses) == aio_door.transport.closed
+
+
+async def test_a_refused_refresh_after_a_401_raises_on_the_aiohttp_sessions(
+    door: Any, oauth_server: FakeOAuthServer
+) -> None:
+    """The same refusal through AuthorizedSession and AuthMiddleware raises RefreshError, as google-auth's legacy
+    aiohttp AuthorizedSession does (its refresh after a 401 is not guarded)."""
+    async with door.open(oauth_server.credentials(), token_cache=None) as session:
+        async with session.get(oauth_server.api_url()) as response:
+            assert response.status == 200
+        oauth_server.revoke_all()
+        oauth_server.fail_next(1, status=400, error="invalid_grant")
+        with pytest.raises(google_exceptions.RefreshError, match="invalid_grant"):
+            await session.get(oauth_server.api_url())
+        assert len(session.connector._acquired) == 0
+
+
+async def test_a_first_token_fetch_that_fails_still_raises(aio_door: _AioDoor, oauth_server: FakeOAuthServer) -> None:
+    """Before anything is sent the refresh failure raises, as google-auth's before_request does: no 401 to return."""
+    async with aio_door.open(oauth_server.credentials(), token_cache=None) as session:
+        oauth_server.fail_next(1, status=400, error="invalid_grant")
+        with pytest.raises(google_exceptions.RefreshError, match="invalid_grant"):
+            await session.get(oauth_server.api_url())
+    assert len(oauth_server.api_log) == 0
+
+
+async def test_a_401_whose_body_is_too_large_to_keep_raises(oauth_server: FakeOAuthServer) -> None:
+    """A 401 with a body over KEPT_BODY_LIMIT is released unread before the wait: a failed refresh then raises."""
+    async with AsyncAuthorizedSession(oauth_server.credentials(), token_cache=None) as session:
+        first = await session.get(oauth_server.api_url())
+        await first.close()
+        big = b"x" * (KEPT_BODY_LIMIT + 1)
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        oauth_server.fail_api_next(2, status=401, headers=headers, body=big)  # the first send, and the probe
+        oauth_server.fail_next(1, status=400, error="invalid_grant")
+        with pytest.raises(google_exceptions.RefreshError, match="invalid_grant"):
+            await session.get(oauth_server.api_url())
+        assert len(session._client().connector._acquired) == 0
+
+
+async def test_concurrent_401s_with_a_refused_refresh_all_return_401(
+    aio_door: _AioDoor, oauth_server: FakeOAuthServer
+) -> None:
+    """20 requests rejected together, the refresh refused: every one gets its 401, from one shared token request
+    (all of them wait while it is in flight: it takes 0.5 s), and no connection is left taken."""
+    async with aio_door.open(oauth_server.credentials(), token_cache=None) as session:
+        first = await session.get(oauth_server.api_url())
+        await first.close()
+        oauth_server.revoke_all()
+        oauth_server.token_latency = 0.5
+        oauth_server.fail_next(1, status=400, error="invalid_grant")
+        token_requests = oauth_server.token_requests
+        responses = await asyncio.gather(*(session.get(oauth_server.api_url(f"c{i}")) for i in range(20)))
+        assert [r.status_code for r in responses] == [401] * 20
+        assert oauth_server.token_requests - token_requests == 1
+        assert session.refresh_stats.failures == 1
+        assert aio_door.acquired(session) == 0  # read before the wait for the refresh: no connection held since
+        bodies = await asyncio.gather(*(r.read() for r in responses))
+        assert {json.loads(body)["reason"] for body in bodies} == {"revoked"}
+        for response in responses:
+            await response.close()
+        assert aio_door.acquired(session) == 0
+    if aio_door.transport is not None:
+        assert len(aio_door.transport.responses) == aio_door.transport.closed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert [str(w.message) for w in caught if "nclosed" in str(w.message)] == []
