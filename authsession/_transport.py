@@ -322,6 +322,11 @@ class Request:
         # session made with auto_decompress=False (google-auth's legacy class makes those).
         kwargs.setdefault("auto_decompress", True)
         target: str | URL = url
+        if session.trust_env and headers and any(name.lower() == "authorization" for name in headers):
+            host = URL(url).host
+            if host is not None and await asyncio.to_thread(_netrc_has, host):
+                # aiohttp 3.13 refuses the pair; 3.12 would send the .netrc's credentials in place of ours.
+                raise RefreshError(f"{method} {safe_url(url)} could not be sent: {_TWO_CREDENTIALS}")
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 resp = await send(
@@ -433,13 +438,30 @@ def _too_large(resp: aiohttp.ClientResponse, method: str, limit: int, what: str)
     )
 
 
+_TWO_CREDENTIALS = (
+    "it carries its own Authorization header, and aiohttp found other credentials for it too (user info in"
+    " the URL, or a .netrc entry for the host with trust_env=True); remove one of them"
+)
+
+
+def _netrc_has(host: str) -> bool:
+    """Whether the .netrc aiohttp reads with ``trust_env=True`` has credentials for ``host`` (blocking: a file)."""
+    helpers = aiohttp.helpers
+    find = getattr(helpers, "netrc_from_env", None)
+    entry = getattr(helpers, "basicauth_from_netrc", None)
+    if find is None or entry is None:  # an aiohttp without them checks the pair itself, or reads no .netrc
+        return False
+    try:
+        entry(find(), host)
+    except LookupError:
+        return False
+    return True
+
+
 def _refusal(exc: ValueError) -> str:
     """Why aiohttp would not build the request, in words that hold none of its values."""
     if "Cannot combine" in str(exc):
-        return (
-            "it carries its own Authorization header, and aiohttp found other credentials for it too (user info in"
-            " the URL, or a .netrc entry for the host with trust_env=True); remove one of them"
-        )
+        return _TWO_CREDENTIALS
     return f"aiohttp refused it ({type(exc).__name__})"
 
 
