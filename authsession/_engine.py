@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from ._deadline import current_deadline, timeout_after
 from ._errors import BackendTimeout
 from ._events import EventHook
 from ._http_cache import ResponseCache, cache_identity
+from ._http_cache._response import mark_sent
 from ._ratelimit import RateLimiter
 from ._replay import Replay
 from ._retry import RetryPolicy
@@ -425,7 +427,10 @@ async def _after(wait: Awaitable[None], send: Awaitable[ClientResponse]) -> Clie
         with contextlib.suppress(AttributeError):
             send.close()  # type: ignore[attr-defined]
         raise
-    return await send
+    at = time.monotonic()
+    response = await send
+    mark_sent(response, at)  # after its wait for a slot: a response cache dates it from here
+    return response
 
 
 def merge(caller: Mapping[str, str] | None, credentials: Headers) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientResponse, hdrs
@@ -33,6 +34,7 @@ from google.auth import exceptions as google_exceptions
 from ._challenge import refresh_can_help
 from ._deadline import current_deadline
 from ._events import Event, emit
+from ._http_cache._response import mark_sent
 from ._tokens import Headers
 
 if TYPE_CHECKING:
@@ -216,10 +218,13 @@ class Replay:
         return current
 
     async def _send(self, sent: Headers | None) -> Outcome:
+        at = time.monotonic()
         try:
-            return await self.engine.send(self.door, self.method, self.url, self.headers, sent, self.options)
+            response = await self.engine.send(self.door, self.method, self.url, self.headers, sent, self.options)
         except Exception as exc:  # noqa: BLE001 - the verdict decides whether it is retried or raised
             return exc
+        mark_sent(response, at)  # sent after a back-off or a refresh: a response cache dates it from here
+        return response
 
 
 def _carried(response: ClientResponse, sent: Headers) -> bool:

@@ -148,6 +148,32 @@ async def test_a_hit_costs_no_token_no_connection_and_no_rate_limit_slot(
     assert oauth_server.api_served == 1
 
 
+@pytest.mark.parametrize("wait", ["retry-after", "rate limit"])
+async def test_a_wait_before_the_send_is_not_counted_as_the_stored_response_age(
+    door: str, wait: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A response sent after 2 s or more of waiting (a 503's Retry-After, the client's rate limit) is stored as
+    new: its age counts from when it went out (RFC 9111 4.2.3), so the wait does not eat its max-age of 3 s."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=3")
+    options: dict[str, Any] = {}
+    if wait == "rate limit":
+        options["rate_limit"] = 0.4  # one start per 2.5 s: the second request queues
+    async with client(door, oauth_server.credentials(), cache, **options) as session:
+        if wait == "rate limit":
+            await fetch(session, cacheable(oauth_server, "other", cache="max-age=3"))
+        else:
+            oauth_server.fail_api_next(1, status=503, headers={"Retry-After": "2"})
+        started = time.monotonic()
+        first, _ = await fetch(session, url)
+        assert time.monotonic() - started >= 1.5  # it did wait
+        hit, _ = await fetch(session, url)
+    assert not isinstance(first, CachedResponse)
+    assert isinstance(hit, CachedResponse)
+    # Its Date says when the server answered (to the second): the age is under a second and a bit, not 2 s.
+    assert int(hit.headers["Age"]) <= 1
+
+
 async def test_expires_makes_a_response_fresh_and_a_past_expires_does_not(
     door: str, oauth_server: FakeOAuthServer
 ) -> None:

@@ -48,6 +48,18 @@ def _utf8(response: Any, body: bytes) -> str:
     return "utf-8"
 
 
+#: The attribute the engine sets on a response whose send came after a wait of its own (a retry's back-off, a
+#: refresh after a 401, the rate limit's queue): the monotonic time it went out. The cache dates the response
+#: from then (RFC 9111 4.2.3's request_time), not from when the caller asked: waits are not the response's age.
+SENT_AT = "_authsession_sent_at"
+
+
+def mark_sent(response: Any, at: float) -> None:
+    """Note on ``response`` that its request went out at monotonic time ``at`` (see :data:`SENT_AT`)."""
+    with contextlib.suppress(AttributeError):  # a response class with slots: dated from the caller's call
+        setattr(response, SENT_AT, at)
+
+
 #: Response classes whose ``read()`` returns what their stream holds, no more: the cache may
 #: look at a body they received in full without reading it (the session door adds its own).
 PLAIN_RESPONSES: set[type[Any]] = {aiohttp.ClientResponse}

@@ -37,7 +37,7 @@ from .._identity import token_cache_key
 from .._transport import safe_url
 from ._entry import StoredResponse, header_block, vary_digest
 from ._memory import MemoryResponseStore
-from ._response import CachedResponse, read_at_most, received
+from ._response import SENT_AT, CachedResponse, read_at_most, received
 from ._rules import (
     CACHEABLE_METHODS,
     CACHEABLE_STATUSES,
@@ -554,6 +554,9 @@ class ResponseCache:
                 return response
         _, _, _, started, address, slot = found
         now = self._clock()
+        sent_at = getattr(response, SENT_AT, None)
+        if sent_at is not None:  # sent after a wait (a retry, a refresh, the rate limit): dated from the send
+            started = _sent_then(sent_at, started, now)
         if not address:
             address = _address(url)
         if "max-age" in directives or hdrs.EXPIRES in answer:
@@ -639,6 +642,9 @@ class ResponseCache:
         started, address, slot = found[3:]
         response.release()
         now = self._clock()
+        sent_at = getattr(response, SENT_AT, None)
+        if sent_at is not None:
+            started = _sent_then(sent_at, started, now)
         if not same_etag(stored.header_map.get("ETag"), response.headers.get("ETag")):
             # The 304 confirms some other representation: serve ours this once, keep it no longer.
             await self._delete(address)
@@ -949,6 +955,12 @@ def _as_sent(defaults: Mapping[str, str], headers: Mapping[str, str] | None, aut
                 sent[name] = value
                 given.add(lowered)
     return sent
+
+
+def _sent_then(sent_at: float, asked: float, now: float) -> float:
+    """RFC 9111 4.2.3's request_time, in the cache's clock, of a request the engine sent at monotonic ``sent_at``
+    after a wait of its own (:data:`SENT_AT`): the wait is not the response's age. Never before the caller asked."""
+    return max(asked, now - max(0.0, time.monotonic() - sent_at))
 
 
 def _history(response: Any) -> tuple[Any, ...]:
