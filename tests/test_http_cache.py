@@ -174,6 +174,28 @@ async def test_a_wait_before_the_send_is_not_counted_as_the_stored_response_age(
     assert int(hit.headers["Age"]) <= 1
 
 
+async def test_a_wait_before_a_revalidation_is_not_counted_as_the_renewed_response_age(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A revalidation that waited 2 s for a 503's Retry-After before its 304: the renewed response's age counts
+    from when the revalidation went out, so the wait does not eat its max-age of 3 s."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=3", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        oauth_server.fail_api_next(1, status=503, headers={"Retry-After": "2"})
+        started = time.monotonic()
+        renewed, _ = await fetch(session, url, headers={"Cache-Control": "no-cache"})
+        assert time.monotonic() - started >= 1.5  # it did wait
+        hit, _ = await fetch(session, url)
+    assert isinstance(renewed, CachedResponse)
+    assert renewed.revalidated
+    assert oauth_server.not_modified == 1
+    assert isinstance(hit, CachedResponse)
+    assert not hit.revalidated
+    assert int(hit.headers["Age"]) <= 1  # under a second and a bit (Date is to the second), not 2 s
+
+
 async def test_expires_makes_a_response_fresh_and_a_past_expires_does_not(
     door: str, oauth_server: FakeOAuthServer
 ) -> None:
