@@ -126,28 +126,37 @@ def _no_secret_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         assert "not-for-logs" not in text
 
 
+@contextlib.asynccontextmanager
+async def _warm_and_watched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[tuple[Rotation, AsyncAuthorizedSession]]:
+    """A rig and a session in mTLS mode that sent one request (200), every log record checked for secrets."""
+    async with _rotation(tmp_path, monkeypatch) as rig:
+        with _no_secret_logged(caplog):
+            async with _session(rig) as session:
+                assert await _get(session, rig.server.api_url("before")) == 200
+                yield rig, session
+
+
 @pytest.mark.usefixtures("mtls_endpoint")
 async def test_a_rotated_certificate_is_picked_up_after_a_401(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One 401 after the rotation: the channel is reconfigured once, the token refreshed once over B, 200."""
-    async with _rotation(tmp_path, monkeypatch) as rig:
-        with _no_secret_logged(caplog):
-            async with _session(rig) as session:
-                assert await _get(session, rig.server.api_url("before")) == 200
-                assert (rig.reads, rig.contexts, rig.bound_to()) == (1, 1, ["a"])
+    async with _warm_and_watched(tmp_path, monkeypatch, caplog) as (rig, session):
+        assert (rig.reads, rig.contexts, rig.bound_to()) == (1, 1, ["a"])
 
-                rig.rotate()
-                assert await _get(session, rig.server.api_url("after")) == 200
-                assert rig.reads == 2  # read again once, after the 401
-                assert rig.contexts == 2  # one reconfiguration
-                assert rig.bound_to() == ["a", "b"]  # one refresh, over the new certificate
-                assert session.refresh_stats.after_rejection == 1
-                assert rig.server.api_outcomes == {"ok": 2, "revoked": 1}
+        rig.rotate()
+        assert await _get(session, rig.server.api_url("after")) == 200
+        assert rig.reads == 2  # read again once, after the 401
+        assert rig.contexts == 2  # one reconfiguration
+        assert rig.bound_to() == ["a", "b"]  # one refresh, over the new certificate
+        assert session.refresh_stats.after_rejection == 1
+        assert rig.server.api_outcomes == {"ok": 2, "revoked": 1}
 
-                # Settled: later requests go over B with B's token, and nothing is read again.
-                assert await _get(session, rig.server.api_url("later")) == 200
-                assert (rig.reads, rig.contexts, rig.server.grant_count) == (2, 2, 2)
+        # Settled: later requests go over B with B's token, and nothing is read again.
+        assert await _get(session, rig.server.api_url("later")) == 200
+        assert (rig.reads, rig.contexts, rig.server.grant_count) == (2, 2, 2)
         assert any("rotated" in record.getMessage() for record in caplog.records)
 
 
@@ -199,16 +208,13 @@ async def test_a_callback_that_fails_on_the_recheck_is_logged_and_the_refresh_go
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The callback raises after a 401: a warning (its type, never its text), no reconfiguration, the usual refresh."""
-    async with _rotation(tmp_path, monkeypatch) as rig:
-        with _no_secret_logged(caplog):
-            async with _session(rig) as session:
-                assert await _get(session, rig.server.api_url("before")) == 200
-                rig.refuse_tokens_of(rig.a)  # the provider still takes A: the usual refresh can succeed
-                rig.failure = RuntimeError(SECRET_TEXT)
-                assert await _get(session, rig.server.api_url("after")) == 200
-                assert rig.reads >= 2  # it was asked again, and failed
-                assert rig.contexts == 1  # nothing reconfigured
-                assert rig.bound_to() == ["a", "a"]  # the usual refresh, over the certificate in use
+    async with _warm_and_watched(tmp_path, monkeypatch, caplog) as (rig, session):
+        rig.refuse_tokens_of(rig.a)  # the provider still takes A: the usual refresh can succeed
+        rig.failure = RuntimeError(SECRET_TEXT)
+        assert await _get(session, rig.server.api_url("after")) == 200
+        assert rig.reads >= 2  # it was asked again, and failed
+        assert rig.contexts == 1  # nothing reconfigured
+        assert rig.bound_to() == ["a", "a"]  # the usual refresh, over the certificate in use
         warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
         assert warnings
         assert all("RuntimeError" in record.getMessage() for record in warnings)
