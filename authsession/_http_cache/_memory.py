@@ -104,7 +104,7 @@ class MemoryResponseStore:
         if found is None:
             return ()
         lock = self._lock
-        lock.acquire()  # not `with`: a hit and a miss that stores must cost next to nothing, and it costs twice this
+        lock.acquire()  # not `with`, which costs twice as much: a hit and a miss that stores must cost next to nothing
         try:
             if self._entries.get(key) is not found:  # changed meanwhile, by another thread
                 return ()
