@@ -1321,6 +1321,41 @@ async def test_a_body_read_before_the_cache_saw_it_is_stored_whole(door: str, oa
         await middleware.close()
 
 
+@pytest.mark.parametrize("taken", ["all", "part", "part, then read()"])
+async def test_a_body_taken_from_the_stream_before_the_cache_saw_it_is_not_stored(
+    door: str, oauth_server: FakeOAuthServer, taken: str
+) -> None:
+    """A middleware after ours that takes the body (or its start) from ``content`` leaves the cache no whole body:
+    nothing is stored, so no later call is served an empty or cut body; the caller reads what was left."""
+
+    async def taker(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        response = await handler(request)
+        await (response.content.read() if taken == "all" else response.content.readexactly(5))
+        if taken == "part, then read()":
+            await response.read()
+        return response
+
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    credentials = oauth_server.credentials()
+    middleware = AuthMiddleware(credentials, cache=cache)
+    if door == "session":
+        session: Any = AuthorizedSession(credentials, cache=cache, middlewares=[taker])
+    else:
+        session = aiohttp.ClientSession(middlewares=[middleware, taker])
+    try:
+        for _ in range(2):
+            async with session.get(url) as response:
+                assert not isinstance(response, CachedResponse)
+                left = await response.read()
+                assert len(left) == (0 if taken == "all" else int(response.headers["Content-Length"]) - 5)
+    finally:
+        await session.close()
+        await middleware.close()
+    assert oauth_server.api_served == 2
+    assert cache.stats.stores == 0
+
+
 class Shouting(aiohttp.ClientResponse):
     """A response class whose read() does more than drain the stream."""
 
@@ -1519,6 +1554,19 @@ async def test_a_stream_without_the_insides_the_cache_puts_data_back_with_is_rea
     assert await read_at_most(response, 100) == b"a body"  # type: ignore[arg-type]
     assert response.reads == 1
     assert await response.content.read() == b"a body"
+
+
+async def test_a_body_still_arriving_with_its_start_taken_is_not_read() -> None:
+    """A stream some of which was read before the cache looked gives no whole body: None, and nothing is taken."""
+    loop = asyncio.get_running_loop()
+    stream = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    stream.feed_data(b"one, two, three")
+    response = aiohttp.ClientResponse.__new__(aiohttp.ClientResponse)
+    response.content = stream
+    assert await stream.readexactly(5) == b"one, "
+    assert await read_at_most(response, 100) is None
+    stream.feed_eof()
+    assert await stream.read() == b"two, three"
 
 
 async def test_a_body_received_whole_in_several_chunks_is_seen_whole(monkeypatch: pytest.MonkeyPatch) -> None:

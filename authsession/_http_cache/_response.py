@@ -78,14 +78,16 @@ def received(response: aiohttp.ClientResponse) -> tuple[bytes, tuple[tuple[bytes
         return None
     raw = response._raw_headers
     body = response._body
-    if body is not None:  # read already (by a middleware after ours, say)
-        return body, raw
     content = response.content
+    if body is not None:  # read already (by a middleware after ours, say)
+        if type(content) is StreamReader and getattr(content, "_cursor", 0) > len(body):
+            return None  # read() after some of the stream was taken: the body's start is gone
+        return body, raw
     if type(content) is not StreamReader:
         return None
     try:
-        if not content._eof or content._exception is not None:
-            return None
+        if not content._eof or content._exception is not None or content._cursor:
+            return None  # still arriving, or some of it taken already (a middleware after ours read it)
         buffer = content._buffer
         if len(buffer) == 1 and type(buffer[0]) is bytes:
             return buffer[0], raw  # one chunk, the usual small body: that very object
@@ -114,6 +116,8 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | 
         body = await response.read()
         refill_content(response, body)
         return body if len(body) <= limit else None
+    if content._cursor:
+        return None  # some of the body was taken before the cache saw it: no whole body to keep
     chunks: list[bytes] = []
     size = 0
     try:
