@@ -580,6 +580,8 @@ class ResponseCache:
             names = vary_names(answer.getall(hdrs.VARY))
             if names is None or (cookies_unseen and "cookie" in names):  # Vary: *, or on cookies not seen
                 return response
+        if not cookies_unseen and hdrs.CONTENT_ENCODING in answer and _decoded_otherwise(response, identity):
+            return response
         parts = received(response)
         if parts is None:
             length = response.content_length
@@ -961,6 +963,26 @@ def _sent_then(sent_at: float, asked: float, now: float) -> float:
     """RFC 9111 4.2.3's request_time, in the cache's clock, of a request the engine sent at monotonic ``sent_at``
     after a wait of its own (:data:`SENT_AT`): the wait is not the response's age. Never before the caller asked."""
     return max(asked, now - max(0.0, time.monotonic() - sent_at))
+
+
+# The content codings aiohttp decodes when it decompresses (any other arrives as it was sent either way).
+_DECODED_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
+
+
+def _decoded_otherwise(response: Any, identity: str) -> bool:
+    """Whether ``response``'s body came decoded when its key says kept as sent, or the other way round.
+
+    Through the middleware aiohttp does not show the cache a request's own
+    ``auto_decompress=`` before the send: the key follows the session's. Its
+    stream tells after: aiohttp (3.13 and later) counts compressed bytes only
+    on a stream it decompresses into. Older ones do not tell: the session's.
+    """
+    if response.headers.get(hdrs.CONTENT_ENCODING, "").lower() not in _DECODED_CODINGS:
+        return False
+    compressed = getattr(response.content, "total_compressed_bytes", False)
+    if compressed is False:
+        return False
+    return (compressed is None) is not identity.endswith(_RAW)
 
 
 def _history(response: Any) -> tuple[Any, ...]:
