@@ -38,6 +38,9 @@ return 1
 _UPDATE_ATTEMPTS = 8
 #: Connections a store opens at most (redis-py's default); more calls at once wait for one.
 _MAX_CONNECTIONS = 100
+#: Bytes of bodies (or of a stored entry) past which it is encoded or decoded on a worker thread: encrypted, a MiB
+#: costs about 15 ms, which would hold up every other request of the event loop (a thread's hand-off costs ~0.1 ms).
+_OFF_LOOP = 64 * 1024
 
 
 class RedisResponseStore:
@@ -160,14 +163,14 @@ class RedisResponseStore:
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none, unreadable, or Redis is down."""
-        return self._kept(await self._call(READ, None, self._client.hget, self._key(url), slot), url, slot)
+        return await self._kept(await self._call(READ, None, self._client.hget, self._key(url), slot), url, slot)
 
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
         millis = int(ttl * 1000)
         if millis <= 0:
             return
-        args = [slot, self._codec.encode(variants, url, slot), millis]
+        args = [slot, await self._encoded(variants, url, slot), millis]
         await self._call(WRITE, None, self._set_script, keys=[self._key(url)], args=args)
 
     async def update(self, url: str, slot: str, change: Change) -> None:
@@ -185,14 +188,14 @@ class RedisResponseStore:
             for _ in range(_UPDATE_ATTEMPTS):
                 try:
                     await pipe.watch(key)
-                    current = self._kept(await pipe.hget(key, slot), url, slot)
+                    current = await self._kept(await pipe.hget(key, slot), url, slot)
                     kept_for = await pipe.pttl(key)  # -2: no such key, -1: no expiry
                     result = change(current)
                     millis = 0 if result is None else int(result[1] * 1000)
                     if result is None or millis <= 0:
                         return
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(key, slot, self._codec.encode(result[0], url, slot))
+                    pipe.hset(key, slot, await self._encoded(result[0], url, slot))
                     if kept_for < millis:  # the hash lives as long as its longest-kept slot
                         pipe.pexpire(key, millis)
                     await pipe.execute()
@@ -204,12 +207,22 @@ class RedisResponseStore:
             "authsession: response store redis %s: a stored response lost %d races", self._where, _UPDATE_ATTEMPTS
         )
 
-    def _kept(self, data: Any, url: str, slot: str) -> tuple[StoredResponse, ...]:
+    async def _kept(self, data: Any, url: str, slot: str) -> tuple[StoredResponse, ...]:
         """The variants in a slot's field, as read (None: no field), past their keep_until left out."""
         if not isinstance(data, bytes):  # a client made with decode_responses=True cannot hold bodies (str)
             return ()
+        if len(data) > _OFF_LOOP:
+            variants = await asyncio.to_thread(self._codec.decode, data, url, slot)
+        else:
+            variants = self._codec.decode(data, url, slot)
         now = time.time()
-        return tuple(v for v in self._codec.decode(data, url, slot) if v.keep_until > now)
+        return tuple(v for v in variants if v.keep_until > now)
+
+    async def _encoded(self, variants: Sequence[StoredResponse], url: str, slot: str) -> bytes:
+        """``variants`` as written for ``url`` and ``slot``: large bodies encoded (and encrypted) on a thread."""
+        if sum(len(variant.body) for variant in variants) > _OFF_LOOP:
+            return await asyncio.to_thread(self._codec.encode, variants, url, slot)
+        return self._codec.encode(variants, url, slot)
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``, of every identity."""
