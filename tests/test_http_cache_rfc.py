@@ -1,0 +1,124 @@
+"""The response cache against servers that answer with any headers (RFC 9111 corner cases), through both doors;
+and a hit read as aiohttp reads the same server answer.
+
+Each API here is a real local aiohttp server whose answers a test writes out; expected values come from
+aiohttp's own response to the same answer wherever there is one to compare with.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from conftest import Door
+from yarl import URL
+
+from authsession import AuthMiddleware, AuthorizedSession, CachedResponse, ResponseCache, StaticCredentials
+
+
+class Clock:
+    """Unix time that moves only when told, ``behind`` seconds behind the real clock (the servers' Date)."""
+
+    def __init__(self, behind: float = 0.0) -> None:
+        self.now = time.time() - behind
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Answer = Callable[[web.Request], web.StreamResponse]
+
+
+class Scripted:
+    """An API whose answers are written by the test: each request takes the next one; the last one repeats."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.requests: list[web.Request] = []
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return answer(request)
+
+    def url(self, path: str = "/page") -> URL:
+        return self.server.make_url(path)
+
+    async def __aenter__(self) -> Scripted:
+        await self.server.start_server()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()
+
+
+def answer(status: int = 200, body: bytes = b"page", **headers: str) -> Answer:
+    """An answer with ``status``, ``body`` and ``headers`` (underscores in names are dashes)."""
+    fields = {name.replace("_", "-"): value for name, value in headers.items()}
+
+    def make(request: web.Request) -> web.StreamResponse:
+        empty = status in {204, 304} or request.method == "HEAD"
+        return web.Response(status=status, body=None if empty else body, headers=fields)
+
+    return make
+
+
+@asynccontextmanager
+async def client(door: Door | str, cache: ResponseCache | None, **options: Any) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session through ``door`` ("session", "middleware", or "plain": aiohttp alone) with ``cache``."""
+    kind = door if isinstance(door, str) else door.kind
+    credentials = StaticCredentials("token")
+    if kind == "session":
+        async with AuthorizedSession(credentials, cache=cache, **options) as session:
+            yield session
+        return
+    middlewares = () if kind == "plain" else (AuthMiddleware(credentials, cache=cache),)
+    try:
+        async with aiohttp.ClientSession(middlewares=middlewares, **options) as session:
+            yield session
+    finally:
+        for middleware in middlewares:
+            await middleware.close()
+
+
+async def get(session: aiohttp.ClientSession, url: URL, **kwargs: Any) -> Any:
+    """The response to a GET, its body read."""
+    async with session.get(url, **kwargs) as response:
+        await response.read()
+        return response
+
+
+def http_date(seconds: float) -> str:
+    return email.utils.formatdate(seconds, usegmt=True)
+
+
+# --- RFC 9111 --------------------------------------------------------------------------------------
+
+
+async def test_a_304_without_age_renews_the_response_as_new(door: Door) -> None:
+    """RFC 9111 4.2.3, 4.3.4: a response that came with ``Age: 50`` (from a CDN, say) is renewed by a 304 that
+    carries no Age; the renewed response's age counts from the 304, not from 50 s more: fresh for a minute again."""
+    clock = Clock(behind=300)  # the servers' Date is ahead of the cache's clock: it adds no age
+    cache = ResponseCache(clock=clock)
+    fresh = {"Cache-Control": "max-age=60", "ETag": '"v1"'}
+    async with Scripted(answer(**fresh, Age="50"), answer(304, **fresh)) as api:
+        async with client(door, cache) as session:
+            await get(session, api.url())
+            clock.now += 20  # 70 s old: stale
+            revalidated = await get(session, api.url())
+            clock.now += 20  # 20 s after the 304
+            renewed = await get(session, api.url())
+    assert isinstance(revalidated, CachedResponse)
+    assert revalidated.revalidated
+    assert isinstance(renewed, CachedResponse)
+    assert not renewed.revalidated
+    assert len(api.requests) == 2
