@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import Door
@@ -122,3 +123,42 @@ async def test_a_304_without_age_renews_the_response_as_new(door: Door) -> None:
     assert isinstance(renewed, CachedResponse)
     assert not renewed.revalidated
     assert len(api.requests) == 2
+
+
+# --- a hit reads as aiohttp reads the same answer ------------------------------------------------------
+
+
+def _latin1(response: Any, body: bytes) -> str:
+    return "latin-1"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        'text/plain; name="a;charset=utf-16"',  # a quoted parameter holding "charset="
+        "text/plain; charset='utf-8'",
+        'text/plain; charset=""',
+        "text/plain; charset=utf-8 x",
+        "application/rdap+json",  # aiohttp reads it as JSON: UTF-8
+        "application/json+x",
+        "a/b/c",
+    ],
+)
+async def test_a_hit_reads_its_content_type_as_aiohttp_does(door: Door, content_type: str) -> None:
+    """content_type, charset, get_encoding() and text() of a hit are those of aiohttp's response to the same answer."""
+    page = answer(body="caf\u00e9".encode(), Cache_Control="max-age=60", Content_Type=content_type)
+
+    async def read(session: aiohttp.ClientSession, url: URL) -> tuple[Any, ...]:
+        async with session.get(url) as response:
+            await response.read()
+            reading = (response.content_type, response.charset, response.get_encoding(), await response.text("latin-1"))
+            return (type(response) is CachedResponse, *reading, await response.text(errors="replace"))
+
+    async with Scripted(page) as api:
+        async with client("plain", None, fallback_charset_resolver=_latin1) as plain:
+            expected = await read(plain, api.url())
+        async with client(door, ResponseCache(), fallback_charset_resolver=_latin1) as session:
+            miss = await read(session, api.url())
+            hit = await read(session, api.url())
+    assert miss == (False, *expected[1:])
+    assert hit == (True, *expected[1:])
