@@ -184,3 +184,27 @@ async def test_a_body_a_request_kept_compressed_is_not_served_decompressed_throu
             async with session.get(api.url()) as response:
                 body = await response.read()
     assert body == expected
+
+
+async def test_a_revalidated_hit_reads_the_304s_cookies_as_aiohttp_does(door: Door) -> None:
+    """The 304's Set-Cookie fields (never stored) are the revalidated hit's ``cookies``, parsed as aiohttp parses
+    that very 304's: a cookie with the ``Partitioned`` attribute (CHIPS) or a space in its value is not lost."""
+    fields = {"Cache-Control": "max-age=0", "ETag": '"v1"'}
+
+    def not_modified(request: web.Request) -> web.StreamResponse:
+        response = web.Response(status=304, headers=fields)
+        response.headers.add("Set-Cookie", "chips=1; Path=/; Secure; Partitioned")
+        response.headers.add("Set-Cookie", "spaced=a b; Path=/")
+        return response
+
+    async with Scripted(not_modified, answer(**fields), not_modified) as api:
+        async with client("plain", None) as plain:
+            async with plain.get(api.url(), headers={"If-None-Match": '"v1"'}) as direct:
+                expected = {name: morsel.value for name, morsel in direct.cookies.items()}
+        async with client(door, ResponseCache(), cookie_jar=aiohttp.DummyCookieJar()) as session:
+            await get(session, api.url())
+            revalidated = await get(session, api.url())
+    assert isinstance(revalidated, CachedResponse)
+    assert revalidated.revalidated
+    assert expected == {"chips": "1", "spaced": "a"}
+    assert {name: morsel.value for name, morsel in revalidated.cookies.items()} == expected

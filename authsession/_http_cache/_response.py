@@ -29,6 +29,11 @@ from yarl import URL
 from .._transport import safe_url
 from ._entry import StoredResponse
 
+try:  # aiohttp's own Set-Cookie parser, which fills ClientResponse.cookies (more lenient than SimpleCookie.load)
+    from aiohttp._cookie_helpers import parse_set_cookie_headers as _parse_set_cookies
+except ImportError:  # an aiohttp before it: SimpleCookie's, as aiohttp then used
+    _parse_set_cookies = None  # type: ignore[assignment]
+
 __all__ = ["PLAIN_RESPONSES", "CachedResponse", "read_at_most", "received", "refill_content"]
 
 _STREAM_LIMIT = 2**16
@@ -250,10 +255,15 @@ class CachedResponse(helpers.HeadersMixin):
 
     @property
     def cookies(self) -> SimpleCookie:
-        """Cookies set by the response: none stored (``Set-Cookie`` never is); a revalidation's 304 may set some."""
+        """Cookies set by the response: none stored (``Set-Cookie`` never is); a revalidation's 304 may set some,
+        parsed as aiohttp parses them."""
         cookies = SimpleCookie()
-        for field in self._raw_cookie_headers or ():
-            with contextlib.suppress(CookieError):  # a malformed cookie is skipped (aiohttp's parser is lenient too)
+        fields = self._raw_cookie_headers
+        if fields and _parse_set_cookies is not None:
+            cookies.update(_parse_set_cookies(fields))
+            return cookies
+        for field in fields or ():
+            with contextlib.suppress(CookieError):  # a malformed cookie is skipped
                 cookies.load(field)
         return cookies
 
