@@ -208,3 +208,26 @@ async def test_a_revalidated_hit_reads_the_304s_cookies_as_aiohttp_does(door: Do
     assert revalidated.revalidated
     assert expected == {"chips": "1", "spaced": "a"}
     assert {name: morsel.value for name, morsel in revalidated.cookies.items()} == expected
+
+
+async def test_a_head_answer_is_stored_whatever_the_length_of_the_body_it_describes(door: Door) -> None:
+    """A HEAD answer has no body: its Content-Length (a 1 GB download's, say) is no reason to leave it unstored
+    under ``max_body_size``. It is served as aiohttp read it."""
+
+    def head(request: web.Request) -> web.StreamResponse:
+        return web.Response(headers={"Cache-Control": "max-age=60", "Content-Length": str(10**9)})
+
+    async with Scripted(head) as api:
+        async with client("plain", None) as plain:
+            async with plain.head(api.url()) as direct:
+                expected = (direct.status, direct.content_length, await direct.read())
+        cache = ResponseCache(max_body_size=1000)
+        async with client(door, cache) as session:
+            async with session.head(api.url()) as miss:
+                missed = (miss.status, miss.content_length, await miss.read())
+            async with session.head(api.url()) as hit:
+                served = (hit.status, hit.content_length, await hit.read())
+    assert expected == (200, 10**9, b"")
+    assert missed == served == expected
+    assert isinstance(hit, CachedResponse)
+    assert len(api.requests) == 2  # the plain one and the miss
