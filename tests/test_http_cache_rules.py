@@ -246,6 +246,13 @@ def test_a_304_updates_headers_but_not_those_describing_the_body() -> None:
     )
 
 
+def test_a_304_replaces_the_stored_age_even_without_one_of_its_own() -> None:
+    """The stored Age told how old the first message was; the renewed response is as old as the 304 says (none: 0)."""
+    stored = (("Age", "50"), ("ETag", '"a"'))
+    assert refreshed_headers(stored, (("ETag", '"a"'),)) == (("ETag", '"a"'),)
+    assert refreshed_headers(stored, (("Age", "3"),)) == (("ETag", '"a"'), ("Age", "3"))
+
+
 def test_same_etag_is_the_weak_comparison() -> None:
     """W/"a" and "a" name the same representation; a 304 without an ETag confirms ours."""
     assert same_etag('"a"', 'W/"a"')

@@ -20,7 +20,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 import aiohttp
-from aiohttp import ClientResponseError, ContentTypeError, RequestInfo, StreamReader, hdrs, multipart
+from aiohttp import ClientResponseError, ContentTypeError, RequestInfo, StreamReader, hdrs, helpers, multipart
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_reqrep import ContentDisposition
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
@@ -28,6 +28,11 @@ from yarl import URL
 
 from .._transport import safe_url
 from ._entry import StoredResponse
+
+try:  # aiohttp's own Set-Cookie parser, which fills ClientResponse.cookies (more lenient than SimpleCookie.load)
+    from aiohttp._cookie_helpers import parse_set_cookie_headers as _parse_set_cookies
+except ImportError:  # an aiohttp before it: SimpleCookie's, as aiohttp then used
+    _parse_set_cookies = None  # type: ignore[assignment]
 
 __all__ = ["PLAIN_RESPONSES", "CachedResponse", "read_at_most", "received", "refill_content"]
 
@@ -174,8 +179,11 @@ def refill_content(response: aiohttp.ClientResponse, body: bytes) -> None:
     response.content = _stream_of(body)
 
 
-class CachedResponse:
+class CachedResponse(helpers.HeadersMixin):
     """A stored response served without a request: an ``aiohttp.ClientResponse`` stand-in.
+
+    ``content_type``, ``charset`` and ``content_length`` are aiohttp's own
+    (``HeadersMixin``, which ``ClientResponse`` reads its headers with).
 
     Attributes:
         from_cache: Always True (a ClientResponse has no such attribute).
@@ -190,6 +198,7 @@ class CachedResponse:
     _raw_cookie_headers: tuple[str, ...] | None = None
     connection = None
     version = aiohttp.HttpVersion11
+    _headers: CIMultiDictProxy[str]
 
     def __init__(
         self,
@@ -250,10 +259,15 @@ class CachedResponse:
 
     @property
     def cookies(self) -> SimpleCookie:
-        """Cookies set by the response: none stored (``Set-Cookie`` never is); a revalidation's 304 may set some."""
+        """Cookies set by the response: none stored (``Set-Cookie`` never is); a revalidation's 304 may set some,
+        parsed as aiohttp parses them."""
         cookies = SimpleCookie()
-        for field in self._raw_cookie_headers or ():
-            with contextlib.suppress(CookieError):  # a malformed cookie is skipped (aiohttp's parser is lenient too)
+        fields = self._raw_cookie_headers
+        if fields and _parse_set_cookies is not None:
+            cookies.update(_parse_set_cookies(fields))
+            return cookies
+        for field in fields or ():
+            with contextlib.suppress(CookieError):  # a malformed cookie is skipped
                 cookies.load(field)
         return cookies
 
@@ -271,31 +285,6 @@ class CachedResponse:
         disposition, parameters = multipart.parse_content_disposition(raw)
         frozen = MappingProxyType(parameters)
         return ContentDisposition(disposition, frozen, multipart.content_disposition_filename(frozen))
-
-    @property
-    def content_type(self) -> str:
-        """The media type, lowercased, without parameters (``application/octet-stream`` if none)."""
-        raw = self._headers.get("Content-Type")
-        if raw is None:
-            return "application/octet-stream"
-        media = raw.split(";", 1)[0].strip().lower()
-        return media if "/" in media else "application/octet-stream"  # as aiohttp reads one without a subtype
-
-    @property
-    def charset(self) -> str | None:
-        """The ``charset`` parameter of Content-Type, if any."""
-        raw = self._headers.get("Content-Type", "")
-        for param in raw.split(";")[1:]:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "charset":
-                return value.strip().strip('"') or None
-        return None
-
-    @property
-    def content_length(self) -> int | None:
-        """The ``Content-Length`` header as a number, if any."""
-        raw = self._headers.get("Content-Length")
-        return int(raw) if raw is not None and raw.isdigit() else None
 
     @property
     def ok(self) -> bool:
@@ -324,14 +313,13 @@ class CachedResponse:
 
     def get_encoding(self) -> str:
         """The body's text encoding: the charset parameter, else UTF-8 for JSON, else the session's
-        ``fallback_charset_resolver`` (UTF-8 by default), as aiohttp decides."""
-        charset = self.charset
+        ``fallback_charset_resolver`` (UTF-8 by default), as aiohttp decides (with its parser)."""
+        mimetype = helpers.parse_mimetype(self._headers.get(hdrs.CONTENT_TYPE, "").lower())
+        charset = mimetype.parameters.get("charset")
         if charset:
-            try:
+            with contextlib.suppress(LookupError, ValueError):
                 return codecs.lookup(charset).name
-            except LookupError:
-                pass
-        if self.content_type in {"application/json", "application/rdap"}:
+        if mimetype.type == "application" and mimetype.subtype in {"json", "rdap"}:
             return "utf-8"
         return self._resolve_charset(self, self._body)
 

@@ -585,7 +585,7 @@ class ResponseCache:
         parts = received(response)
         if parts is None:
             length = response.content_length
-            if length is not None and length > self._max_body_size:
+            if length is not None and length > self._max_body_size and method != "HEAD":  # HEAD's is the GET's
                 return response  # not read, not kept
             # Read no further than the bound: a body that turns out longer streams on to the caller, not kept.
             body = await read_at_most(response, self._max_body_size)

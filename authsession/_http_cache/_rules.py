@@ -302,8 +302,11 @@ def refreshed_headers(
 
     Each field the 304 carries replaces the stored field of that name, except
     those that describe the stored body (Content-Length, Content-Type...).
+    ``Age`` goes whether the 304 has one or not: it told how old the stored
+    message was when it arrived, and the renewed response's age counts from
+    the 304 (RFC 9111 4.2.3), which an ``Age`` of its own would add to.
     """
-    update: dict[str, list[tuple[str, str]]] = {}
+    update: dict[str, list[tuple[str, str]]] = {"age": []}
     for name, value in not_modified:
         lowered = name.lower()
         if lowered not in _KEPT_ON_304:
