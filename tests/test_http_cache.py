@@ -1049,6 +1049,67 @@ async def test_a_write_answered_with_a_redirect_invalidates_what_the_redirect_na
     assert cache.stats.invalidations == 1
 
 
+class HeldPage:
+    """An API of its own: a page that a POST changes, fresh for ten minutes, with an ETag; a GET can be held after the
+    page was read (its answer computed), as a slow network holds it."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.arrived = asyncio.Event()
+        self._gate = asyncio.Event()
+        self._hold_next = False
+        app = web.Application()
+        app.router.add_get("/page", self._get)
+        app.router.add_post("/page", self._post)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    def hold(self) -> None:
+        """Hold the next GET once it has read the page, until :meth:`release`."""
+        self._hold_next = True
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def _get(self, request: web.Request) -> web.Response:
+        seen, held, self._hold_next = self.version, self._hold_next, False
+        if held:
+            self.arrived.set()
+            await self._gate.wait()
+        headers = {"ETag": f'"v{seen}"', "Cache-Control": "max-age=600"}
+        if request.headers.get("If-None-Match") == headers["ETag"]:
+            return web.Response(status=304, headers=headers)
+        return web.json_response({"version": seen}, headers=headers)
+
+    async def _post(self, request: web.Request) -> web.Response:
+        self.version += 1
+        return web.Response(status=204)
+
+
+@pytest.mark.parametrize("asked", ["plainly", "conditionally"])
+async def test_an_answer_overtaken_by_a_write_to_its_url_is_not_stored(door: str, asked: str) -> None:
+    """A GET under way when a POST to its URL is answered may show the page as it was before the write: its answer
+    (a 200, or a 304 that renews the stored page) is served this once, not stored; the next GET asks again."""
+    page = HeldPage()
+    cache = ResponseCache()
+    async with page.server, client(door, StaticCredentials("token"), cache) as session:
+        url = page.server.make_url("/page")
+        headers = {}
+        if asked == "conditionally":
+            await fetch(session, url)  # stored; the held GET below revalidates it
+            headers = {"Cache-Control": "no-cache"}
+        page.hold()
+        getting = asyncio.ensure_future(fetch(session, url, headers=headers))
+        await page.arrived.wait()  # the page is read, its answer is on the way
+        async with session.post(url) as posted:
+            assert posted.status == 204
+        page.release()
+        _, before = await getting
+        after, now = await fetch(session, url)
+    assert before == {"version": 0}
+    assert now == {"version": 1}
+    assert not isinstance(after, CachedResponse)
+
+
 # --- what a hit looks like to calling code -------------------------------------------------------
 
 
