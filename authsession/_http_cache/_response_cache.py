@@ -16,11 +16,12 @@ import email.utils
 import fnmatch
 import functools
 import hashlib
+import itertools
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -97,6 +98,10 @@ _RESOURCE_ERRORS = frozenset(status for status in CACHEABLE_STATUSES if 400 <= s
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
 
+# URLs whose last invalidation a ResponseCache remembers (for the requests under way since); past it, it forgets them
+# all, and every request under way then counts as begun before an invalidation of its URL.
+_MAX_WRITTEN = 4096
+
 
 @dataclass
 class ResponseCacheStats:
@@ -143,7 +148,7 @@ class CacheLookup:
         (the store was empty); whoever stores the answer makes them.
     """
 
-    __slots__ = ("address", "request_headers", "response", "slot", "started", "stored")
+    __slots__ = ("_since", "address", "request_headers", "response", "slot", "started", "stored")
 
     def __init__(
         self,
@@ -160,6 +165,7 @@ class CacheLookup:
         self.started = started
         self.address = address
         self.slot = slot
+        self._since: int | None = None  # the cache's count of invalidations when the lookup began (set by lookup())
 
     def found(self) -> Found:
         """The same, as :meth:`ResponseCache.settle` takes it."""
@@ -243,6 +249,13 @@ class ResponseCache:
         self._store_failing: set[str] = set()
         # Locks for merging Vary variants, by event loop, URL and slot, with how many use each (dropped at 0).
         self._merging: dict[tuple[int, str, str], tuple[asyncio.Lock, int]] = {}
+        # Invalidations so far (next() is atomic: a cache may serve several threads), the count at each URL's last
+        # one, and below which count everything is forgotten: an answer to a request begun before an invalidation
+        # of its URL may be older than the write, and is not stored (see _outdated).
+        self._counting = itertools.count(1)
+        self._invalidations = 0
+        self._written: dict[str, int] = {}
+        self._forgotten = 0
 
     @property
     def store(self) -> ResponseStore:
@@ -272,6 +285,7 @@ class ResponseCache:
             headers: The caller's request headers (before any credential is added).
             identity: The credential identity (:func:`cache_identity`; a digest, never a token).
         """
+        since = self._invalidations
         found = self.find(method, url, headers, identity)
         if found is ASK_STORE:
             found = await self.find_in_store(method, url, headers, identity)
@@ -279,7 +293,9 @@ class ResponseCache:
             return None
         if found[0] is not None:
             self._hit(found[0], url)
-        return CacheLookup(*found)
+        lookup = CacheLookup(*found)
+        lookup._since = since
+        return lookup
 
     async def through(self, engine: Any, door: Any, method: str, url: Any, headers: Any, options: Any) -> Any:
         """One request of ``engine``'s doors through the cache: what ``engine.start`` is when it has one.
@@ -290,6 +306,7 @@ class ResponseCache:
         GET or HEAD without headers of its own, a store in memory) is looked up
         here, as :meth:`find` would: a miss must cost next to nothing.
         """
+        since = self._invalidations  # read before anything is sent: a write's answer after it outdates ours
         # Parsed here, as aiohttp does first (it then takes the URL as it is).
         build = getattr(door, "_build_url", None)
         url = target = build(url) if build is not None else URL(url)
@@ -373,7 +390,7 @@ class ResponseCache:
                 mine = _validating_only(found[4])
                 options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
         response = await engine.run(door, method, url, headers, options)
-        return await self.settle(found, method, target, seen, identity, response, options is not None, engine)
+        return await self.settle(found, method, target, seen, identity, response, options is not None, engine, since)
 
     def find(
         self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str, options: Any = None
@@ -481,8 +498,9 @@ class ResponseCache:
         an unsafe method answered below 400. Any other response is returned
         untouched.
         """
-        found = None if lookup is None else lookup.found()
-        return await self.settle(found, method, url, headers, identity, response)
+        if lookup is None:
+            return await self.settle(None, method, url, headers, identity, response)
+        return await self.settle(lookup.found(), method, url, headers, identity, response, since=lookup._since)
 
     async def settle(
         self,
@@ -494,13 +512,17 @@ class ResponseCache:
         response: aiohttp.ClientResponse,
         cookies_unseen: bool = False,
         engine: Any = None,
+        since: int | None = None,
     ) -> aiohttp.ClientResponse | CachedResponse:
         """:meth:`complete` for what :meth:`find` found: what the sessions call.
 
         ``cookies_unseen``: the request's cookies were added after the cache
         looked (AuthorizedSession's aiohttp adds its cookie jar's), so an answer
         that varies on them is not stored. ``engine``: the request engine whose
-        ``identity`` was read, read again before an answer is stored.
+        ``identity`` was read, read again before an answer is stored. ``since``:
+        the cache's count of invalidations when the request began (read before
+        it was sent): an answer to a request that an invalidation of its URL
+        overtook is not stored.
         """
         if found is None:
             if method.upper() not in SAFE_METHODS:
@@ -514,7 +536,7 @@ class ResponseCache:
         stored = found[2]
         if stored is not None:
             if response.status == 304 and found[1]:  # a revalidation, confirmed
-                return await self._revalidated(found, stored, url, response, _ci(headers))
+                return await self._revalidated(found, stored, url, response, _ci(headers), since)
             if response.status < 400 or response.status in _RESOURCE_ERRORS:
                 # A full answer where a stored one could not serve: that one is outdated, whether this one is
                 # kept or not (RFC 9111 4: the most recent response is the one to use), and so are the other
@@ -574,6 +596,8 @@ class ResponseCache:
             # The credentials were replaced during the call (a refresh after a rejection then took the new
             # ones', or the store's newer sign-in): the answer may be theirs, not the identity's it would be
             # stored under.
+            return response
+        if since is not None and self._outdated(address, since):
             return response
         names: tuple[str, ...] | None = ()
         if hdrs.VARY in answer:
@@ -639,8 +663,13 @@ class ResponseCache:
         url: URL,
         response: aiohttp.ClientResponse,
         request_headers: CIMultiDictProxy[str] | None,
+        since: int | None = None,
     ) -> CachedResponse:
-        """The stored response, renewed by the 304 ``response`` (which is released)."""
+        """The stored response, renewed by the 304 ``response`` (which is released).
+
+        Not stored again when an invalidation of the URL came after the request began (``since``): the 304
+        may confirm what the write changed, and storing would bring back what it dropped.
+        """
         started, address, slot = found[3:]
         response.release()
         now = self._clock()
@@ -664,7 +693,9 @@ class ResponseCache:
             stored = renewed.renewed(lifetime=lifetime, keep_until=keep)
             if forbids_storing(stored.directives):
                 await self._delete(address)
-            elif "no-store" not in _directives(request_headers):  # a no-store request: nothing of it is kept
+            elif "no-store" not in _directives(request_headers) and not (  # a no-store request: nothing of it is kept
+                since is not None and self._outdated(address, since)
+            ):
                 await self._put(address, slot, stored, now)
         self._stats.revalidations += 1
         self._emit(REVALIDATED, stored.method, url)
@@ -766,8 +797,13 @@ class ResponseCache:
     # --- invalidation -------------------------------------------------------------------
 
     async def invalidate(self, url: str | URL) -> None:
-        """Drop every response stored for ``url`` (absolute, query included), of every identity."""
-        await self._delete(_address(URL(url)))
+        """Drop every response stored for ``url`` (absolute, query included), of every identity.
+
+        Answers to requests of ``url`` already under way are not stored either: they may be older than the change.
+        """
+        address = _address(URL(url))
+        self._written_now((address,))
+        await self._delete(address)
 
     async def _invalidate(self, url: URL, chain: Sequence[aiohttp.ClientResponse], method: str) -> None:
         """Drop the responses of ``url``, and of the same-origin URLs its answers name (RFC 9111 4.4).
@@ -788,10 +824,28 @@ class ResponseCache:
                             addresses.add(_address(target))
                     except ValueError:
                         continue
+        self._written_now(addresses)
         for address in addresses:
             await self._delete(address)
         self._stats.invalidations += 1
         self._emit(INVALIDATED, method, url)
+
+    def _written_now(self, addresses: Iterable[str]) -> None:
+        """Note that ``addresses`` were invalidated now: the answers of their requests already under way are outdated.
+
+        Marked before the store is told: an answer arriving while it drops the URL is not stored after it. (Only the
+        requests of this cache: another process's answer may still be stored after this process's write.)
+        """
+        count = self._invalidations = next(self._counting)
+        if len(self._written) >= _MAX_WRITTEN:
+            self._written.clear()
+            self._forgotten = count - 1  # every request begun before this one counts as overtaken
+        for address in addresses:
+            self._written[address] = count
+
+    def _outdated(self, address: str, since: int) -> bool:
+        """Whether ``address`` was invalidated after a request began, when the cache had counted ``since``."""
+        return since < self._forgotten or self._written.get(address, 0) > since
 
     # --- the rest -------------------------------------------------------------------------
 
