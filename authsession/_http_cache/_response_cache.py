@@ -597,8 +597,8 @@ class ResponseCache:
             # ones', or the store's newer sign-in): the answer may be theirs, not the identity's it would be
             # stored under.
             return response
-        if since is not None and self._outdated(address, since):
-            return response
+        if since is not None and since != self._invalidations and self._outdated(address, since):
+            return response  # the URL was written to while this was under way: the answer may predate the write
         names: tuple[str, ...] | None = ()
         if hdrs.VARY in answer:
             names = vary_names(answer.getall(hdrs.VARY))
@@ -694,7 +694,7 @@ class ResponseCache:
             if forbids_storing(stored.directives):
                 await self._delete(address)
             elif "no-store" not in _directives(request_headers) and not (  # a no-store request: nothing of it is kept
-                since is not None and self._outdated(address, since)
+                since is not None and since != self._invalidations and self._outdated(address, since)
             ):
                 await self._put(address, slot, stored, now)
         self._stats.revalidations += 1
