@@ -195,6 +195,33 @@ async def test_a_locked_sqlite_file_costs_one_timeout_then_writes_are_skipped(tm
             assert [r.body for r in await store.get(URL_A, "slot")] == [b"kept"]
 
 
+async def test_a_delete_says_whether_it_was_made(tmp_path: Path, private_redis: RedisServer) -> None:
+    """A store's delete() answers False when its backend did not drop the URL (locked, paused, left alone after a
+    failure): the cache then serves nothing stored for it until a delete works. True once one does."""
+    path = tmp_path / "responses.db"
+    async with SQLiteResponseStore(path, timeout=0.05, retry_after=0) as sqlite_store:
+        await sqlite_store.set(URL_A, "slot", [response()], ttl=60)
+        with write_lock(path):
+            assert await sqlite_store.delete(URL_A) is False
+        assert await sqlite_store.get(URL_A, "slot")
+        assert await sqlite_store.delete(URL_A) is True
+        assert not await sqlite_store.get(URL_A, "slot")
+    raw = redis.asyncio.Redis.from_url(private_redis.url)
+    try:
+        async with RedisResponseStore(private_redis.url, timeout=0.2, retry_after=0) as redis_store:
+            await redis_store.set(URL_A, "slot", [response()], ttl=60)
+            await raw.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+            try:
+                assert await redis_store.delete(URL_A) is False
+            finally:
+                await raw.execute_command("CLIENT", "UNPAUSE")
+            assert await redis_store.get(URL_A, "slot")
+            assert await redis_store.delete(URL_A) is True
+            assert not await redis_store.get(URL_A, "slot")
+    finally:
+        await raw.aclose()
+
+
 async def test_writes_that_fail_between_reads_that_work_make_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

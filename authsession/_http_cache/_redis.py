@@ -224,9 +224,9 @@ class RedisResponseStore:
             return await asyncio.to_thread(self._codec.encode, variants, url, slot)
         return self._codec.encode(variants, url, slot)
 
-    async def delete(self, url: str) -> None:
-        """Drop every response stored for ``url``, of every identity."""
-        await self._call(WRITE, None, self._client.delete, self._key(url))
+    async def delete(self, url: str) -> bool:
+        """Drop every response stored for ``url``, of every identity; False if Redis failed (or is left alone)."""
+        return await self._call(WRITE, None, self._client.delete, self._key(url)) is not None
 
     async def close(self) -> None:
         """Close the client, if this store created it, once the calls under way are done (each within ``timeout``).

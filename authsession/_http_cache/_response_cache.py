@@ -256,6 +256,8 @@ class ResponseCache:
         self._invalidations = 0
         self._written: dict[str, int] = {}
         self._forgotten = 0
+        # URLs the store failed to drop (oldest first): nothing of theirs is served until a delete works.
+        self._undropped: dict[str, None] = {}
 
     @property
     def store(self) -> ResponseStore:
@@ -442,6 +444,8 @@ class ResponseCache:
         """:meth:`find`'s answer for a request it found cacheable, read from a store outside the process."""
         method = method.upper()
         address, slot = _address(url), _slot(identity, method)
+        if address in self._undropped and not await self._delete(address):
+            return (None, None, None, self._clock(), address, slot)  # out of date, and still there: a miss
         variants = await self._get(address, slot)
         return self._chosen(method, url, _ci(headers), variants, address, slot, options)
 
@@ -785,13 +789,25 @@ class ResponseCache:
         self._works("write")
         return True
 
-    async def _delete(self, address: str) -> None:
+    async def _delete(self, address: str) -> bool:
+        """Drop the URL's stored responses; False if the store could not (then none is served until it does)."""
         try:
-            await _bounded(self._store.delete(address))
+            dropped = await _bounded(self._store.delete(address)) is not False
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not dropped"
             self._failed("write", "delete", exc)
+            dropped = False
         else:
-            self._works("write")
+            if dropped:
+                self._works("write")
+        if not dropped:
+            # What it holds for the URL is out of date all the same: this process serves none of it, and drops it
+            # before it reads the URL again (other processes may, until they store the URL anew).
+            if len(self._undropped) >= _MAX_WRITTEN:
+                del self._undropped[next(iter(self._undropped))]  # the oldest: a long outage, most of it forgotten
+            self._undropped[address] = None
+        elif self._undropped:
+            self._undropped.pop(address, None)
+        return dropped
 
     def _failed(self, kind: str, call: str, exc: Exception) -> None:
         if kind not in self._store_failing:

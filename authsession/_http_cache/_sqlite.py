@@ -169,8 +169,9 @@ class SQLiteResponseStore:
                 db.execute("ROLLBACK")
             raise
 
-    def _delete(self, db: sqlite3.Connection, url: str) -> None:
+    def _delete(self, db: sqlite3.Connection, url: str) -> bool:
         db.execute("DELETE FROM responses WHERE url = ?", (url_digest(url),))
+        return True
 
     def _close(self) -> None:
         if self._db is not None:
@@ -206,9 +207,9 @@ class SQLiteResponseStore:
         """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait."""
         await self._run(WRITE, None, self._update, url, slot, change, self._clock())
 
-    async def delete(self, url: str) -> None:
-        """Drop every response stored for ``url``."""
-        await self._run(WRITE, None, self._delete, url)
+    async def delete(self, url: str) -> bool:
+        """Drop every response stored for ``url``; False if SQLite failed (or is left alone after failing)."""
+        return await self._run(WRITE, False, self._delete, url)
 
     async def close(self) -> None:
         """Close the database and stop the worker thread; calls already under way finish first."""

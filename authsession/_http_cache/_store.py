@@ -42,8 +42,13 @@ class ResponseStore(Protocol):
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
         """Replace the variants of ``url`` in ``slot``, to be kept for ``ttl`` seconds."""
 
-    async def delete(self, url: str) -> None:
-        """Drop every response stored for ``url``, of every identity."""
+    async def delete(self, url: str) -> bool | None:
+        """Drop every response stored for ``url``, of every identity.
+
+        False when it could not (its backend failing), as when it raises: the
+        cache then serves nothing stored for ``url`` and tries again before
+        it reads the URL. None or True: dropped.
+        """
 
     async def close(self) -> None:
         """Release what the store holds open."""
