@@ -253,9 +253,13 @@ def test_a_304_replaces_the_stored_age_even_without_one_of_its_own() -> None:
     assert refreshed_headers(stored, (("Age", "3"),)) == (("ETag", '"a"'), ("Age", "3"))
 
 
-def test_same_etag_is_the_weak_comparison() -> None:
-    """W/"a" and "a" name the same representation; a 304 without an ETag confirms ours."""
+def test_same_etag_compares_strongly_when_the_304s_etag_is_strong() -> None:
+    """A 304's weak ETag confirms a stored response with that opaque tag, weak or strong (W/"a" and "a"); a strong
+    one only a stored response with that strong ETag (RFC 9111 4.3.4); a 304 without an ETag confirms ours."""
     assert same_etag('"a"', 'W/"a"')
+    assert same_etag('W/"a"', 'W/"a"')
+    assert same_etag('"a"', '"a"')
+    assert not same_etag('W/"a"', '"a"')
     assert same_etag('"a"', None)
     assert not same_etag('"a"', '"b"')
     assert not same_etag(None, '"b"')

@@ -316,9 +316,16 @@ def refreshed_headers(
 
 
 def same_etag(stored: str | None, received: str | None) -> bool:
-    """Whether a 304's ETag names the stored response (weak comparison, RFC 9110 8.8.3.2); True if it sends none."""
+    """Whether a 304's ETag names the stored response; True if it sends none (RFC 9111 4.3.4).
+
+    A strong one names only a stored response with that strong ETag; a weak
+    one any with that opaque tag (the weak comparison, RFC 9110 8.8.3.2).
+    """
     if received is None:
         return True
     if stored is None:
         return False
-    return stored.strip().removeprefix("W/") == received.strip().removeprefix("W/")
+    received = received.strip()
+    if not received.startswith("W/"):
+        return stored.strip() == received
+    return stored.strip().removeprefix("W/") == received.removeprefix("W/")
