@@ -592,6 +592,9 @@ async def test_invalidate_by_hand(door: str, oauth_server: FakeOAuthServer) -> N
         await cache.invalidate(url)
         again, _ = await fetch(session, url)
     assert not isinstance(again, CachedResponse)
+    for relative in ("/api/things", URL("api/things")):  # stored under absolute URLs: it would drop nothing
+        with pytest.raises(ValueError, match="absolute URL"):
+            await cache.invalidate(relative)
 
 
 # --- Vary ------------------------------------------------------------------------------------

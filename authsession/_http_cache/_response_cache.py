@@ -830,8 +830,12 @@ class ResponseCache:
         """Drop every response stored for ``url`` (absolute, query included), of every identity.
 
         Answers to requests of ``url`` already under way are not stored either: they may be older than the change.
+        A relative URL is refused: responses are stored under absolute ones, and it would drop nothing.
         """
-        address = _address(URL(url))
+        url = URL(url)
+        if not url.absolute:
+            raise ValueError(f"invalidate() takes an absolute URL (scheme and host), not {safe_url(url)!r}")
+        address = _address(url)
         self._written_now((address,))
         await self._delete(address)
 
