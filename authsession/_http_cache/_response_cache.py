@@ -391,20 +391,16 @@ class ResponseCache:
                 theirs = options.get("middlewares")
                 mine = _validating_only(found[4])
                 options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
-        response = await engine.run(door, method, url, headers, options)
-        if (
-            response.status == 304
-            and found is not None
-            and found[1]
-            and identity is not engine.identity
-            and not _still_whose(engine, identity)
-        ):
-            # Re-sent for replaced credentials (a refresh after a 401 took the new ones'): the 304 confirms nothing
-            # stored for them, only for the identity the validators came from. Asked again without validators.
-            response.release()
-            for name in found[1]:
-                headers.popall(name, None)
-            found = (None, None, None, found[3], found[4], found[5])
+            response = await engine.run(door, method, url, headers, options)
+            if response.status == 304 and identity is not engine.identity and not _still_whose(engine, identity):
+                # Re-sent for replaced credentials (a refresh after a 401 took the new ones'): the 304 confirms
+                # nothing stored for them, only for the identity the validators came from. Asked again without.
+                response.release()
+                headers.popall(hdrs.IF_NONE_MATCH, None)  # the validators the cache adds (the caller's bypass it)
+                headers.popall(hdrs.IF_MODIFIED_SINCE, None)
+                found = (None, None, None, found[3], found[4], found[5])
+                response = await engine.run(door, method, url, headers, options)
+        else:
             response = await engine.run(door, method, url, headers, options)
         return await self.settle(found, method, target, seen, identity, response, options is not None, engine, since)
 
