@@ -22,15 +22,46 @@ __all__ = ["RedisResponseStore"]
 
 log = logging.getLogger("authsession")
 
-# One hash per URL (so a POST drops every identity's responses with one DEL);
-# the hash lives as long as its longest-kept slot. Redis 7.0 has no per-field
-# TTL, so each slot's own expiry is checked when it is read.
-_SET_SCRIPT = """
-redis.call("hset", KEYS[1], ARGV[1], ARGV[2])
+# One hash per URL (so a POST drops every identity's responses with one DEL), one field per slot; the hash
+# lives as long as its longest-kept slot. Redis 7.0 has no per-field TTL, and a slot's keep_until is inside
+# its (perhaps encrypted) value, so beside the hash an index (a sorted set: slot -> when it may be dropped,
+# in ms on Redis's own clock) lets every write drop the slots past their time. Without it, a URL that one
+# identity keeps fresh (``/me``) kept every other identity's expired slot, body and all, as long as it lived.
+#
+# KEYS: the hash, its index. ARGV: the slot, its value, its ttl in ms. Readers only HGET, so fields keep the
+# format they had before the index (processes of the fleet not yet upgraded read them, and write fields the
+# index does not know of: those are indexed here with the hash's own remaining life, which bounds theirs).
+_WRITE_SCRIPT = """
+local hash, index = KEYS[1], KEYS[2]
+local clock = redis.call("time")
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local ttl = tonumber(ARGV[3])
-if redis.call("pttl", KEYS[1]) < ttl then
-    redis.call("pexpire", KEYS[1], ttl)
+local fields = redis.call("hlen", hash)
+-- The first write, where a Redis out of memory refuses the script: once a script has written, Redis lets
+-- the rest of it grow memory past maxmemory (to keep it atomic).
+redis.call("hset", hash, ARGV[1], ARGV[2])
+if fields == 0 then
+    redis.call("del", index)  -- outlived its hash, or the hash was deleted by a process without the index
+elseif fields > redis.call("zcard", index) then
+    local left = redis.call("pttl", hash)
+    if left > 0 then
+        for _, field in ipairs(redis.call("hkeys", hash)) do
+            redis.call("zadd", index, "NX", now + left, field)
+        end
+    end
 end
+redis.call("zadd", index, now + ttl, ARGV[1])
+local expired = redis.call("zrangebyscore", index, "-inf", now)
+for first = 1, #expired, 1000 do  -- unpack() is bounded by Lua's stack
+    redis.call("hdel", hash, unpack(expired, first, math.min(first + 999, #expired)))
+end
+if #expired > 0 then
+    redis.call("zremrangebyscore", index, "-inf", now)
+end
+if redis.call("pttl", hash) < ttl then
+    redis.call("pexpire", hash, ttl)
+end
+redis.call("pexpire", index, redis.call("pttl", hash))
 return 1
 """
 
@@ -117,7 +148,7 @@ class RedisResponseStore:
         self._refused: type[BaseException] = ResponseError  # Redis answered, and said no
         self._conflict: type[BaseException] = WatchError  # a watched key changed before the transaction
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-        self._set_script = self._client.register_script(_SET_SCRIPT)
+        self._write_script = self._client.register_script(_WRITE_SCRIPT)
         self._closed = False
         self._calls = 0  # under way; close() waits for them
         self._idle: asyncio.Event | None = None
@@ -129,6 +160,16 @@ class RedisResponseStore:
 
     def _key(self, url: str) -> str:
         return f"{self.prefix}http:{url_digest(url)}"
+
+    def _index(self, key: str) -> str:
+        """The key of the index of ``key``'s slots, in the same Redis Cluster slot: one script or DEL takes both.
+
+        A hash named without braces is the index's hash tag; one whose prefix holds a tag shares it. A prefix
+        with braces that make no tag gives keys that only a single Redis (not a Cluster) takes together.
+        """
+        if "{" in key or "}" in key:
+            return f"{key}:expiry"
+        return f"{self.prefix}http-expiry:{{{key}}}"
 
     async def _call(
         self, kind: str, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
@@ -170,8 +211,9 @@ class RedisResponseStore:
         millis = int(ttl * 1000)
         if millis <= 0:
             return
+        key = self._key(url)
         args = [slot, await self._encoded(variants, url, slot), millis]
-        await self._call(WRITE, None, self._set_script, keys=[self._key(url)], args=args)
+        await self._call(WRITE, None, self._write_script, keys=[key, self._index(key)], args=args)
 
     async def update(self, url: str, slot: str, change: Change) -> None:
         """Apply ``change`` to the variants of ``url`` in ``slot``, retried while other writers come first.
@@ -189,15 +231,14 @@ class RedisResponseStore:
                 try:
                     await pipe.watch(key)
                     current = await self._kept(await pipe.hget(key, slot), url, slot)
-                    kept_for = await pipe.pttl(key)  # -2: no such key, -1: no expiry
                     result = change(current)
                     millis = 0 if result is None else int(result[1] * 1000)
                     if result is None or millis <= 0:
                         return
+                    data = await self._encoded(result[0], url, slot)
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(key, slot, await self._encoded(result[0], url, slot))
-                    if kept_for < millis:  # the hash lives as long as its longest-kept slot
-                        pipe.pexpire(key, millis)
+                    # The script's text, not its digest: a digest Redis does not know would fail the transaction.
+                    pipe.eval(_WRITE_SCRIPT, 2, key, self._index(key), slot, data, millis)
                     await pipe.execute()
                     return
                 except self._conflict:
@@ -226,7 +267,8 @@ class RedisResponseStore:
 
     async def delete(self, url: str) -> bool:
         """Drop every response stored for ``url``, of every identity; False if Redis failed (or is left alone)."""
-        return await self._call(WRITE, None, self._client.delete, self._key(url)) is not None
+        key = self._key(url)
+        return await self._call(WRITE, None, self._client.delete, key, self._index(key)) is not None
 
     async def close(self) -> None:
         """Close the client, if this store created it, once the calls under way are done (each within ``timeout``).
