@@ -345,18 +345,25 @@ class ResponseCache:
                 seen = _as_sent(defaults, headers, door.authorizes)
         memory = self._memory
         if memory is not None and seen is None and method in CACHEABLE_METHODS:
+            # A miss goes straight to the network from here: the checks below are for what a lookup found.
             if memory.is_empty:
                 found: Found | None = (None, None, None, self._clock(), "", "")
-            else:
-                address = _address(target)
-                slot = self._get_slots.get(identity) if method == "GET" else None
-                if slot is None:
-                    slot = self._slot(identity, method)
-                variants = memory.read(address, slot)
-                if variants:
-                    found = self._chosen(method, target, None, variants, address, slot, options)
-                else:
-                    found = (None, None, None, self._clock(), address, slot)
+                response = await engine.run(door, method, url, headers, options)
+                return await self.settle(
+                    found, method, target, None, identity, response, options is not None, engine, since
+                )
+            address = _address(target)
+            slot = self._get_slots.get(identity) if method == "GET" else None
+            if slot is None:
+                slot = self._slot(identity, method)
+            variants = memory.read(address, slot)
+            if not variants:
+                found = (None, None, None, self._clock(), address, slot)
+                response = await engine.run(door, method, url, headers, options)
+                return await self.settle(
+                    found, method, target, None, identity, response, options is not None, engine, since
+                )
+            found = self._chosen(method, target, None, variants, address, slot, options)
         else:
             if memory is None and _STORE_BOUND.get() is None:
                 # aiohttp's timer bounds each send, not the store's calls around it: each of those waits no longer
