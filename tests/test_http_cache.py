@@ -858,16 +858,10 @@ async def test_equal_credentials_in_two_sessions_share(door: str, oauth_server: 
 # --- invalidation ------------------------------------------------------------------------------
 
 
-async def test_an_answer_fetched_after_the_credentials_were_replaced_is_not_kept_for_the_old_ones(
-    door: str, oauth_server: FakeOAuthServer
-) -> None:
-    """Credentials replaced while a request is under way (between a 401 and the refresh that re-sends it): the
-    answer, fetched with the new ones' token, is not stored under the old identity, where equal credentials in
-    another session would be served it."""
-    cache = ResponseCache()
-    url = cacheable(oauth_server, "me", cache="private, max-age=60")
-    first, second = oauth_server.credentials(scopes=["first"]), oauth_server.credentials(scopes=["second"])
-    replaced: list[Any] = []  # the door whose credentials the next answer replaces
+def _replaced_after_an_answer(door: str, cache: ResponseCache, first: Any, second: Any) -> tuple[Any, Any, Any]:
+    """A session through ``door`` with ``first``, the door that holds them (the caller closes a middleware), and
+    ``arm()``: the next answer the session gets replaces them with ``second`` (before a re-send after a 401)."""
+    replaced: list[Any] = []
 
     async def replace_after_the_answer(req: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
         response = await handler(req)
@@ -881,9 +875,22 @@ async def test_an_answer_fetched_after_the_credentials_were_replaced_is_not_kept
     else:
         holder = AuthMiddleware(first, cache=cache)
         session = aiohttp.ClientSession(middlewares=[holder, replace_after_the_answer])
+    return session, holder, lambda: replaced.append(holder)
+
+
+async def test_an_answer_fetched_after_the_credentials_were_replaced_is_not_kept_for_the_old_ones(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """Credentials replaced while a request is under way (between a 401 and the refresh that re-sends it): the
+    answer, fetched with the new ones' token, is not stored under the old identity, where equal credentials in
+    another session would be served it."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, "me", cache="private, max-age=60")
+    first, second = oauth_server.credentials(scopes=["first"]), oauth_server.credentials(scopes=["second"])
+    session, holder, arm = _replaced_after_an_answer(door, cache, first, second)
     async with session, client(door, oauth_server.credentials(scopes=["first"]), cache) as other:
         await fetch(session, oauth_server.api_url("warm"))  # the first credentials' token
-        replaced.append(holder)
+        arm()
         oauth_server.fail_api_next(status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         response, _ = await fetch(session, url)
         theirs, _ = await fetch(other, url)
@@ -904,23 +911,10 @@ async def test_a_304_to_the_replaced_credentials_does_not_serve_the_old_ones_res
     cache = ResponseCache()
     url = cacheable(oauth_server, "me", cache="private, no-cache", validator="etag")
     first, second = oauth_server.credentials(scopes=["first"]), oauth_server.credentials(scopes=["second"])
-    replaced: list[Any] = []  # the door whose credentials the next answer replaces
-
-    async def replace_after_the_answer(req: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
-        response = await handler(req)
-        if replaced:
-            replaced.pop().credentials = second
-        return response
-
-    if door == "session":
-        session: Any = AuthorizedSession(first, cache=cache, middlewares=[replace_after_the_answer])
-        holder = session
-    else:
-        holder = AuthMiddleware(first, cache=cache)
-        session = aiohttp.ClientSession(middlewares=[holder, replace_after_the_answer])
+    session, holder, arm = _replaced_after_an_answer(door, cache, first, second)
     async with session:
         await fetch(session, url)  # stored for the first credentials, with its ETag
-        replaced.append(holder)
+        arm()
         oauth_server.fail_api_next(status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
         response, _ = await fetch(session, url)
     if door == "middleware":
@@ -1423,6 +1417,15 @@ async def test_set_cookie_is_never_stored(door: str, oauth_server: FakeOAuthServ
     assert b"cookie-secret" not in repr(cache.store._entries).encode()  # type: ignore[attr-defined]
 
 
+def _behind(door: str, credentials: Any, cache: ResponseCache, inner: Any) -> tuple[Any, AuthMiddleware]:
+    """A session through ``door`` with the aiohttp middleware ``inner`` after ours (it sees each answer first), and
+    the AuthMiddleware the middleware door uses: the caller closes both."""
+    middleware = AuthMiddleware(credentials, cache=cache)
+    if door == "session":
+        return AuthorizedSession(credentials, cache=cache, middlewares=[inner]), middleware
+    return aiohttp.ClientSession(middlewares=[middleware, inner]), middleware
+
+
 async def test_a_body_read_before_the_cache_saw_it_is_stored_whole(door: str, oauth_server: FakeOAuthServer) -> None:
     """A middleware after ours that reads the body drains the stream first: the cache keeps the body it read."""
 
@@ -1434,11 +1437,7 @@ async def test_a_body_read_before_the_cache_saw_it_is_stored_whole(door: str, oa
     cache = ResponseCache()
     url = cacheable(oauth_server, cache="max-age=60")
     credentials = oauth_server.credentials()
-    middleware = AuthMiddleware(credentials, cache=cache)
-    if door == "session":
-        session: Any = AuthorizedSession(credentials, cache=cache, middlewares=[reader])
-    else:
-        session = aiohttp.ClientSession(middlewares=[middleware, reader])
+    session, middleware = _behind(door, credentials, cache, reader)
     try:
         async with session.get(url) as response:
             body = await response.read()
@@ -1467,11 +1466,7 @@ async def test_a_body_taken_from_the_stream_before_the_cache_saw_it_is_not_store
     cache = ResponseCache()
     url = cacheable(oauth_server, cache="max-age=60")
     credentials = oauth_server.credentials()
-    middleware = AuthMiddleware(credentials, cache=cache)
-    if door == "session":
-        session: Any = AuthorizedSession(credentials, cache=cache, middlewares=[taker])
-    else:
-        session = aiohttp.ClientSession(middlewares=[middleware, taker])
+    session, middleware = _behind(door, credentials, cache, taker)
     try:
         for _ in range(2):
             async with session.get(url) as response:
