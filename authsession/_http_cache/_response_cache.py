@@ -98,9 +98,10 @@ _RESOURCE_ERRORS = frozenset(status for status in CACHEABLE_STATUSES if 400 <= s
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
 
-# URLs whose last invalidation a ResponseCache remembers (for the requests under way since); past it, it forgets them
-# all, and every request under way then counts as begun before an invalidation of its URL.
-_MAX_WRITTEN = 4096
+# URLs a ResponseCache remembers in each of its two records: those invalidated lately (past it, it forgets them all,
+# and every request under way counts as begun before an invalidation of its URL), and those its store failed to drop
+# (past it, the oldest is forgotten).
+_MAX_URLS_REMEMBERED = 4096
 
 
 @dataclass
@@ -805,7 +806,7 @@ class ResponseCache:
         if not dropped:
             # What it holds for the URL is out of date all the same: this process serves none of it, and drops it
             # before it reads the URL again (other processes may, until they store the URL anew).
-            if len(self._undropped) >= _MAX_WRITTEN:
+            if len(self._undropped) >= _MAX_URLS_REMEMBERED:
                 del self._undropped[next(iter(self._undropped))]  # the oldest: a long outage, most of it forgotten
             self._undropped[address] = None
         elif self._undropped:
@@ -874,7 +875,7 @@ class ResponseCache:
         requests of this cache: another process's answer may still be stored after this process's write.)
         """
         count = self._invalidations = next(self._counting)
-        if len(self._written) >= _MAX_WRITTEN:
+        if len(self._written) >= _MAX_URLS_REMEMBERED:
             self._written.clear()
             self._forgotten = count - 1  # every request begun before this one counts as overtaken
         for address in addresses:
