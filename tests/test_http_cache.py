@@ -250,6 +250,53 @@ async def test_a_head_showing_another_validator_outdates_the_stored_get(
     assert (before["version"], body["version"]) == (0, 1)
 
 
+async def test_a_head_with_the_stored_strong_etag_freshens_the_stored_get(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """RFC 9111 4.3.5: a 200 to HEAD with the stale stored GET's strong ETag freshens it as a 304 would, whatever
+    Content-Length the HEAD tells (the fake API's HEAD echo is longer than its GET's): the next GET is not sent."""
+    clock = Clock(behind=61)
+    cache = ResponseCache(clock=clock)
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        first, _ = await fetch(session, url)
+        clock.now += 61
+        head, _ = await fetch(session, url, "HEAD")
+        after, body = await fetch(session, url)
+    assert head.headers["Content-Length"] != first.headers["Content-Length"]
+    assert isinstance(after, CachedResponse)
+    assert not after.revalidated
+    assert after.headers["Date"] == head.headers["Date"]  # the HEAD's fields are the stored GET's now
+    assert body["method"] == "GET"
+    assert (oauth_server.api_served, oauth_server.not_modified) == (2, 0)
+
+
+async def test_a_head_freshens_only_what_it_vouches_for(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A HEAD's 200 with the stored Last-Modified but another Content-Length, or one for another Vary variant,
+    freshens nothing and drops nothing: the stale GET is revalidated (a 304 serves it)."""
+    clock = Clock(behind=61)
+    cache = ResponseCache(clock=clock)
+    dated = cacheable(oauth_server, "dated", cache="max-age=60", validator="last-modified")
+    varied = cacheable(oauth_server, "varied", cache="max-age=60", validator="etag", vary="Accept")
+    first_day = email.utils.formatdate(1577836800, usegmt=True)  # the fake API's Last-Modified of version 0
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, dated)
+        await fetch(session, varied, headers={"Accept": "application/json"})
+        clock.now += 61
+        oauth_server.fail_api_next(
+            status=200, headers={"Last-Modified": first_day, "Cache-Control": "max-age=60"}, body=b"other"
+        )
+        await fetch(session, dated, "HEAD")
+        await fetch(session, varied, "HEAD", headers={"Accept": "text/plain"})
+        dated_after, _ = await fetch(session, dated)
+        varied_after, _ = await fetch(session, varied, headers={"Accept": "application/json"})
+    assert isinstance(dated_after, CachedResponse)
+    assert dated_after.revalidated
+    assert isinstance(varied_after, CachedResponse)
+    assert varied_after.revalidated
+    assert oauth_server.not_modified == 2
+
+
 async def test_a_stale_response_is_revalidated_and_a_304_serves_it(door: str, oauth_server: FakeOAuthServer) -> None:
     """max-age=0 with an ETag: the next GET sends If-None-Match, the 304 is turned into the stored response."""
     cache = ResponseCache()
@@ -926,6 +973,32 @@ async def test_a_304_to_the_replaced_credentials_does_not_serve_the_old_ones_res
     assert not isinstance(response, CachedResponse)
     assert response.status == 200
     assert cache.stats.revalidations == 0
+
+
+async def test_a_head_to_the_replaced_credentials_does_not_freshen_the_old_ones_get(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A HEAD re-sent for replaced credentials (after a 401 and a refresh) speaks for the new ones: its 200, with the
+    old identity's stored ETag, does not make the old identity's stale GET fresh again."""
+    clock = Clock(behind=61)
+    cache = ResponseCache(clock=clock)
+    url = cacheable(oauth_server, "me", cache="private, max-age=60", validator="etag")
+    first, second = oauth_server.credentials(scopes=["first"]), oauth_server.credentials(scopes=["second"])
+    session, holder, arm = _replaced_after_an_answer(door, cache, first, second)
+    async with session, client(door, oauth_server.credentials(scopes=["first"]), cache) as other:
+        await fetch(session, url)  # the first credentials' GET, stored
+        clock.now += 61
+        arm()
+        oauth_server.fail_api_next(status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        head, _ = await fetch(session, url, "HEAD")
+        theirs, _ = await fetch(other, url)
+    if door == "middleware":
+        await holder.close()
+    assert head.status == 200
+    assert list(oauth_server.api_log)[-2].authorization == f"Bearer {second.token}"  # the HEAD, re-sent
+    assert isinstance(theirs, CachedResponse)
+    assert theirs.revalidated
+    assert oauth_server.not_modified == 1
 
 
 @pytest.fixture

@@ -587,7 +587,7 @@ class ResponseCache:
         # must cost next to nothing too (freshness_lifetime and storable say the same).
         method = response.method  # GET or HEAD: find() let no other method through
         if method == "HEAD" and status == 200:
-            await self._checked_by_head(found[4] or _address(url), identity, answer)
+            await self._checked_by_head(found, url, identity, response, headers, cookies_unseen, engine, since)
         request_headers = None if headers is None else _ci(headers)
         if request_headers is not None and "no-store" in _directives(request_headers):
             return response
@@ -664,19 +664,86 @@ class ResponseCache:
         self._emit(STORED, method, url)
         return response
 
-    async def _checked_by_head(self, address: str, identity: str, answer: CIMultiDictProxy[str]) -> None:
-        """Drop the URL's stored GET responses when a 200 to HEAD shows other validators (RFC 9111 4.3.5).
+    async def _checked_by_head(
+        self,
+        found: Found,
+        url: URL,
+        identity: str,
+        response: aiohttp.ClientResponse,
+        headers: Mapping[str, str] | None,
+        cookies_unseen: bool,
+        engine: Any,
+        since: int | None,
+    ) -> None:
+        """What a 200 to HEAD tells of the URL's stored GET responses (RFC 9111 4.3.5).
 
-        Only the validators are compared: some servers answer HEAD with a
-        Content-Length of their own.
+        Other validators than a stored GET's say the resource changed: the
+        URL's responses are dropped. The same validators freshen the GET
+        responses the HEAD would have chosen, as a 304 does: its headers
+        update theirs (Cache-Control, Date, Expires...). Not when the HEAD
+        carries no validator to match, nor when its Content-Length differs
+        from the stored one's and no strong ETag matched: some servers answer
+        HEAD with a Content-Length of their own, and a matching Last-Modified
+        alone (a second's precision) does not vouch for the body then.
         """
-        for variant in await self._get(address, _slot(identity, "GET")):
+        answer = response.headers
+        etag, modified = answer.get(hdrs.ETAG), answer.get(hdrs.LAST_MODIFIED)
+        if etag is None and modified is None:
+            return  # nothing to tell the stored responses by
+        address = found[4] or _address(url)
+        slot = _slot(identity, "GET")
+        request_headers = _ci(headers)
+        vouched = etag is not None and not etag.lstrip().startswith("W/")
+        length = answer.get(hdrs.CONTENT_LENGTH)
+        chosen = []
+        for variant in await self._get(address, slot):
             stored = variant.header_map
-            for name in (hdrs.ETAG, hdrs.LAST_MODIFIED):
-                value = answer.get(name)
-                if value is not None and value != stored.get(name):
-                    await self._delete(address)
-                    return
+            if (etag is not None and etag != stored.get(hdrs.ETAG)) or (
+                modified is not None and modified != stored.get(hdrs.LAST_MODIFIED)
+            ):
+                await self._delete(address)
+                return
+            if not (vouched or length is None or length == stored.get(hdrs.CONTENT_LENGTH)):
+                continue
+            if not variant.vary or (
+                variant.matches(request_headers)
+                and not (cookies_unseen and any(n == "cookie" for n, _ in variant.vary))
+            ):
+                chosen.append(variant)
+        if (
+            not chosen
+            or "no-store" in _directives(request_headers)  # nothing of a no-store request is kept
+            or (engine is not None and identity is not engine.identity and not _still_whose(engine, identity))
+            or (since is not None and since != self._invalidations and self._outdated(address, since))
+        ):
+            return
+        now = self._clock()
+        started = found[3]
+        sent_at = getattr(response, SENT_AT, None)
+        if sent_at is not None:
+            started = _sent_then(sent_at, started, now)
+        for variant in chosen:
+            renewed = self._freshened(variant, answer, address, started, now)
+            if forbids_storing(renewed.directives):
+                await self._delete(address)
+                return
+            await self._put(address, slot, renewed, now)
+
+    def _freshened(
+        self, stored: StoredResponse, answer: CIMultiDictProxy[str], address: str, started: float, now: float
+    ) -> StoredResponse:
+        """``stored`` updated by the headers of a 304 or a HEAD's 200 that confirmed it (RFC 9111 3.2, 4.3.4, 4.3.5),
+        fresh again from that answer's exchange (asked at ``started``, come at ``now``)."""
+        fields = _kept_headers(answer)
+        if http_date(answer.get(hdrs.DATE)) is None:
+            # A response kept without a Date (or with one that cannot be read) gets the time it arrived
+            # (RFC 9110 6.6.1): the stored Date would make the renewed response as old as the first one.
+            fields = (*fields, (hdrs.DATE, email.utils.formatdate(now, usegmt=True)))
+        merged = refreshed_headers(stored.headers, fields)
+        renewed = stored.renewed(headers=merged, request_time=started, response_time=now)
+        lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, self._override_for(address))
+        keep = now + lifetime + (self._keep_stale if renewed.has_validator else 0.0)
+        return renewed.renewed(lifetime=lifetime, keep_until=keep)
 
     async def _revalidated(
         self,
@@ -702,17 +769,7 @@ class ResponseCache:
             # The 304 confirms some other representation: serve ours this once, keep it no longer.
             await self._delete(address)
         else:
-            fields = _kept_headers(response.headers)
-            if http_date(response.headers.get(hdrs.DATE)) is None:
-                # A response kept without a Date (or with one that cannot be read) gets the time it arrived
-                # (RFC 9110 6.6.1): the stored Date would make the renewed response as old as the first one.
-                fields = (*fields, (hdrs.DATE, email.utils.formatdate(now, usegmt=True)))
-            merged = refreshed_headers(stored.headers, fields)
-            renewed = stored.renewed(headers=merged, request_time=started, response_time=now)
-            override = self._override_for(address)
-            lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, override)
-            keep = now + lifetime + (self._keep_stale if renewed.has_validator else 0.0)
-            stored = renewed.renewed(lifetime=lifetime, keep_until=keep)
+            stored = self._freshened(stored, response.headers, address, started, now)
             if forbids_storing(stored.directives):
                 await self._delete(address)
             elif "no-store" not in _directives(request_headers) and not (  # a no-store request: nothing of it is kept

@@ -298,7 +298,7 @@ def conditional_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def refreshed_headers(
     stored: Iterable[tuple[str, str]], not_modified: Iterable[tuple[str, str]]
 ) -> tuple[tuple[str, str], ...]:
-    """The stored response's headers updated by a 304's (RFC 9111 3.2, 4.3.4).
+    """The stored response's headers updated by a 304's, or by a HEAD's 200 (RFC 9111 3.2, 4.3.4, 4.3.5).
 
     Each field the 304 carries replaces the stored field of that name, except
     those that describe the stored body (Content-Length, Content-Type...).
