@@ -64,7 +64,7 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
 
     A directive without an argument maps to None; quoted arguments are unquoted
     (commas inside quotes do not split). A directive given twice keeps its
-    first value, except ``max-age`` and ``min-fresh``-like limits, where the
+    first value, except ``max-age``, ``s-maxage`` and ``max-stale``, where the
     smaller (the stricter) wins. Never raises, whatever the text.
     """
     if values is None:
