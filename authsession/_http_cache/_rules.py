@@ -137,7 +137,10 @@ def delta_seconds(value: str | None) -> int | None:
     text = value.strip()
     if not text or not text.isascii() or not text.isdigit():
         return None
-    return min(int(text), MAX_DELTA_SECONDS)
+    try:
+        return min(int(text), MAX_DELTA_SECONDS)
+    except ValueError:  # more digits than int() reads (4,300): a number far past the cap
+        return MAX_DELTA_SECONDS
 
 
 def http_date(value: str | None) -> float | None:

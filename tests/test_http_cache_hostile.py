@@ -1,0 +1,73 @@
+"""The response cache against a hostile or broken server, and a damaged store, through both doors and each store.
+
+Whatever a server sends or a store holds, a request gets the network's answer as aiohttp would give it (a miss
+at worst), never an error of the cache's, another page, or seconds of CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import Door
+from test_http_cache_rfc import Scripted, answer, client
+from yarl import URL
+
+from authsession import (
+    CachedResponse,
+    MemoryResponseStore,
+    RedisResponseStore,
+    ResponseCache,
+    ResponseStore,
+    SQLiteResponseStore,
+)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ResponseStore]:
+    """Each kind of store, empty."""
+    kept: ResponseStore
+    if request.param == "memory":
+        kept = MemoryResponseStore()
+    elif request.param == "sqlite":
+        kept = SQLiteResponseStore(tmp_path / "responses.db")
+    else:
+        kept = RedisResponseStore(request.getfixturevalue("redis_url"))
+    yield kept
+    await kept.close()
+
+
+async def fetch(session: aiohttp.ClientSession, url: URL, **kwargs: Any) -> tuple[Any, int, bytes]:
+    """The response to a GET, its status and its body."""
+    async with session.get(url, **kwargs) as response:
+        return response, response.status, await response.read()
+
+
+# More digits than int() reads (4,300, Python's guard against quadratic conversions).
+_DIGITS = "1" * 5000
+
+
+@pytest.mark.parametrize(
+    ("fields", "asked", "served"),
+    [
+        ({"Cache-Control": f"max-age={_DIGITS}"}, {}, 1),  # fresh for the longest time there is
+        ({"Cache-Control": f"max-age=60, max-age={_DIGITS}"}, {}, 1),  # the smaller of the two
+        ({"Cache-Control": "max-age=60", "Age": _DIGITS}, {}, 2),  # older than any max-age: stale at once
+        ({"Cache-Control": "max-age=60"}, {"Cache-Control": f"max-age={_DIGITS}"}, 1),  # any age will do
+    ],
+    ids=["max-age", "twice", "age", "asked"],
+)
+async def test_a_delta_of_thousands_of_digits_is_a_very_long_time_not_an_error(
+    door: Door, store: ResponseStore, fields: dict[str, str], asked: dict[str, str], served: int
+) -> None:
+    """A max-age or Age of 5,000 digits (a server's, or the caller's) is read as 2**31 s, as RFC 9111 1.2.2 says of
+    any larger number: the page is served, kept or not as that says, and reading it never raises."""
+    async with Scripted(answer(**fields)) as api, client(door, ResponseCache(store)) as session:
+        _, status, body = await fetch(session, api.url())
+        second, again, same = await fetch(session, api.url(), headers=asked)
+    assert (status, body) == (again, same) == (200, b"page")
+    assert isinstance(second, CachedResponse) is (served == 1)
+    assert len(api.requests) == served
