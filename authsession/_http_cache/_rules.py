@@ -52,6 +52,11 @@ Directives = Mapping[str, "str | None"]
 
 # Cache-Control values up to this long are split once and remembered.
 _REMEMBERED = 256
+# Characters of longer Cache-Control values read at most, in all: no server needs as many, and each costs a
+# fraction of a microsecond in Python (a hostile one's megabyte, near a second of the event loop's time).
+_LONGEST = 16 * 1024
+#: What Cache-Control text past that bound reads as: a response that says it is never stored.
+_TOO_LONG = {"no-store": None}
 
 # Headers a 304 must not change in the stored response (RFC 9111 3.2): they describe the stored body.
 _KEPT_ON_304 = frozenset(
@@ -65,16 +70,25 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
     A directive without an argument maps to None; quoted arguments are unquoted
     (commas inside quotes do not split). A directive given twice keeps its
     first value, except ``max-age``, ``s-maxage`` and ``max-stale``, where the
-    smaller (the stricter) wins. Never raises, whatever the text.
+    smaller (the stricter) wins. Never raises, whatever the text. Long values
+    of more than 16 KiB in all are not read: they say ``no-store``, so that what
+    a hostile server sends costs little, and is not kept to cost again on each hit.
     """
     if values is None:
         return {}
     if isinstance(values, str):
         values = (values,)
     directives: dict[str, str | None] = {}
+    unread = _LONGEST
     for value in values:
         # Texts of any length are split, only short ones remembered (the memory stays small).
-        items = _directive_items(value) if len(value) <= _REMEMBERED else _split_directives(value)
+        if len(value) <= _REMEMBERED:
+            items = _directive_items(value)
+        else:
+            unread -= len(value)
+            if unread < 0:
+                return dict(_TOO_LONG)
+            items = _split_directives(value)
         for name, argument in items:
             if name in directives:
                 previous = directives[name]
