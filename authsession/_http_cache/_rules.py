@@ -55,6 +55,8 @@ _REMEMBERED = 256
 # Characters of longer Cache-Control values read at most, in all: no server needs as many, and each costs a
 # fraction of a microsecond in Python (a hostile one's megabyte, near a second of the event loop's time).
 _LONGEST = 16 * 1024
+# Vary names a stored response may have (a hostile server's thousands cost a digest each, on every lookup).
+_MOST_VARY_NAMES = 32
 #: What Cache-Control text past that bound reads as: a response that says it is never stored.
 _TOO_LONG = {"no-store": None}
 
@@ -211,6 +213,8 @@ def vary_names(values: Iterable[str]) -> tuple[str, ...] | None:
     """The request header names a response varies on, lowercased and sorted; None for ``Vary: *``.
 
     ``Authorization`` is left out: entries are kept per credential identity already.
+    None too for more than 32 names, as for ``*``: no API varies on so many,
+    and each costs a digest of the request's header on every lookup.
     """
     names: set[str] = set()
     for value in values:
@@ -220,6 +224,8 @@ def vary_names(values: Iterable[str]) -> tuple[str, ...] | None:
                 return None
             if name and name != "authorization":
                 names.add(name)
+                if len(names) > _MOST_VARY_NAMES:
+                    return None
     return tuple(sorted(names))
 
 
