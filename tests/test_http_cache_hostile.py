@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from conftest import Door
 from test_http_cache_rfc import Scripted, answer, client
 from yarl import URL
@@ -131,3 +132,47 @@ def test_a_response_varying_on_more_than_32_headers_is_not_kept(count: int, kept
     """Up to 32 Vary names are kept; more read as ``Vary: *`` (None), however they are spread over fields."""
     names = [f"X-{n}" for n in range(count)]
     assert (vary_names([", ".join(names[:10]), ", ".join(names[10:])]) is not None) is kept
+
+
+async def _cut_short(request: web.Request) -> web.StreamResponse:
+    """A cacheable page that promises 50 bytes, sends 4 and hangs up."""
+    response = web.StreamResponse(headers={"Cache-Control": "max-age=60", "Content-Length": "50"})
+    await response.prepare(request)
+    await response.write(b"page")
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
+async def _not_gzip(request: web.Request) -> web.Response:
+    """A cacheable page that says it is gzipped, and is not."""
+    return web.Response(body=b"page", headers={"Cache-Control": "max-age=60", "Content-Encoding": "gzip"})
+
+
+@pytest.mark.parametrize("page", [_cut_short, _not_gzip], ids=["cut short", "not gzip"])
+async def test_a_body_that_fails_fails_when_read_as_without_the_cache(
+    door: Door, store: ResponseStore, page: Any
+) -> None:
+    """A body cut short, or that does not decode, is not kept; the request still answers with its status and
+    headers, and reading the body raises aiohttp's error then, as without the cache (the cache read it first, and
+    raised its error from the request itself: a caller that looks at the status only got an exception)."""
+    outcomes = []
+    served = []
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        served.append(request)
+        return await page(request)
+
+    app = web.Application()
+    app.router.add_get("/page", counted)
+    async with TestServer(app, host="127.0.0.1") as api:
+        for kind, cache in (("plain", None), (door, ResponseCache(store))):
+            async with client(kind, cache) as session:
+                for _ in range(2):
+                    async with session.get(api.make_url("/page")) as response:
+                        assert response.status == 200
+                        with pytest.raises(aiohttp.ClientPayloadError) as raised:
+                            await response.read()
+                        outcomes.append(str(raised.value))
+    assert len(served) == 4  # nothing kept
+    assert len(set(outcomes)) == 1  # the very error aiohttp alone gives
