@@ -6,6 +6,8 @@ at worst), never an error of the cache's, another page, or seconds of CPU.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from authsession import (
     ResponseCache,
     ResponseStore,
     SQLiteResponseStore,
+    StoredResponse,
 )
 from authsession._http_cache._rules import vary_names
 
@@ -176,3 +179,21 @@ async def test_a_body_that_fails_fails_when_read_as_without_the_cache(
                         outcomes.append(str(raised.value))
     assert len(served) == 4  # nothing kept
     assert len(set(outcomes)) == 1  # the very error aiohttp alone gives
+
+
+# --- damaged stores ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [2**62, "text", 1.5], ids=["integer", "text", "real"])
+async def test_a_sqlite_row_of_another_type_reads_as_nothing(tmp_path: Path, data: object) -> None:
+    """A row whose data is not a BLOB (a damaged file, another program's row) is a miss: read as bytes, an integer
+    was that many zero bytes (2**62: a MemoryError out of get(); 3e9: three gigabytes made), text a TypeError."""
+    path = tmp_path / "responses.db"
+    url = "https://api.example/page"
+    kept = StoredResponse("GET", 200, "OK", (("Cache-Control", "max-age=60"),), b"page", 0.0, 0.0, 60.0)
+    async with SQLiteResponseStore(path) as store:
+        await store.set(url, "slot", [kept], ttl=60)
+        assert await store.get(url, "slot") == (kept,)
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE responses SET data = ?", (data,))
+        assert await store.get(url, "slot") == ()
