@@ -307,13 +307,18 @@ def verdict(
 
 
 def conditional_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The validators of a stored response as request headers (``If-None-Match``, ``If-Modified-Since``)."""
+    """The validators of a stored response as request headers (``If-None-Match``, ``If-Modified-Since``).
+
+    Not one that holds a control character or bytes that are not UTF-8 (a
+    broken server's, which aiohttp takes): a strict server answers a request
+    carrying it with a 400, where the plain request gets the page.
+    """
     conditions: dict[str, str] = {}
     etag = headers.get("ETag")
-    if etag:
+    if etag and etag.isprintable():
         conditions["If-None-Match"] = etag
     last_modified = headers.get("Last-Modified")
-    if last_modified:
+    if last_modified and last_modified.isprintable():
         conditions["If-Modified-Since"] = last_modified
     return conditions
 
