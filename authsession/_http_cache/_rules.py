@@ -84,6 +84,7 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
     unread = _LONGEST
     for value in values:
         # Texts of any length are split, only short ones remembered (the memory stays small).
+        items: Iterable[tuple[str, str | None]]
         if len(value) <= _REMEMBERED:
             items = _directive_items(value)
         else:
