@@ -6,6 +6,7 @@ at worst), never an error of the cache's, another page, or seconds of CPU.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import time
@@ -202,18 +203,54 @@ async def test_a_sqlite_row_of_another_type_reads_as_nothing(tmp_path: Path, dat
 # --- validators ---------------------------------------------------------------------------------
 
 
+class StrictRawApi:
+    """An API written byte by byte (aiohttp's own server refuses, since 3.14, to send a control character), that
+    answers its page with ``validator`` (a header line), and a request with a control character in a header with a
+    400, as a strict HTTP parser does."""
+
+    def __init__(self, validator: bytes) -> None:
+        self.validator = validator
+        self.requests: list[bytes] = []
+
+    async def __aenter__(self) -> StrictRawApi:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    def url(self) -> URL:
+        return URL(f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/page")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                if any(byte < 0x20 and byte not in b"\t\r\n" for byte in head):
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nCache-Control: no-cache\r\n"
+                        + self.validator
+                        + b"\r\nContent-Length: 4\r\n\r\npage"
+                    )
+                await writer.drain()
+        writer.close()
+
+
 @pytest.mark.parametrize(
-    "validator", [{"ETag": '"v\x011"'}, {"Last-Modified": "Wed, 01 Jan 2020\x0100:00:00 GMT"}], ids=["etag", "date"]
+    "validator", [b'ETag: "v\x011"', b"Last-Modified: Wed, 01 Jan 2020\x0100:00:00 GMT"], ids=["etag", "date"]
 )
 async def test_a_validator_with_a_control_character_is_not_sent_back(
-    door: Door, store: ResponseStore, validator: dict[str, str]
+    door: Door, store: ResponseStore, validator: bytes
 ) -> None:
     """A server sends a validator holding a control character (aiohttp takes it): asking with it again got
-    a 400 from any strict HTTP parser (aiohttp's own server here), where without the cache the page came back.
-    Such a validator is not sent: the request goes out plain, and gets the page."""
-    async with Scripted(answer(Cache_Control="no-cache", **validator)) as api:
-        async with client(door, ResponseCache(store)) as session:
-            for _ in range(2):
-                _, status, body = await fetch(session, api.url())
-                assert (status, body) == (200, b"page")
+    a 400 from any strict HTTP parser, where without the cache the page came back. Such a validator is not sent:
+    the request goes out plain, and gets the page."""
+    async with StrictRawApi(validator) as api, client(door, ResponseCache(store)) as session:
+        for _ in range(2):
+            _, status, body = await fetch(session, api.url())
+            assert (status, body) == (200, b"page")
     assert len(api.requests) == 2
