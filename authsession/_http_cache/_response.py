@@ -108,9 +108,12 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | 
     ``limit``: a longer body (a download, a stream with no end) is given back
     in front of its stream as it was read, and the rest keeps arriving for
     the caller, who sees the whole body as if the cache had not looked. A
-    read that fails closes the response, as aiohttp's ``read()`` does.
-    Another response class is read with its own ``read()`` (which may do more
-    than drain the stream), then refilled.
+    read that fails (a body cut short, or that does not decode) closes the
+    response, as aiohttp's ``read()`` does, and is None: the caller's own read
+    meets the error, as without the cache, and a caller that looks at the
+    status alone meets none. Another response class is read with its own
+    ``read()`` (which may do more than drain the stream; its errors are its
+    own), then refilled.
     """
     content = response.content
     if (
@@ -132,7 +135,10 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | 
                 break
             chunks.append(chunk)
             size += len(chunk)
-    except BaseException:
+    except Exception:  # noqa: BLE001 - aiohttp's stream keeps the error: the caller's read meets it
+        response.close()
+        return None
+    except BaseException:  # cancelled: the request is
         response.close()
         raise
     body = b"".join(chunks)

@@ -52,6 +52,13 @@ Directives = Mapping[str, "str | None"]
 
 # Cache-Control values up to this long are split once and remembered.
 _REMEMBERED = 256
+# Characters of longer Cache-Control values read at most, in all: no server needs as many, and each costs a
+# fraction of a microsecond in Python (a hostile one's megabyte, near a second of the event loop's time).
+_LONGEST = 16 * 1024
+# Vary names a stored response may have (a hostile server's thousands cost a digest each, on every lookup).
+_MOST_VARY_NAMES = 32
+#: What Cache-Control text past that bound reads as: a response that says it is never stored.
+_TOO_LONG = {"no-store": None}
 
 # Headers a 304 must not change in the stored response (RFC 9111 3.2): they describe the stored body.
 _KEPT_ON_304 = frozenset(
@@ -65,16 +72,26 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
     A directive without an argument maps to None; quoted arguments are unquoted
     (commas inside quotes do not split). A directive given twice keeps its
     first value, except ``max-age``, ``s-maxage`` and ``max-stale``, where the
-    smaller (the stricter) wins. Never raises, whatever the text.
+    smaller (the stricter) wins. Never raises, whatever the text. Long values
+    of more than 16 KiB in all are not read: they say ``no-store``, so that what
+    a hostile server sends costs little, and is not kept to cost again on each hit.
     """
     if values is None:
         return {}
     if isinstance(values, str):
         values = (values,)
     directives: dict[str, str | None] = {}
+    unread = _LONGEST
     for value in values:
         # Texts of any length are split, only short ones remembered (the memory stays small).
-        items = _directive_items(value) if len(value) <= _REMEMBERED else _split_directives(value)
+        items: Iterable[tuple[str, str | None]]
+        if len(value) <= _REMEMBERED:
+            items = _directive_items(value)
+        else:
+            unread -= len(value)
+            if unread < 0:
+                return dict(_TOO_LONG)
+            items = _split_directives(value)
         for name, argument in items:
             if name in directives:
                 previous = directives[name]
@@ -137,7 +154,10 @@ def delta_seconds(value: str | None) -> int | None:
     text = value.strip()
     if not text or not text.isascii() or not text.isdigit():
         return None
-    return min(int(text), MAX_DELTA_SECONDS)
+    try:
+        return min(int(text), MAX_DELTA_SECONDS)
+    except ValueError:  # more digits than int() reads (4,300): a number far past the cap
+        return MAX_DELTA_SECONDS
 
 
 def http_date(value: str | None) -> float | None:
@@ -194,6 +214,8 @@ def vary_names(values: Iterable[str]) -> tuple[str, ...] | None:
     """The request header names a response varies on, lowercased and sorted; None for ``Vary: *``.
 
     ``Authorization`` is left out: entries are kept per credential identity already.
+    None too for more than 32 names, as for ``*``: no API varies on so many,
+    and each costs a digest of the request's header on every lookup.
     """
     names: set[str] = set()
     for value in values:
@@ -203,6 +225,8 @@ def vary_names(values: Iterable[str]) -> tuple[str, ...] | None:
                 return None
             if name and name != "authorization":
                 names.add(name)
+                if len(names) > _MOST_VARY_NAMES:
+                    return None
     return tuple(sorted(names))
 
 
@@ -284,13 +308,18 @@ def verdict(
 
 
 def conditional_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The validators of a stored response as request headers (``If-None-Match``, ``If-Modified-Since``)."""
+    """The validators of a stored response as request headers (``If-None-Match``, ``If-Modified-Since``).
+
+    Not one that holds a control character or bytes that are not UTF-8 (a
+    broken server's, which aiohttp takes): a strict server answers a request
+    carrying it with a 400, where the plain request gets the page.
+    """
     conditions: dict[str, str] = {}
     etag = headers.get("ETag")
-    if etag:
+    if etag and etag.isprintable():
         conditions["If-None-Match"] = etag
     last_modified = headers.get("Last-Modified")
-    if last_modified:
+    if last_modified and last_modified.isprintable():
         conditions["If-Modified-Since"] = last_modified
     return conditions
 

@@ -127,7 +127,12 @@ class SQLiteResponseStore:
             "SELECT data FROM responses WHERE url = ? AND slot = ? AND keep_until > ?",
             (url_digest(url), slot, now),
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        # A BLOB reads as bytes. Anything else is no entry of a store's (a damaged file, another program's row),
+        # and bytes() of it raised, or made an integer's worth of zero bytes.
+        data = row[0]
+        return data if isinstance(data, bytes) else None
 
     def _read(self, db: sqlite3.Connection, url: str, slot: str, now: float) -> tuple[StoredResponse, ...]:
         # Decoded (and decrypted) here, on the worker thread: a large body costs the event loop nothing.
