@@ -1,0 +1,70 @@
+"""The response cache when the caller's request is cancelled (a timeout, a TaskGroup, a client gone) while it waits.
+
+Whatever the await the cancellation lands on, the caller gets it, and the cache
+keeps nothing it should not: no lock, no connection, no page that a write it saw
+answered had made out of date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from test_http_cache import cacheable, client, fetch
+
+from authsession import RedisResponseStore, ResponseCache
+from authsession.testing import FakeOAuthServer
+
+
+class CancellingRedis(RedisResponseStore):
+    """A Redis store that cancels the task calling it, once ``armed``, the moment its ``call`` (get, set, delete)
+    has begun: the cancellation lands on the call's first wait inside redis-py."""
+
+    def __init__(self, url: str, call: str) -> None:
+        super().__init__(url)
+        self.call = call
+        self.armed = False
+        self.cancelled = False
+
+    def _arm(self, call: str) -> None:
+        if call == self.call and self.armed and not self.cancelled:
+            self.cancelled = True
+            asyncio.get_running_loop().call_soon(asyncio.current_task().cancel)  # type: ignore[union-attr]
+
+    async def get(self, url: str, slot: str) -> Any:
+        self._arm("get")
+        return await super().get(url, slot)
+
+    async def set(self, url: str, slot: str, variants: Any, ttl: float) -> None:
+        self._arm("set")
+        await super().set(url, slot, variants, ttl)
+
+    async def delete(self, url: str) -> bool:
+        self._arm("delete")
+        return await super().delete(url)
+
+
+@pytest.mark.parametrize("call", ["get", "set", "delete"])
+async def test_a_request_cancelled_while_redis_answers_is_cancelled(
+    door: str, oauth_server: FakeOAuthServer, redis_url: str, call: str
+) -> None:
+    """Cancelled while the cache reads, stores or drops through Redis, the request raises CancelledError: it does
+    not go on to the network, nor hand back a response (Python 3.11's wait_for, in redis-py, used to swallow it)."""
+    store = CancellingRedis(redis_url, call)
+    url = cacheable(oauth_server, cache="max-age=60")
+    try:
+        async with client(door, oauth_server.credentials(), ResponseCache(store=store)) as session:
+            await fetch(session, oauth_server.api_url("warm"))  # the token, first
+            if call == "delete":
+                await fetch(session, url)
+            served = oauth_server.api_served
+            store.armed = True
+            request = asyncio.create_task(fetch(session, url, "POST" if call == "delete" else "GET"))
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            assert store.cancelled
+            if call == "get":
+                assert oauth_server.api_served == served  # not sent
+    finally:
+        await store.close()
