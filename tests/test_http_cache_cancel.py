@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio
 from test_http_cache import cacheable, client, fetch
 
 from authsession import RedisResponseStore, ResponseCache
@@ -68,3 +69,31 @@ async def test_a_request_cancelled_while_redis_answers_is_cancelled(
                 assert oauth_server.api_served == served  # not sent
     finally:
         await store.close()
+
+
+async def test_a_write_cancelled_while_redis_drops_its_url_is_not_served_the_page_from_before_it(
+    door: str, oauth_server: FakeOAuthServer, private_redis: Any
+) -> None:
+    """A POST answered, then cancelled while the cache drops the URL's stored page (Redis slow to write: its writes
+    paused): once Redis works again, the page from before the POST is not served, though the drop was cut short."""
+    raw = redis.asyncio.Redis.from_url(private_redis.url)
+    store = RedisResponseStore(private_redis.url, timeout=5)
+    url = cacheable(oauth_server, "page", cache="max-age=600")
+    try:
+        async with client(door, oauth_server.credentials(), ResponseCache(store=store)) as session:
+            _, before = await fetch(session, url)
+            await raw.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+            try:
+                write = asyncio.create_task(fetch(session, url, "POST"))
+                while not (await raw.info("clients"))["blocked_clients"]:
+                    pass  # answered, and the cache's drop waits in Redis
+                write.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await write
+            finally:
+                await raw.execute_command("CLIENT", "UNPAUSE")
+            _, after = await fetch(session, url)
+    finally:
+        await store.close()
+        await raw.aclose()
+    assert (before["version"], after["version"]) == (0, 1)

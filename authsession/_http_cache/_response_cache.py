@@ -861,14 +861,20 @@ class ResponseCache:
             if dropped:
                 self._works("write")
         if not dropped:
-            # What it holds for the URL is out of date all the same: this process serves none of it, and drops it
-            # before it reads the URL again (other processes may, until they store the URL anew).
-            if len(self._undropped) >= _MAX_URLS_REMEMBERED:
-                del self._undropped[next(iter(self._undropped))]  # the oldest: a long outage, most of it forgotten
-            self._undropped[address] = None
+            self._not_dropped(address)
         elif self._undropped:
             self._undropped.pop(address, None)
         return dropped
+
+    def _not_dropped(self, address: str) -> None:
+        """Note that the store may still hold ``address``'s responses, out of date all the same.
+
+        This process serves none of them, and drops them before it reads the URL again (other processes may,
+        until they store the URL anew).
+        """
+        if len(self._undropped) >= _MAX_URLS_REMEMBERED:
+            del self._undropped[next(iter(self._undropped))]  # the oldest: a long outage, most of it forgotten
+        self._undropped[address] = None
 
     def _failed(self, kind: str, call: str, exc: Exception) -> None:
         if kind not in self._store_failing:
@@ -929,7 +935,9 @@ class ResponseCache:
         """Note that ``addresses`` were invalidated now: the answers of their requests already under way are outdated.
 
         Marked before the store is told: an answer arriving while it drops the URL is not stored after it. (Only the
-        requests of this cache: another process's answer may still be stored after this process's write.)
+        requests of this cache: another process's answer may still be stored after this process's write.) And noted
+        as not dropped until the store says they are: a drop cut short (the caller cancelled while Redis or SQLite
+        had it) may or may not have been made, and the write's answer was seen.
         """
         count = self._invalidations = next(self._counting)
         if len(self._written) >= _MAX_URLS_REMEMBERED:
@@ -937,6 +945,7 @@ class ResponseCache:
             self._forgotten = count - 1  # every request begun before this one counts as overtaken
         for address in addresses:
             self._written[address] = count
+            self._not_dropped(address)
 
     def _outdated(self, address: str, since: int) -> bool:
         """Whether ``address`` was invalidated after a request began, when the cache had counted ``since``."""
