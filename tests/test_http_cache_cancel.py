@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio
 from test_http_cache import cacheable, client, fetch
 
-from authsession import RedisResponseStore, ResponseCache
+from authsession import MemoryResponseStore, RedisResponseStore, ResponseCache
 from authsession.testing import FakeOAuthServer
 
 
@@ -96,4 +96,48 @@ async def test_a_write_cancelled_while_redis_drops_its_url_is_not_served_the_pag
     finally:
         await store.close()
         await raw.aclose()
+    assert (before["version"], after["version"]) == (0, 1)
+
+
+class SlowWrites(MemoryResponseStore):
+    """A store whose writes, once ``held``, wait until let ``go`` (a busy Redis, another process's SQLite lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+        self.writing = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def set(self, url: str, slot: str, variants: Any, ttl: float) -> None:
+        if self.held:
+            self.writing.set()
+            await self.go.wait()
+        await super().set(url, slot, variants, ttl)
+
+    async def update(self, url: str, slot: str, change: Any) -> None:
+        if self.held:
+            self.writing.set()
+            await self.go.wait()
+        await super().update(url, slot, change)
+
+
+@pytest.mark.parametrize("vary", [False, True])
+async def test_a_page_whose_write_lands_after_an_invalidation_is_not_served(
+    door: str, oauth_server: FakeOAuthServer, vary: bool
+) -> None:
+    """A GET's answer being written to a slow store while a POST to its URL is answered and drops it: the write
+    lands after the drop, and the page from before the POST is not served after it."""
+    store = SlowWrites()
+    knobs = {"vary": "Accept"} if vary else {}
+    url = cacheable(oauth_server, "page", cache="max-age=600", **knobs)
+    async with client(door, oauth_server.credentials(), ResponseCache(store=store)) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.held = True
+        reading = asyncio.create_task(fetch(session, url))
+        await store.writing.wait()
+        store.held = False
+        await fetch(session, url, "POST")
+        store.go.set()
+        _, before = await reading
+        _, after = await fetch(session, url)
     assert (before["version"], after["version"]) == (0, 1)

@@ -658,7 +658,7 @@ class ResponseCache:
             reason = response.reason or ""
             kept = _kept_headers(answer)
             stored = StoredResponse(method, status, reason, kept, body, started, now, lifetime, vary, keep_until)
-            if not await self._put(address, slot, stored, now):
+            if not await self._put(address, slot, stored, now, since):
                 return response  # the store failed: nothing was stored, and nothing is counted
         self._stats.stores += 1
         self._emit(STORED, method, url)
@@ -727,7 +727,7 @@ class ResponseCache:
             if forbids_storing(renewed.directives):
                 await self._delete(address)
                 return
-            await self._put(address, slot, renewed, now)
+            await self._put(address, slot, renewed, now, since)
 
     def _freshened(
         self, stored: StoredResponse, answer: CIMultiDictProxy[str], address: str, started: float, now: float
@@ -775,7 +775,7 @@ class ResponseCache:
             elif "no-store" not in _directives(request_headers) and not (  # a no-store request: nothing of it is kept
                 since is not None and since != self._invalidations and self._outdated(address, since)
             ):
-                await self._put(address, slot, stored, now)
+                await self._put(address, slot, stored, now, since)
         self._stats.revalidations += 1
         self._emit(REVALIDATED, stored.method, url)
         age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
@@ -788,8 +788,27 @@ class ResponseCache:
             served._resolve_charset = resolver
         return served
 
-    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> bool:
-        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping; False if it was not."""
+    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float, since: int | None) -> bool:
+        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping; False if it was not.
+
+        ``since``: the cache's count of invalidations when the request began (the caller found the URL not
+        invalidated after it). One that comes while the write is under way (a slow store, a wait for the slot's
+        lock, a cancelled call whose SQLite thread or Redis command goes on) may drop the URL before the write
+        lands: the URL is dropped again, and nothing counts as stored.
+        """
+        try:
+            kept = await self._write(address, slot, stored, now)
+        finally:
+            overtaken = since is not None and since != self._invalidations and self._outdated(address, since)
+            if overtaken:
+                self._not_dropped(address)  # if this was cancelled: dropped before this process reads the URL
+        if overtaken:
+            await self._delete(address)
+            return False
+        return kept
+
+    async def _write(self, address: str, slot: str, stored: StoredResponse, now: float) -> bool:
+        """:meth:`_put`'s write."""
         if not stored.vary:
             return await self._set(address, slot, (stored,), stored.keep_until - now)
         # Read, merge, write: one at a time per slot in this event loop, or variants stored at the same moment
