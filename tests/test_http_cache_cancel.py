@@ -18,6 +18,12 @@ from authsession import MemoryResponseStore, RedisResponseStore, ResponseCache
 from authsession.testing import FakeOAuthServer
 
 
+@pytest.fixture(params=["session", "middleware"])
+def door(request: pytest.FixtureRequest) -> str:
+    """Which front door the test goes through (as ``client()`` takes it)."""
+    return str(request.param)
+
+
 class CancellingRedis(RedisResponseStore):
     """A Redis store that cancels the task calling it, once ``armed``, the moment its ``call`` (get, set, delete)
     has begun: the cancellation lands on the call's first wait inside redis-py."""
