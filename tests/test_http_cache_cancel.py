@@ -8,13 +8,18 @@ answered had made out of date.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from test_http_cache import cacheable, client, fetch
+from yarl import URL
 
-from authsession import MemoryResponseStore, RedisResponseStore, ResponseCache
+from authsession import MemoryResponseStore, RedisResponseStore, ResponseCache, StaticCredentials
 from authsession.testing import FakeOAuthServer
 
 
@@ -147,3 +152,75 @@ async def test_a_page_whose_write_lands_after_an_invalidation_is_not_served(
         _, before = await reading
         _, after = await fetch(session, url)
     assert (before["version"], after["version"]) == (0, 1)
+
+
+class SlowDrops(MemoryResponseStore):
+    """A store whose drops, once ``held``, wait (a Redis or a SQLite file that stalls), saying when one began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+        self.dropping = asyncio.Event()
+
+    async def delete(self, url: str) -> None:
+        if self.held:
+            self.dropping.set()
+            await asyncio.sleep(60)
+        await super().delete(url)
+
+
+class SlowPage:
+    """A cacheable page (ETag, must be revalidated) whose 256 KiB body arrives in four parts, 50 ms apart: still
+    arriving when the cache has its headers. ``version`` names its ETag."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.url = URL()
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        headers = {"Cache-Control": "max-age=0", "ETag": f'"v{self.version}"', "Content-Length": str(4 * 65536)}
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        for _ in range(4):
+            await response.write(b"x" * 65536)
+            await asyncio.sleep(0.05)
+        return response
+
+
+@pytest.fixture
+async def slow_page() -> AsyncIterator[SlowPage]:
+    """A :class:`SlowPage` served on 127.0.0.1."""
+    page = SlowPage()
+    app = web.Application()
+    app.router.add_route("*", "/page", page.serve)
+    async with TestServer(app) as server:
+        page.url = server.make_url("/page")
+        yield page
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_request_cancelled_while_the_cache_drops_a_page_leaves_no_connection_held(
+    door: str, slow_page: SlowPage, method: str
+) -> None:
+    """Answered, then cancelled while the cache drops the URL's stored page (a GET whose new answer replaces it, or
+    a POST's invalidation) and before the body has all arrived: the answer's connection goes back to the pool.
+    With one connection, the next request is served (it used to wait for the garbage collector)."""
+    store = SlowDrops()
+    url = slow_page.url
+    credentials = StaticCredentials("token")
+    async with client(
+        door, credentials, ResponseCache(store=store), connector=aiohttp.TCPConnector(limit=1)
+    ) as session:
+        async with session.get(url) as first:
+            await first.read()
+        slow_page.version += 1  # the GET is answered in full: the stored page is out of date
+        store.held = True
+        request = asyncio.create_task(session.request(method, url))
+        async with asyncio.timeout(10):
+            await store.dropping.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        store.held = False
+        async with asyncio.timeout(10), session.get(url) as after:
+            assert len(await after.read()) == 4 * 65536

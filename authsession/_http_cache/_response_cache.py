@@ -551,7 +551,7 @@ class ResponseCache:
                 # The request's own answer is the first of a redirect chain aiohttp followed (a 303 after a POST).
                 chain = (*_history(response), response)
                 if chain[0].status < 400:
-                    await self._invalidate(url, chain, method.upper())
+                    await _or_closed(response, self._invalidate(url, chain, method.upper()))
             return response
         if found[0] is not None:  # a hit: nothing was sent
             return response
@@ -564,7 +564,7 @@ class ResponseCache:
                 # kept or not (RFC 9111 4: the most recent response is the one to use), and so are the other
                 # identities'. A server error says nothing of the resource (RFC 9111 4.3.3), nor does a client
                 # error about this request (a rejected token, a rate limit, a missing scope): the stored ones stay.
-                await self._delete(found[4])
+                await _or_closed(response, self._delete(found[4]))
         self._stats.misses += 1
         if self._on_event is not None:
             # Told to the hook only, not logged: a line per request that was not cached says little
@@ -587,7 +587,8 @@ class ResponseCache:
         # must cost next to nothing too (freshness_lifetime and storable say the same).
         method = response.method  # GET or HEAD: find() let no other method through
         if method == "HEAD" and status == 200:
-            await self._checked_by_head(found, url, identity, response, headers, cookies_unseen, engine, since)
+            checked = self._checked_by_head(found, url, identity, response, headers, cookies_unseen, engine, since)
+            await _or_closed(response, checked)
         request_headers = None if headers is None else _ci(headers)
         if request_headers is not None and "no-store" in _directives(request_headers):
             return response
@@ -1040,6 +1041,19 @@ def _bounded(call: Awaitable[T]) -> Awaitable[T]:
 async def _within(seconds: float, call: Awaitable[T]) -> T:
     async with timeout_after(seconds):
         return await call
+
+
+async def _or_closed(response: Any, step: Awaitable[T]) -> T:
+    """``step``, which the cache awaits before it hands ``response`` on; cut short (cancelled), it closes the response.
+
+    Nobody else would: its body may still be arriving, and its connection would stay out of the pool until the
+    garbage collector found it (with a pool of one, the next request waits as long).
+    """
+    try:
+        return await step
+    except BaseException:
+        response.close()
+        raise
 
 
 def cache_identity(credentials: Any) -> str:
