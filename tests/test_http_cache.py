@@ -72,8 +72,9 @@ def door(request: pytest.FixtureRequest) -> str:
 @asynccontextmanager
 async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
     """A session through ``door`` with ``cache``; ``trace_configs``, ``headers``, ``cookie_jar``,
-    ``fallback_charset_resolver`` and ``auto_decompress`` go to the ClientSession, the rest to the door."""
-    to_aiohttp = ("trace_configs", "headers", "cookie_jar", "fallback_charset_resolver")
+    ``fallback_charset_resolver``, ``connector`` and ``auto_decompress`` go to the ClientSession, the rest to the
+    door."""
+    to_aiohttp = ("trace_configs", "headers", "cookie_jar", "fallback_charset_resolver", "connector")
     aiohttp_options = {name: options.pop(name) for name in to_aiohttp if name in options}
     if door == "session":
         async with AuthorizedSession(credentials, cache=cache, **aiohttp_options, **options) as session:

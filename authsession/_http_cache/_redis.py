@@ -181,10 +181,17 @@ class RedisResponseStore:
             return default
         if self._outages.skipping(kind):
             return default
+        cancelling = getattr(asyncio.current_task(), "cancelling", None)  # the task's count (Python 3.11 and later)
+        cancels = 0 if cancelling is None else cancelling()
         self._calls += 1
         try:
             async with timeout_after(self._timeout):
                 result = await call(*args, **kwargs)
+            if cancelling is not None and cancelling() > cancels:
+                # Cancelled, and the call returned all the same: redis-py waits for its sends with wait_for, which
+                # on Python 3.11 swallows a cancellation that lands as the send completes. The caller's asyncio.timeout
+                # or TaskGroup would go unheard, the request running on to the network: the cancellation goes on.
+                raise asyncio.CancelledError
         except self._refused as exc:
             if str(exc).startswith("WRONGTYPE"):
                 # Someone else's key under the prefix, of another type: a miss for that URL alone, Redis is fine.

@@ -551,7 +551,7 @@ class ResponseCache:
                 # The request's own answer is the first of a redirect chain aiohttp followed (a 303 after a POST).
                 chain = (*_history(response), response)
                 if chain[0].status < 400:
-                    await self._invalidate(url, chain, method.upper())
+                    await _or_closed(response, self._invalidate(url, chain, method.upper()))
             return response
         if found[0] is not None:  # a hit: nothing was sent
             return response
@@ -564,7 +564,7 @@ class ResponseCache:
                 # kept or not (RFC 9111 4: the most recent response is the one to use), and so are the other
                 # identities'. A server error says nothing of the resource (RFC 9111 4.3.3), nor does a client
                 # error about this request (a rejected token, a rate limit, a missing scope): the stored ones stay.
-                await self._delete(found[4])
+                await _or_closed(response, self._delete(found[4]))
         self._stats.misses += 1
         if self._on_event is not None:
             # Told to the hook only, not logged: a line per request that was not cached says little
@@ -587,7 +587,8 @@ class ResponseCache:
         # must cost next to nothing too (freshness_lifetime and storable say the same).
         method = response.method  # GET or HEAD: find() let no other method through
         if method == "HEAD" and status == 200:
-            await self._checked_by_head(found, url, identity, response, headers, cookies_unseen, engine, since)
+            checked = self._checked_by_head(found, url, identity, response, headers, cookies_unseen, engine, since)
+            await _or_closed(response, checked)
         request_headers = None if headers is None else _ci(headers)
         if request_headers is not None and "no-store" in _directives(request_headers):
             return response
@@ -658,7 +659,7 @@ class ResponseCache:
             reason = response.reason or ""
             kept = _kept_headers(answer)
             stored = StoredResponse(method, status, reason, kept, body, started, now, lifetime, vary, keep_until)
-            if not await self._put(address, slot, stored, now):
+            if not await self._put(address, slot, stored, now, since):
                 return response  # the store failed: nothing was stored, and nothing is counted
         self._stats.stores += 1
         self._emit(STORED, method, url)
@@ -727,7 +728,7 @@ class ResponseCache:
             if forbids_storing(renewed.directives):
                 await self._delete(address)
                 return
-            await self._put(address, slot, renewed, now)
+            await self._put(address, slot, renewed, now, since)
 
     def _freshened(
         self, stored: StoredResponse, answer: CIMultiDictProxy[str], address: str, started: float, now: float
@@ -775,7 +776,7 @@ class ResponseCache:
             elif "no-store" not in _directives(request_headers) and not (  # a no-store request: nothing of it is kept
                 since is not None and since != self._invalidations and self._outdated(address, since)
             ):
-                await self._put(address, slot, stored, now)
+                await self._put(address, slot, stored, now, since)
         self._stats.revalidations += 1
         self._emit(REVALIDATED, stored.method, url)
         age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
@@ -788,8 +789,27 @@ class ResponseCache:
             served._resolve_charset = resolver
         return served
 
-    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float) -> bool:
-        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping; False if it was not."""
+    async def _put(self, address: str, slot: str, stored: StoredResponse, now: float, since: int | None) -> bool:
+        """Store ``stored`` in its slot, beside the other Vary variants still worth keeping; False if it was not.
+
+        ``since``: the cache's count of invalidations when the request began (the caller found the URL not
+        invalidated after it). One that comes while the write is under way (a slow store, a wait for the slot's
+        lock, a cancelled call whose SQLite thread or Redis command goes on) may drop the URL before the write
+        lands: the URL is dropped again, and nothing counts as stored.
+        """
+        try:
+            kept = await self._write(address, slot, stored, now)
+        finally:
+            overtaken = since is not None and since != self._invalidations and self._outdated(address, since)
+            if overtaken:
+                self._not_dropped(address)  # if this was cancelled: dropped before this process reads the URL
+        if overtaken:
+            await self._delete(address)
+            return False
+        return kept
+
+    async def _write(self, address: str, slot: str, stored: StoredResponse, now: float) -> bool:
+        """:meth:`_put`'s write."""
         if not stored.vary:
             return await self._set(address, slot, (stored,), stored.keep_until - now)
         # Read, merge, write: one at a time per slot in this event loop, or variants stored at the same moment
@@ -861,14 +881,20 @@ class ResponseCache:
             if dropped:
                 self._works("write")
         if not dropped:
-            # What it holds for the URL is out of date all the same: this process serves none of it, and drops it
-            # before it reads the URL again (other processes may, until they store the URL anew).
-            if len(self._undropped) >= _MAX_URLS_REMEMBERED:
-                del self._undropped[next(iter(self._undropped))]  # the oldest: a long outage, most of it forgotten
-            self._undropped[address] = None
+            self._not_dropped(address)
         elif self._undropped:
             self._undropped.pop(address, None)
         return dropped
+
+    def _not_dropped(self, address: str) -> None:
+        """Note that the store may still hold ``address``'s responses, out of date all the same.
+
+        This process serves none of them, and drops them before it reads the URL again (other processes may,
+        until they store the URL anew).
+        """
+        if len(self._undropped) >= _MAX_URLS_REMEMBERED:
+            del self._undropped[next(iter(self._undropped))]  # the oldest: a long outage, most of it forgotten
+        self._undropped[address] = None
 
     def _failed(self, kind: str, call: str, exc: Exception) -> None:
         if kind not in self._store_failing:
@@ -929,7 +955,9 @@ class ResponseCache:
         """Note that ``addresses`` were invalidated now: the answers of their requests already under way are outdated.
 
         Marked before the store is told: an answer arriving while it drops the URL is not stored after it. (Only the
-        requests of this cache: another process's answer may still be stored after this process's write.)
+        requests of this cache: another process's answer may still be stored after this process's write.) And noted
+        as not dropped until the store says they are: a drop cut short (the caller cancelled while Redis or SQLite
+        had it) may or may not have been made, and the write's answer was seen.
         """
         count = self._invalidations = next(self._counting)
         if len(self._written) >= _MAX_URLS_REMEMBERED:
@@ -937,6 +965,7 @@ class ResponseCache:
             self._forgotten = count - 1  # every request begun before this one counts as overtaken
         for address in addresses:
             self._written[address] = count
+            self._not_dropped(address)
 
     def _outdated(self, address: str, since: int) -> bool:
         """Whether ``address`` was invalidated after a request began, when the cache had counted ``since``."""
@@ -1012,6 +1041,19 @@ def _bounded(call: Awaitable[T]) -> Awaitable[T]:
 async def _within(seconds: float, call: Awaitable[T]) -> T:
     async with timeout_after(seconds):
         return await call
+
+
+async def _or_closed(response: Any, step: Awaitable[T]) -> T:
+    """``step``, which the cache awaits before it hands ``response`` on; cut short (cancelled), it closes the response.
+
+    Nobody else would: its body may still be arriving, and its connection would stay out of the pool until the
+    garbage collector found it (with a pool of one, the next request waits as long).
+    """
+    try:
+        return await step
+    except BaseException:
+        response.close()
+        raise
 
 
 def cache_identity(credentials: Any) -> str:
