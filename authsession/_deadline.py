@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, TypeVar
 
 from ._errors import DeadlineExceededError
 
@@ -151,6 +151,27 @@ def timeout_after(seconds: float | None) -> AbstractAsyncContextManager[object]:
     if sys.version_info >= (3, 11):
         return asyncio.timeout(seconds)
     return _async_timeout_after(seconds)  # pragma: no cover - Python 3.10
+
+
+T = TypeVar("T")
+
+
+async def heard_within(seconds: float | None, call: Awaitable[T]) -> T:
+    """``call`` bounded as :func:`timeout_after` bounds it, and deaf to no cancellation of the task awaiting it.
+
+    A call that swallowed its task's cancellation and returned all the same
+    raises it here: redis-py waits for each send with ``wait_for``, which on
+    Python 3.11 swallows a cancellation that lands as the send completes, and
+    the caller's ``asyncio.timeout`` or TaskGroup would go unheard. The task's
+    count of cancellations tells (Python 3.11 and later).
+    """
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    before = 0 if cancelling is None else cancelling()
+    async with timeout_after(seconds):
+        result = await call
+    if cancelling is not None and cancelling() > before:
+        raise asyncio.CancelledError
+    return result
 
 
 if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10

@@ -8,6 +8,7 @@ answered had made out of date.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from test_http_cache import cacheable, client, fetch
 from yarl import URL
 
 from authsession import MemoryResponseStore, RedisResponseStore, ResponseCache, StaticCredentials
+from authsession._deadline import timeout_after
 from authsession.testing import FakeOAuthServer
 
 
@@ -57,6 +59,13 @@ class CancellingRedis(RedisResponseStore):
         return await super().delete(url)
 
 
+#: Python 3.10 keeps no count of a task's cancellations: one that redis-py's wait_for swallows there cannot be told.
+SWALLOWED_CANCELLATIONS_TOLD = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Python 3.10 keeps no count of a task's cancellations"
+)
+
+
+@SWALLOWED_CANCELLATIONS_TOLD
 @pytest.mark.parametrize("call", ["get", "set", "delete"])
 async def test_a_request_cancelled_while_redis_answers_is_cancelled(
     door: str, oauth_server: FakeOAuthServer, redis_url: str, call: str
@@ -216,11 +225,11 @@ async def test_a_request_cancelled_while_the_cache_drops_a_page_leaves_no_connec
         slow_page.version += 1  # the GET is answered in full: the stored page is out of date
         store.held = True
         request = asyncio.create_task(session.request(method, url))
-        async with asyncio.timeout(10):
+        async with timeout_after(10):
             await store.dropping.wait()
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
         store.held = False
-        async with asyncio.timeout(10), session.get(url) as after:
+        async with timeout_after(10), session.get(url) as after:
             assert len(await after.read()) == 4 * 65536

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -249,3 +250,30 @@ async def test_stopping_redis_mid_run_fails_no_request(private_redis: RedisServe
     assert sum(r["requests"] for r in results) > 300
     assert [len(r["warnings"]) for r in results] == [1, 1, 1]
     assert grants_during >= 3  # each process fetched its own while Redis was gone
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps no count of a task's cancellations")
+@pytest.mark.parametrize("call", ["get", "set", "delete", "acquire"])
+async def test_a_task_cancelled_while_redis_answers_is_cancelled(redis_url: str, call: str) -> None:
+    """A cancellation that lands as a Redis command is sent (the caller's asyncio.timeout, a TaskGroup failing)
+    reaches the caller: redis-py waits for its sends with wait_for, which on Python 3.11 swallows one that comes
+    as the send completes, and the token cache went on as if nothing had happened."""
+    cache = RedisTokenCache(redis_url)
+    token = CachedToken("cancelled-token", time.time(), time.time() + 3600)
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "get": lambda: cache.get("key"),
+        "set": lambda: cache.set("key", token, 60),
+        "delete": lambda: cache.delete("key"),
+        "acquire": lambda: cache.acquire("key"),
+    }
+    try:
+        await cache.get("warm")  # connected: the command's own send is the first wait
+
+        async def cancelled_as_it_begins() -> None:
+            asyncio.get_running_loop().call_soon(asyncio.current_task().cancel)  # type: ignore[union-attr]
+            await calls[call]()
+
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(cancelled_as_it_begins())
+    finally:
+        await cache.close()

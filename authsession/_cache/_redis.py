@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .._deadline import timeout_after
+from .._deadline import heard_within
 from ._model import DEFAULT_LEASE_TIME, CachedToken, Codec, Lease, Outage
 
 if TYPE_CHECKING:
@@ -124,8 +124,7 @@ class RedisTokenCache:
         if self._outage.skipping():
             return default
         try:
-            async with timeout_after(self._timeout):
-                result = await call(*args, **kwargs)
+            result = await heard_within(self._timeout, call(*args, **kwargs))
         except self._errors as exc:
             self._outage.failed(exc)
             return default

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._cache._redis import _describe
-from .._deadline import timeout_after
+from .._deadline import heard_within
 from ._entry import StoredResponse, url_digest
 from ._outages import READ, WRITE, Outages, check_seconds
 from ._sealed import EntryCodec
@@ -181,17 +181,9 @@ class RedisResponseStore:
             return default
         if self._outages.skipping(kind):
             return default
-        cancelling = getattr(asyncio.current_task(), "cancelling", None)  # the task's count (Python 3.11 and later)
-        cancels = 0 if cancelling is None else cancelling()
         self._calls += 1
         try:
-            async with timeout_after(self._timeout):
-                result = await call(*args, **kwargs)
-            if cancelling is not None and cancelling() > cancels:
-                # Cancelled, and the call returned all the same: redis-py waits for its sends with wait_for, which
-                # on Python 3.11 swallows a cancellation that lands as the send completes. The caller's asyncio.timeout
-                # or TaskGroup would go unheard, the request running on to the network: the cancellation goes on.
-                raise asyncio.CancelledError
+            result = await heard_within(self._timeout, call(*args, **kwargs))
         except self._refused as exc:
             if str(exc).startswith("WRONGTYPE"):
                 # Someone else's key under the prefix, of another type: a miss for that URL alone, Redis is fine.
