@@ -1669,6 +1669,19 @@ async def test_a_body_longer_than_max_body_size_is_not_read_to_its_end(
     assert cache.stats.stores == 0
 
 
+async def test_a_large_hit_streams_as_the_miss_did(door: str, streams: Streams) -> None:
+    """A 200 KiB body, over twice aiohttp's stream limit (where aiohttp 3.14's own stream asks a connection to
+    pause reading, and asserts it has one), streams from a hit as it did from the network."""
+    url = streams.server.make_url("/gated").with_query(before=200, after=0)
+    async with client(door, StaticCredentials("token"), ResponseCache()) as session:
+        for _ in range(2):
+            async with session.get(url) as response:
+                streamed = b"".join([chunk async for chunk in response.content.iter_chunked(4096)])
+            assert streamed == streams.body(200)
+    assert isinstance(response, CachedResponse)
+    assert streams.served == 1
+
+
 async def test_a_hit_lists_its_header_names_as_the_miss_did(
     door: str, oauth_server: FakeOAuthServer, streams: Streams
 ) -> None:

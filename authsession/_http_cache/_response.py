@@ -39,10 +39,26 @@ __all__ = ["PLAIN_RESPONSES", "CachedResponse", "read_at_most", "received", "ref
 _STREAM_LIMIT = 2**16
 
 
+class _Arrived(BaseProtocol):
+    """The protocol behind a stream that holds a whole body: no connection, so no reading to pause or resume.
+
+    A body over twice the stream's limit makes the stream ask to pause: aiohttp
+    3.14's own protocol then asserts it has a parser, which this one has not.
+    """
+
+    __slots__ = ()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 def _stream_of(body: bytes) -> StreamReader:
     """An aiohttp StreamReader that holds ``body`` and is at its end."""
     loop = asyncio.get_running_loop()
-    reader = StreamReader(BaseProtocol(loop), _STREAM_LIMIT, loop=loop)
+    reader = StreamReader(_Arrived(loop), _STREAM_LIMIT, loop=loop)
     reader.feed_data(body)
     reader.feed_eof()
     return reader
