@@ -1682,6 +1682,26 @@ async def test_a_large_hit_streams_as_the_miss_did(door: str, streams: Streams) 
     assert streams.served == 1
 
 
+async def test_iter_chunks_ends_a_chunked_hit_as_it_ended_the_miss(door: str, streams: Streams) -> None:
+    """A body sent with chunked coding ends its iter_chunks() with end_of_http_chunk, from a hit as from the network
+    (the hit as one chunk: the boundaries are not kept), so code that gathers until that flag, as aiohttp's docs
+    show, gets the whole body."""
+    url = streams.server.make_url("/gated").with_query(before=3, after=0)
+    async with client(door, StaticCredentials("token"), ResponseCache()) as session:
+        for _ in range(2):
+            gathered, buffer = [], b""
+            async with session.get(url) as response:
+                async for data, end_of_http_chunk in response.content.iter_chunks():
+                    buffer += data
+                    if end_of_http_chunk:
+                        gathered.append(buffer)
+                        buffer = b""
+            assert b"".join(gathered) == streams.body(3)
+            assert buffer == b""
+    assert isinstance(response, CachedResponse)
+    assert streams.served == 1
+
+
 async def test_a_hit_lists_its_header_names_as_the_miss_did(
     door: str, oauth_server: FakeOAuthServer, streams: Streams
 ) -> None:

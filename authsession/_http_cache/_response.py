@@ -55,11 +55,20 @@ class _Arrived(BaseProtocol):
         pass
 
 
-def _stream_of(body: bytes) -> StreamReader:
-    """An aiohttp StreamReader that holds ``body`` and is at its end."""
+def _stream_of(body: bytes, chunked: bool = False) -> StreamReader:
+    """An aiohttp StreamReader that holds ``body`` and is at its end.
+
+    ``chunked``: the body came with chunked transfer coding; it reads as one
+    HTTP chunk, so ``iter_chunks()`` ends it with ``end_of_http_chunk`` as
+    aiohttp's did (code that waits for that flag to use what it gathered).
+    """
     loop = asyncio.get_running_loop()
     reader = StreamReader(_Arrived(loop), _STREAM_LIMIT, loop=loop)
+    if chunked:
+        reader.begin_http_chunk_receiving()
     reader.feed_data(body)
+    if chunked:
+        reader.end_http_chunk_receiving()
     reader.feed_eof()
     return reader
 
@@ -320,7 +329,8 @@ class CachedResponse(helpers.HeadersMixin):
     def content(self) -> StreamReader:
         """The body as a stream (made on first use)."""
         if self._content is None:
-            self._content = _stream_of(self._body)
+            chunked = "chunked" in self._headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+            self._content = _stream_of(self._body, chunked)
         return self._content
 
     async def read(self) -> bytes:
