@@ -3,8 +3,9 @@
 Calling code written for aiohttp does not change: ``status``, ``headers``,
 ``read()``/``text()``/``json()``, ``content`` (a real ``aiohttp.StreamReader``),
 ``raise_for_status()``, ``async with``, ``release()``... all behave as on a
-response whose body was read. It holds no connection, so closing it frees
-nothing and cannot fail.
+response whose body has all arrived: ``read()`` takes what streaming left and
+the stream is spent after it, and once released its body is no longer there to
+read. It holds no connection, so closing it frees nothing and cannot fail.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 import aiohttp
-from aiohttp import ClientResponseError, ContentTypeError, RequestInfo, StreamReader, hdrs, helpers, multipart
+from aiohttp import (
+    ClientConnectionError,
+    ClientResponseError,
+    ContentTypeError,
+    RequestInfo,
+    StreamReader,
+    hdrs,
+    helpers,
+    multipart,
+)
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_reqrep import ContentDisposition
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
@@ -246,7 +256,10 @@ class CachedResponse(helpers.HeadersMixin):
         self._request_headers = request_headers if request_headers is not None else CIMultiDictProxy(CIMultiDict())
         self._history: tuple[Any, ...] = ()
         self._content: StreamReader | None = None
+        # Whether read() took the body (aiohttp's sets its _body once): the stream is spent from then on.
+        self._taken = False
         self._closed = False
+        self._in_context = False  # inside ``async with``, as aiohttp tracks: raise_for_status() leaves it open
         self.revalidated = revalidated
 
     # --- what the response says ------------------------------------------------
@@ -317,8 +330,11 @@ class CachedResponse(helpers.HeadersMixin):
         return self.status < 400
 
     def raise_for_status(self) -> None:
-        """Raise ``aiohttp.ClientResponseError`` for a status of 400 or more, as aiohttp does."""
+        """Raise ``aiohttp.ClientResponseError`` for a status of 400 or more, as aiohttp does (releasing the
+        response first, unless inside its ``async with``, whose end releases it)."""
         if not self.ok:
+            if not self._in_context:
+                self.release()
             raise ClientResponseError(
                 self.request_info, self.history, status=self.status, message=self.reason, headers=self._headers
             )
@@ -327,14 +343,27 @@ class CachedResponse(helpers.HeadersMixin):
 
     @property
     def content(self) -> StreamReader:
-        """The body as a stream (made on first use)."""
+        """The body as a stream (made on first use): spent once ``read()`` took the body, and raising
+        ``ClientConnectionError`` once the response is released, as aiohttp's."""
         if self._content is None:
             chunked = "chunked" in self._headers.get(hdrs.TRANSFER_ENCODING, "").lower()
-            self._content = _stream_of(self._body, chunked)
+            self._content = _stream_of(b"" if self._taken else self._body, chunked)
+            if self._closed:
+                self._content.set_exception(ClientConnectionError("Connection closed"))
         return self._content
 
     async def read(self) -> bytes:
-        """The body."""
+        """The body; what is left of it when some was read from ``content``, as aiohttp's ``read()`` takes it.
+
+        Raises:
+            aiohttp.ClientConnectionError: The response was released or closed (read or not), as aiohttp raises.
+        """
+        if self._closed:
+            raise ClientConnectionError("Connection closed")
+        if not self._taken:
+            if self._content is not None:
+                self._body = await self._content.read()
+            self._taken = True
         return self._body
 
     def get_encoding(self) -> str:
@@ -350,7 +379,9 @@ class CachedResponse(helpers.HeadersMixin):
         return self._resolve_charset(self, self._body)
 
     async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
-        """The body decoded as text."""
+        """The body decoded as text (read first if ``read()`` has not taken it yet, as aiohttp does)."""
+        if not self._taken:
+            await self.read()
         return self._body.decode(encoding or self.get_encoding(), errors)
 
     async def json(
@@ -361,6 +392,8 @@ class CachedResponse(helpers.HeadersMixin):
         content_type: str | None = "application/json",
     ) -> Any:
         """The body parsed as JSON; ``ContentTypeError`` for another media type, as aiohttp raises."""
+        if not self._taken:
+            await self.read()
         if content_type:
             sent = self._headers.get(hdrs.CONTENT_TYPE, "").lower()  # as aiohttp: the whole field, lowercased
             if not _expected(sent, content_type):
@@ -384,23 +417,35 @@ class CachedResponse(helpers.HeadersMixin):
         return self._closed
 
     def release(self) -> Any:
-        """Mark the response done (it holds no connection); awaitable, as aiohttp's is for older code."""
-        self._closed = True
+        """Mark the response done (it holds no connection); awaitable, as aiohttp's is for older code.
+
+        As aiohttp's, the body is no longer there to read from then on: ``read()``
+        and the stream raise ``ClientConnectionError`` (``text()`` and ``json()``
+        still decode a body ``read()`` took before).
+        """
+        if not self._closed:
+            self._closed = True
+            content = self._content
+            if content is not None and content.exception() is None:
+                content.set_exception(ClientConnectionError("Connection closed"))
         return _DONE
 
     def close(self) -> None:
-        """Mark the response done (it holds no connection)."""
-        self._closed = True
+        """Mark the response done (it holds no connection), as :meth:`release`."""
+        self.release()
 
     async def wait_for_close(self) -> None:
-        """Return at once: there is no connection to wait for."""
+        """Release the response at once: there is no connection to wait for."""
+        self.release()
 
     async def __aenter__(self) -> CachedResponse:
+        self._in_context = True
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._in_context = False
         self.release()
 
     def __repr__(self) -> str:
