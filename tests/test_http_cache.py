@@ -1279,6 +1279,26 @@ async def test_a_hit_reads_like_an_aiohttp_response(door: str, oauth_server: Fak
         assert hit.closed
 
 
+async def test_a_hit_signals_what_the_readme_says_to_trace_configs(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A hit sends nothing, so the session's trace_configs hear of no headers sent nor chunk received; aiohttp
+    signals request start and end around AuthMiddleware, and AuthorizedSession answers before aiohttp is asked."""
+    signals: list[str] = []
+    trace = aiohttp.TraceConfig()
+    for name in ("on_request_start", "on_request_headers_sent", "on_response_chunk_received", "on_request_end"):
+
+        async def heard(_session: object, _ctx: object, _params: object, name: str = name) -> None:
+            signals.append(name)
+
+        getattr(trace, name).append(heard)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), ResponseCache(), trace_configs=[trace]) as session:
+        await fetch(session, url)
+        signals.clear()
+        hit, _ = await fetch(session, url)
+    assert isinstance(hit, CachedResponse)
+    assert signals == (["on_request_start", "on_request_end"] if door == "middleware" else [])
+
+
 async def test_a_closed_session_is_served_nothing_from_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
     """After close(), a request raises aiohttp's RuntimeError even when its answer is stored, and is no hit."""
     cache = ResponseCache()
