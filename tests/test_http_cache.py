@@ -1494,7 +1494,8 @@ def _raised(call: Callable[[], Any]) -> str | None:
 
 async def _json_lines(request: web.Request) -> web.Response:
     status = int(request.query.get("status", "200"))
-    return web.Response(status=status, body=b'["first"]\n{"rest": 1}\n', headers={"Cache-Control": "max-age=60"})
+    body = b"" if status == 204 else b'["first"]\n{"rest": 1}\n'
+    return web.Response(status=status, body=body, headers={"Cache-Control": "max-age=60"})
 
 
 async def test_a_hit_read_after_some_of_its_stream_gives_the_rest_as_aiohttp_does(door: str) -> None:
@@ -1524,7 +1525,8 @@ async def test_a_hit_read_after_some_of_its_stream_gives_the_rest_as_aiohttp_doe
 async def test_a_released_hit_refuses_reads_as_a_released_response_does(door: str) -> None:
     """Once released (the end of ``async with``, close(), wait_for_close(), raise_for_status() outside ``async
     with``), read() and ``content`` raise ClientConnectionError as aiohttp's do, body read or not; text() still
-    decodes a body read before. Code written against a warm cache does not break on its first miss."""
+    decodes a body read before. A response that has no body (to HEAD, a 204) still reads as empty, as aiohttp's.
+    Code written against a warm cache does not break on its first miss, nor the other way round."""
 
     async def after_the_block(session: Any, url: URL) -> tuple[Any, Any]:
         async with session.get(url) as response:
@@ -1546,6 +1548,16 @@ async def test_a_released_hit_refuses_reads_as_a_released_response_does(door: st
             raised = _raised(response.raise_for_status)
             return response, (raised, await _outcome(response.text()))
 
+    async def head_after_the_block(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.head(url) as response:
+            pass
+        return response, [await _outcome(call) for call in (response.read(), response.text(), response.content.read())]
+
+    async def no_content_after_the_block(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url.with_query(status="204")) as response:
+            pass
+        return response, [await _outcome(call) for call in (response.read(), response.text(), response.content.read())]
+
     async def waited_for(session: Any, url: URL) -> tuple[Any, Any]:
         response = await session.get(url)
         await response.wait_for_close()
@@ -1563,12 +1575,16 @@ async def test_a_released_hit_refuses_reads_as_a_released_response_does(door: st
         read_in_the_block: [gone, '["first"]\n{"rest": 1}\n', gone],
         checked_outside_a_block: ("ClientResponseError", True, gone),
         checked_in_a_block: ("ClientResponseError", '["first"]\n{"rest": 1}\n'),
+        # aiohttp's empty stream stays readable (the cache's read() of the miss took its body: read() refuses).
+        head_after_the_block: [gone, "", b""],
+        no_content_after_the_block: [gone, "", b""],
         waited_for: (True, gone),
         closed: (True, gone, gone),
     }
     async with _page_behind(door, _json_lines) as (session, url, cache):
         for probe, outcome in expected.items():
             await cache.invalidate(url.with_query(status="404"))
+            await cache.invalidate(url.with_query(status="204"))
             network, cached = await _network_then_cache(session, url, cache, probe)
             assert network == outcome, probe.__name__
             assert cached == network, probe.__name__

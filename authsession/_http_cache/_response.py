@@ -256,8 +256,11 @@ class CachedResponse(helpers.HeadersMixin):
         self._request_headers = request_headers if request_headers is not None else CIMultiDictProxy(CIMultiDict())
         self._history: tuple[Any, ...] = ()
         self._content: StreamReader | None = None
+        # A response with no body (to HEAD, a 204, a 304) has aiohttp's empty stream, which release() leaves
+        # readable; the cache read its body (none) before storing it, as it reads every such miss.
+        self._bodiless = self.method == "HEAD" or self.status in _BODILESS or 100 <= self.status < 200
         # Whether read() took the body (aiohttp's sets its _body once): the stream is spent from then on.
-        self._taken = False
+        self._taken = self._bodiless
         self._closed = False
         self._in_context = False  # inside ``async with``, as aiohttp tracks: raise_for_status() leaves it open
         self.revalidated = revalidated
@@ -348,7 +351,7 @@ class CachedResponse(helpers.HeadersMixin):
         if self._content is None:
             chunked = "chunked" in self._headers.get(hdrs.TRANSFER_ENCODING, "").lower()
             self._content = _stream_of(b"" if self._taken else self._body, chunked)
-            if self._closed:
+            if self._closed and not self._bodiless:
                 self._content.set_exception(ClientConnectionError("Connection closed"))
         return self._content
 
@@ -426,7 +429,7 @@ class CachedResponse(helpers.HeadersMixin):
         if not self._closed:
             self._closed = True
             content = self._content
-            if content is not None and content.exception() is None:
+            if content is not None and not self._bodiless and content.exception() is None:
                 content.set_exception(ClientConnectionError("Connection closed"))
         return _DONE
 
@@ -459,6 +462,9 @@ def _expected(sent: str, expected: str) -> bool:
         return _JSON.match(sent) is not None
     return expected in sent
 
+
+# Statuses whose responses have no body (RFC 9110 15.3.5, 15.4.5), besides 1xx.
+_BODILESS = frozenset({204, 304})
 
 _JSON = re.compile(r"application/(?:[\w.+-]+?\+)?json")
 
