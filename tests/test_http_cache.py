@@ -10,7 +10,7 @@ import asyncio
 import email.utils
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -221,10 +221,10 @@ async def test_head_and_get_are_stored_apart(door: str, oauth_server: FakeOAuthS
     async with client(door, oauth_server.credentials(), cache) as session:
         await fetch(session, url, "HEAD")
         _, body = await fetch(session, url)
-        head_again, _ = await fetch(session, url, "HEAD")
+        async with session.head(url) as head_again:
+            assert isinstance(head_again, CachedResponse)
+            assert await head_again.read() == b""
     assert body["method"] == "GET"
-    assert isinstance(head_again, CachedResponse)
-    assert await head_again.read() == b""
     assert oauth_server.api_served == 2
 
 
@@ -1273,11 +1273,31 @@ async def test_a_hit_reads_like_an_aiohttp_response(door: str, oauth_server: Fak
             raw = await hit.read()
             assert (await hit.json())["path"] == "/api/things"
             assert await hit.text() == raw.decode()
-            assert b"".join([chunk async for chunk in hit.content.iter_chunked(7)]) == raw
+            assert await hit.content.read() == b""  # read() took it all, as aiohttp's takes its stream's
             hit.raise_for_status()
             assert "token" not in repr(hit)
             assert "max-age" not in repr(hit)
         assert hit.closed
+
+
+async def test_a_hit_signals_what_the_readme_says_to_trace_configs(door: str, oauth_server: FakeOAuthServer) -> None:
+    """A hit sends nothing, so the session's trace_configs hear of no headers sent nor chunk received; aiohttp
+    signals request start and end around AuthMiddleware, and AuthorizedSession answers before aiohttp is asked."""
+    signals: list[str] = []
+    trace = aiohttp.TraceConfig()
+    for name in ("on_request_start", "on_request_headers_sent", "on_response_chunk_received", "on_request_end"):
+
+        async def heard(_session: object, _ctx: object, _params: object, name: str = name) -> None:
+            signals.append(name)
+
+        getattr(trace, name).append(heard)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), ResponseCache(), trace_configs=[trace]) as session:
+        await fetch(session, url)
+        signals.clear()
+        hit, _ = await fetch(session, url)
+    assert isinstance(hit, CachedResponse)
+    assert signals == (["on_request_start", "on_request_end"] if door == "middleware" else [])
 
 
 async def test_a_closed_session_is_served_nothing_from_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
@@ -1427,6 +1447,150 @@ def _latin1(response: Any, body: bytes) -> str:
     return "latin-1"
 
 
+# --- a hit read as aiohttp reads the network's response: each probe runs on the miss, then on the hit -----------
+
+
+@asynccontextmanager
+async def _page_behind(door: str, page: Any) -> AsyncIterator[tuple[Any, URL, ResponseCache]]:
+    """A session through ``door`` with a cache, the URL of a server's ``page``, and the cache."""
+    app = web.Application()
+    app.router.add_get("/page", page)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    cache = ResponseCache()
+    try:
+        async with client(door, StaticCredentials("token"), cache) as session:
+            yield session, server.make_url("/page"), cache
+    finally:
+        await server.close()
+
+
+async def _network_then_cache(session: Any, url: URL, cache: ResponseCache, probe: Any) -> tuple[Any, Any]:
+    """What ``probe(session, url)`` makes of the network's answer (stored), then of the cache's, to compare.
+
+    ``probe`` returns the response it got and what it saw of it.
+    """
+    await cache.invalidate(url)
+    seen = [await probe(session, url) for _ in range(2)]
+    assert [isinstance(response, CachedResponse) for response, _ in seen] == [False, True]
+    return seen[0][1], seen[1][1]
+
+
+async def _outcome(call: Awaitable[Any]) -> Any:
+    """What awaiting ``call`` gives, or the name of the exception it raised."""
+    try:
+        return await call
+    except Exception as exc:  # noqa: BLE001 - compared, whatever it is
+        return type(exc).__name__
+
+
+def _raised(call: Callable[[], Any]) -> str | None:
+    """The name of the exception ``call()`` raised, if any."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - compared, whatever it is
+        return type(exc).__name__
+    return None
+
+
+async def _json_lines(request: web.Request) -> web.Response:
+    status = int(request.query.get("status", "200"))
+    body = b"" if status == 204 else b'["first"]\n{"rest": 1}\n'
+    return web.Response(status=status, body=body, headers={"Cache-Control": "max-age=60"})
+
+
+async def test_a_hit_read_after_some_of_its_stream_gives_the_rest_as_aiohttp_does(door: str) -> None:
+    """read(), text() and json() after a readline() from ``content`` give what the stream left, as aiohttp's do (code
+    that sniffs a first line then reads the rest gets each byte once, not the start twice); after read(), the stream
+    is spent."""
+
+    async def sniffed(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url) as response:
+            first = await response.content.readline()
+            rest = (await response.read(), await response.text(), await response.json(content_type=None))
+            return response, (first, rest, await response.content.read())
+
+    async def read_then_streamed(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url) as response:
+            return response, (await response.read(), await response.content.read(), response.content.at_eof())
+
+    async with _page_behind(door, _json_lines) as (session, url, cache):
+        network, cached = await _network_then_cache(session, url, cache, sniffed)
+        assert network == (b'["first"]\n', (b'{"rest": 1}\n', '{"rest": 1}\n', {"rest": 1}), b"")
+        assert cached == network
+        network, cached = await _network_then_cache(session, url, cache, read_then_streamed)
+        assert network == (b'["first"]\n{"rest": 1}\n', b"", True)
+        assert cached == network
+
+
+async def test_a_released_hit_refuses_reads_as_a_released_response_does(door: str) -> None:
+    """Once released (the end of ``async with``, close(), wait_for_close(), raise_for_status() outside ``async
+    with``), read() and ``content`` raise ClientConnectionError as aiohttp's do, body read or not; text() still
+    decodes a body read before. A response that has no body (to HEAD, a 204) still reads as empty, as aiohttp's.
+    Code written against a warm cache does not break on its first miss, nor the other way round."""
+
+    async def after_the_block(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url) as response:
+            pass
+        return response, [await _outcome(call) for call in (response.read(), response.text(), response.content.read())]
+
+    async def read_in_the_block(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url) as response:
+            await response.read()
+        return response, [await _outcome(call) for call in (response.read(), response.text(), response.content.read())]
+
+    async def checked_outside_a_block(session: Any, url: URL) -> tuple[Any, Any]:
+        response = await session.get(url.with_query(status="404"))
+        raised = _raised(response.raise_for_status)
+        return response, (raised, response.closed, await _outcome(response.text()))
+
+    async def checked_in_a_block(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url.with_query(status="404")) as response:
+            raised = _raised(response.raise_for_status)
+            return response, (raised, await _outcome(response.text()))
+
+    async def head_after_the_block(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.head(url) as response:
+            pass
+        return response, [await _outcome(call) for call in (response.read(), response.text(), response.content.read())]
+
+    async def no_content_after_the_block(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url.with_query(status="204")) as response:
+            pass
+        return response, [await _outcome(call) for call in (response.read(), response.text(), response.content.read())]
+
+    async def waited_for(session: Any, url: URL) -> tuple[Any, Any]:
+        response = await session.get(url)
+        await response.wait_for_close()
+        return response, (response.closed, await _outcome(response.read()))
+
+    async def closed(session: Any, url: URL) -> tuple[Any, Any]:
+        response = await session.get(url)
+        stream = response.content
+        response.close()
+        return response, (response.closed, await _outcome(stream.read()), await _outcome(response.content.readany()))
+
+    gone = "ClientConnectionError"
+    expected = {
+        after_the_block: [gone, gone, gone],
+        read_in_the_block: [gone, '["first"]\n{"rest": 1}\n', gone],
+        checked_outside_a_block: ("ClientResponseError", True, gone),
+        checked_in_a_block: ("ClientResponseError", '["first"]\n{"rest": 1}\n'),
+        # aiohttp's empty stream stays readable (the cache's read() of the miss took its body: read() refuses).
+        head_after_the_block: [gone, "", b""],
+        no_content_after_the_block: [gone, "", b""],
+        waited_for: (True, gone),
+        closed: (True, gone, gone),
+    }
+    async with _page_behind(door, _json_lines) as (session, url, cache):
+        for probe, outcome in expected.items():
+            await cache.invalidate(url.with_query(status="404"))
+            await cache.invalidate(url.with_query(status="204"))
+            network, cached = await _network_then_cache(session, url, cache, probe)
+            assert network == outcome, probe.__name__
+            assert cached == network, probe.__name__
+
+
 async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: FakeOAuthServer) -> None:
     """The cache read the body to store it; the caller's response still streams it from the start."""
     cache = ResponseCache()
@@ -1435,7 +1599,7 @@ async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: Fake
         async with session.get(url) as response:
             assert not isinstance(response, CachedResponse)
             streamed = b"".join([chunk async for chunk in response.content.iter_chunked(5)])
-    assert (await (await _hit(cache, oauth_server, door, url)).read()) == streamed
+    assert (await _hit(cache, oauth_server, door, url))[1] == streamed
 
 
 async def test_a_body_that_arrived_whole_is_stored_without_reading_the_response(
@@ -1449,7 +1613,7 @@ async def test_a_body_that_arrived_whole_is_stored_without_reading_the_response(
             assert response._body is None  # nobody read it: aiohttp's read() would have kept it here
             body = await response.read()
     assert cache.stats.stores == 1
-    assert (await (await _hit(cache, oauth_server, door, url)).read()) == body
+    assert (await _hit(cache, oauth_server, door, url))[1] == body
 
 
 async def test_a_body_still_arriving_is_read_then_streams_from_the_start(
@@ -1485,7 +1649,7 @@ async def test_set_cookie_is_never_stored(door: str, oauth_server: FakeOAuthServ
     async with client(door, oauth_server.credentials(), cache) as session:
         first, _ = await fetch(session, url)
     assert first.headers["Set-Cookie"] == "session=cookie-secret"
-    hit = await _hit(cache, oauth_server, door, url)
+    hit, _ = await _hit(cache, oauth_server, door, url)
     assert hit.headers["X-Kept"] == "yes"
     assert "Set-Cookie" not in hit.headers
     assert b"cookie-secret" not in repr(cache.store._entries).encode()  # type: ignore[attr-defined]
@@ -1670,6 +1834,39 @@ async def test_a_body_longer_than_max_body_size_is_not_read_to_its_end(
     assert cache.stats.stores == 0
 
 
+async def test_a_large_hit_streams_as_the_miss_did(door: str, streams: Streams) -> None:
+    """A 200 KiB body, over twice aiohttp's stream limit (where aiohttp 3.14's own stream asks a connection to
+    pause reading, and asserts it has one), streams from a hit as it did from the network."""
+    url = streams.server.make_url("/gated").with_query(before=200, after=0)
+    async with client(door, StaticCredentials("token"), ResponseCache()) as session:
+        for _ in range(2):
+            async with session.get(url) as response:
+                streamed = b"".join([chunk async for chunk in response.content.iter_chunked(4096)])
+            assert streamed == streams.body(200)
+    assert isinstance(response, CachedResponse)
+    assert streams.served == 1
+
+
+async def test_iter_chunks_ends_a_chunked_hit_as_it_ended_the_miss(door: str, streams: Streams) -> None:
+    """A body sent with chunked coding ends its iter_chunks() with end_of_http_chunk, from a hit as from the network
+    (the hit as one chunk: the boundaries are not kept), so code that gathers until that flag, as aiohttp's docs
+    show, gets the whole body."""
+    url = streams.server.make_url("/gated").with_query(before=3, after=0)
+    async with client(door, StaticCredentials("token"), ResponseCache()) as session:
+        for _ in range(2):
+            gathered, buffer = [], b""
+            async with session.get(url) as response:
+                async for data, end_of_http_chunk in response.content.iter_chunks():
+                    buffer += data
+                    if end_of_http_chunk:
+                        gathered.append(buffer)
+                        buffer = b""
+            assert b"".join(gathered) == streams.body(3)
+            assert buffer == b""
+    assert isinstance(response, CachedResponse)
+    assert streams.served == 1
+
+
 async def test_a_hit_lists_its_header_names_as_the_miss_did(
     door: str, oauth_server: FakeOAuthServer, streams: Streams
 ) -> None:
@@ -1795,11 +1992,13 @@ async def test_a_body_received_whole_in_several_chunks_is_seen_whole(monkeypatch
         assert await stream.read() == b"one, two, three"
 
 
-async def _hit(cache: ResponseCache, server: FakeOAuthServer, door: str, url: URL) -> CachedResponse:
+async def _hit(cache: ResponseCache, server: FakeOAuthServer, door: str, url: URL) -> tuple[CachedResponse, bytes]:
+    """A hit for ``url`` and its body, read before the response is released (as aiohttp's must be)."""
     async with client(door, server.credentials(), cache) as session:
-        response, _ = await fetch(session, url)
+        async with session.get(url) as response:
+            body = await response.read()
     assert isinstance(response, CachedResponse)
-    return response
+    return response, body
 
 
 async def test_a_stored_error_status_raises_as_aiohttp_would(door: str, oauth_server: FakeOAuthServer) -> None:

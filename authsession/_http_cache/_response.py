@@ -3,8 +3,9 @@
 Calling code written for aiohttp does not change: ``status``, ``headers``,
 ``read()``/``text()``/``json()``, ``content`` (a real ``aiohttp.StreamReader``),
 ``raise_for_status()``, ``async with``, ``release()``... all behave as on a
-response whose body was read. It holds no connection, so closing it frees
-nothing and cannot fail.
+response whose body has all arrived: ``read()`` takes what streaming left and
+the stream is spent after it, and once released its body is no longer there to
+read. It holds no connection, so closing it frees nothing and cannot fail.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 import aiohttp
-from aiohttp import ClientResponseError, ContentTypeError, RequestInfo, StreamReader, hdrs, helpers, multipart
+from aiohttp import (
+    ClientConnectionError,
+    ClientResponseError,
+    ContentTypeError,
+    RequestInfo,
+    StreamReader,
+    hdrs,
+    helpers,
+    multipart,
+)
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_reqrep import ContentDisposition
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
@@ -39,11 +49,36 @@ __all__ = ["PLAIN_RESPONSES", "CachedResponse", "read_at_most", "received", "ref
 _STREAM_LIMIT = 2**16
 
 
-def _stream_of(body: bytes) -> StreamReader:
-    """An aiohttp StreamReader that holds ``body`` and is at its end."""
+class _Arrived(BaseProtocol):
+    """The protocol behind a stream that holds a whole body: no connection, so no reading to pause or resume.
+
+    A body over twice the stream's limit makes the stream ask to pause: aiohttp
+    3.14's own protocol then asserts it has a parser, which this one has not.
+    """
+
+    __slots__ = ()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def _stream_of(body: bytes, chunked: bool = False) -> StreamReader:
+    """An aiohttp StreamReader that holds ``body`` and is at its end.
+
+    ``chunked``: the body came with chunked transfer coding; it reads as one
+    HTTP chunk, so ``iter_chunks()`` ends it with ``end_of_http_chunk`` as
+    aiohttp's did (code that waits for that flag to use what it gathered).
+    """
     loop = asyncio.get_running_loop()
-    reader = StreamReader(BaseProtocol(loop), _STREAM_LIMIT, loop=loop)
+    reader = StreamReader(_Arrived(loop), _STREAM_LIMIT, loop=loop)
+    if chunked:
+        reader.begin_http_chunk_receiving()
     reader.feed_data(body)
+    if chunked:
+        reader.end_http_chunk_receiving()
     reader.feed_eof()
     return reader
 
@@ -227,7 +262,13 @@ class CachedResponse(helpers.HeadersMixin):
         self._request_headers = request_headers if request_headers is not None else CIMultiDictProxy(CIMultiDict())
         self._history: tuple[Any, ...] = ()
         self._content: StreamReader | None = None
+        # A response with no body (to HEAD, a 204, a 304) has aiohttp's empty stream, which release() leaves
+        # readable; the cache read its body (none) before storing it, as it reads every such miss.
+        self._bodiless = self.method == "HEAD" or self.status in _BODILESS or 100 <= self.status < 200
+        # Whether read() took the body (aiohttp's sets its _body once): the stream is spent from then on.
+        self._taken = self._bodiless
         self._closed = False
+        self._in_context = False  # inside ``async with``, as aiohttp tracks: raise_for_status() leaves it open
         self.revalidated = revalidated
 
     # --- what the response says ------------------------------------------------
@@ -298,8 +339,11 @@ class CachedResponse(helpers.HeadersMixin):
         return self.status < 400
 
     def raise_for_status(self) -> None:
-        """Raise ``aiohttp.ClientResponseError`` for a status of 400 or more, as aiohttp does."""
+        """Raise ``aiohttp.ClientResponseError`` for a status of 400 or more, as aiohttp does (releasing the
+        response first, unless inside its ``async with``, whose end releases it)."""
         if not self.ok:
+            if not self._in_context:
+                self.release()
             raise ClientResponseError(
                 self.request_info, self.history, status=self.status, message=self.reason, headers=self._headers
             )
@@ -308,13 +352,27 @@ class CachedResponse(helpers.HeadersMixin):
 
     @property
     def content(self) -> StreamReader:
-        """The body as a stream (made on first use)."""
+        """The body as a stream (made on first use): spent once ``read()`` took the body, and raising
+        ``ClientConnectionError`` once the response is released, as aiohttp's."""
         if self._content is None:
-            self._content = _stream_of(self._body)
+            chunked = "chunked" in self._headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+            self._content = _stream_of(b"" if self._taken else self._body, chunked)
+            if self._closed and not self._bodiless:
+                self._content.set_exception(ClientConnectionError("Connection closed"))
         return self._content
 
     async def read(self) -> bytes:
-        """The body."""
+        """The body; what is left of it when some was read from ``content``, as aiohttp's ``read()`` takes it.
+
+        Raises:
+            aiohttp.ClientConnectionError: The response was released or closed (read or not), as aiohttp raises.
+        """
+        if self._closed:
+            raise ClientConnectionError("Connection closed")
+        if not self._taken:
+            if self._content is not None:
+                self._body = await self._content.read()
+            self._taken = True
         return self._body
 
     def get_encoding(self) -> str:
@@ -330,7 +388,9 @@ class CachedResponse(helpers.HeadersMixin):
         return self._resolve_charset(self, self._body)
 
     async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
-        """The body decoded as text."""
+        """The body decoded as text (read first if ``read()`` has not taken it yet, as aiohttp does)."""
+        if not self._taken:
+            await self.read()
         return self._body.decode(encoding or self.get_encoding(), errors)
 
     async def json(
@@ -341,6 +401,8 @@ class CachedResponse(helpers.HeadersMixin):
         content_type: str | None = "application/json",
     ) -> Any:
         """The body parsed as JSON; ``ContentTypeError`` for another media type, as aiohttp raises."""
+        if not self._taken:
+            await self.read()
         if content_type:
             sent = self._headers.get(hdrs.CONTENT_TYPE, "").lower()  # as aiohttp: the whole field, lowercased
             if not _expected(sent, content_type):
@@ -364,23 +426,35 @@ class CachedResponse(helpers.HeadersMixin):
         return self._closed
 
     def release(self) -> Any:
-        """Mark the response done (it holds no connection); awaitable, as aiohttp's is for older code."""
-        self._closed = True
+        """Mark the response done (it holds no connection); awaitable, as aiohttp's is for older code.
+
+        As aiohttp's, the body is no longer there to read from then on: ``read()``
+        and the stream raise ``ClientConnectionError`` (``text()`` and ``json()``
+        still decode a body ``read()`` took before).
+        """
+        if not self._closed:
+            self._closed = True
+            content = self._content
+            if content is not None and not self._bodiless and content.exception() is None:
+                content.set_exception(ClientConnectionError("Connection closed"))
         return _DONE
 
     def close(self) -> None:
-        """Mark the response done (it holds no connection)."""
-        self._closed = True
+        """Mark the response done (it holds no connection), as :meth:`release`."""
+        self.release()
 
     async def wait_for_close(self) -> None:
-        """Return at once: there is no connection to wait for."""
+        """Release the response at once: there is no connection to wait for."""
+        self.release()
 
     async def __aenter__(self) -> CachedResponse:
+        self._in_context = True
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._in_context = False
         self.release()
 
     def __repr__(self) -> str:
@@ -394,6 +468,9 @@ def _expected(sent: str, expected: str) -> bool:
         return _JSON.match(sent) is not None
     return expected in sent
 
+
+# Statuses whose responses have no body (RFC 9110 15.3.5, 15.4.5), besides 1xx.
+_BODILESS = frozenset({204, 304})
 
 _JSON = re.compile(r"application/(?:[\w.+-]+?\+)?json")
 
