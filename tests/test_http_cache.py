@@ -1911,6 +1911,20 @@ async def test_a_body_that_stalls_while_the_cache_reads_it_is_bounded_by_the_dea
     assert cache.stats.stores == 0
 
 
+async def test_a_body_that_stalls_past_the_read_timeout_while_the_cache_reads_it_raises_the_timeout(
+    door: str, oauth_server: FakeOAuthServer, streams: Streams
+) -> None:
+    """aiohttp's read timeout running out while the cache reads the body is the call's error (a TimeoutError), as the
+    deadline's is: not a body that failed, to be met later as a closed connection. No connection is held after it."""
+    cache = ResponseCache()
+    url = streams.server.make_url("/gated").with_query(before=1, after=1)
+    async with client(door, oauth_server.credentials(), cache) as session:
+        with pytest.raises(asyncio.TimeoutError):  # aiohttp's, which is TimeoutError from Python 3.11 on
+            await session.get(url, timeout=aiohttp.ClientTimeout(sock_read=0.2))
+        assert not session.connector._acquired
+    assert cache.stats.stores == 0
+
+
 async def test_a_stream_that_cannot_be_refilled_is_replaced() -> None:
     """Content that is not aiohttp's StreamReader gets a new stream that holds the body the cache read."""
 

@@ -170,6 +170,11 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | 
                 break
             chunks.append(chunk)
             size += len(chunk)
+    except (TimeoutError, asyncio.TimeoutError):
+        # The call's time ran out while the cache read: the call's own error (on Python 3.10, aiohttp's timer
+        # turns a deadline's cancellation into this), not the body's.
+        response.close()
+        raise
     except Exception:  # noqa: BLE001 - aiohttp's stream keeps the error: the caller's read meets it
         response.close()
         return None
