@@ -125,6 +125,85 @@ async def test_a_304_without_age_renews_the_response_as_new(door: Door) -> None:
     assert len(api.requests) == 2
 
 
+async def test_a_304_that_adds_vary_keys_the_response_by_the_request_it_answered(door: Door) -> None:
+    """RFC 9111 4.1: a response is served only to requests that match it on what its Vary names. A 304 that
+    adds ``Vary: Accept`` answered a request for JSON: the renewed response is JSON's, not every Accept's."""
+    clock = Clock()
+    cache = ResponseCache(clock=clock)
+    stale = {"Cache-Control": "max-age=0", "ETag": '"v1"'}
+    varying = {"Cache-Control": "max-age=60", "ETag": '"v1"', "Vary": "Accept"}
+    async with Scripted(answer(**stale), answer(304, **varying), answer(body=b"text", **varying)) as api:
+        async with client(door, cache) as session:
+            await get(session, api.url(), headers={"Accept": "application/json"})
+            clock.now += 1
+            revalidated = await get(session, api.url(), headers={"Accept": "application/json"})
+            json_again = await get(session, api.url(), headers={"Accept": "application/json"})
+            text = await get(session, api.url(), headers={"Accept": "text/plain"})
+    assert isinstance(revalidated, CachedResponse)
+    assert revalidated.revalidated
+    assert isinstance(json_again, CachedResponse)
+    assert not json_again.revalidated
+    assert not isinstance(text, CachedResponse)
+    assert [r.headers.get("Accept") for r in api.requests] == ["application/json"] * 2 + ["text/plain"]
+
+
+async def test_a_304_that_changes_vary_keys_the_response_by_the_new_names(door: Door) -> None:
+    """A response stored varying on Accept, renewed by a 304 that varies on Accept-Language: the renewed one
+    serves requests that match the revalidating one's language, whatever their Accept."""
+    clock = Clock()
+    cache = ResponseCache(clock=clock)
+    first = {"Cache-Control": "max-age=0", "ETag": '"v1"', "Vary": "Accept"}
+    second = {"Cache-Control": "max-age=60", "ETag": '"v1"', "Vary": "Accept-Language"}
+    async with Scripted(answer(**first), answer(304, **second), answer(body=b"other", **second)) as api:
+        async with client(door, cache) as session:
+            await get(session, api.url(), headers={"Accept": "a", "Accept-Language": "en"})
+            clock.now += 1
+            await get(session, api.url(), headers={"Accept": "a", "Accept-Language": "en"})
+            other_accept = await get(session, api.url(), headers={"Accept": "b", "Accept-Language": "en"})
+            other_language = await get(session, api.url(), headers={"Accept": "a", "Accept-Language": "fr"})
+    assert isinstance(other_accept, CachedResponse)
+    assert not isinstance(other_language, CachedResponse)
+    assert [r.headers.get("Accept-Language") for r in api.requests] == ["en", "en", "fr"]
+
+
+async def test_a_head_that_adds_vary_keys_the_get_it_freshened_by_the_head(door: Door) -> None:
+    """RFC 9111 4.3.5 with 4.1: a HEAD's 200 that confirms a stored GET and adds ``Vary: Accept`` freshens it
+    for the HEAD's Accept only."""
+    clock = Clock()
+    cache = ResponseCache(clock=clock)
+    stale = {"Cache-Control": "max-age=0", "ETag": '"v1"'}
+    varying = {"Cache-Control": "max-age=60", "ETag": '"v1"', "Vary": "Accept"}
+    async with Scripted(answer(**stale), answer(**varying), answer(body=b"text", **varying)) as api:
+        async with client(door, cache) as session:
+            await get(session, api.url(), headers={"Accept": "a"})
+            clock.now += 1
+            async with session.head(api.url(), headers={"Accept": "a"}):
+                pass
+            same = await get(session, api.url(), headers={"Accept": "a"})
+            other = await get(session, api.url(), headers={"Accept": "b"})
+    assert isinstance(same, CachedResponse)
+    assert not same.revalidated
+    assert not isinstance(other, CachedResponse)
+    assert [(r.method, r.headers.get("Accept")) for r in api.requests] == [("GET", "a"), ("HEAD", "a"), ("GET", "b")]
+
+
+async def test_a_304_that_varies_on_everything_is_served_once_and_dropped(door: Door) -> None:
+    """A 304 with ``Vary: *`` confirms the response for the request it answered only: it is not kept."""
+    clock = Clock()
+    cache = ResponseCache(clock=clock)
+    stale = {"Cache-Control": "max-age=0", "ETag": '"v1"'}
+    async with Scripted(answer(**stale), answer(304, **stale, Vary="*"), answer(body=b"new", **stale)) as api:
+        async with client(door, cache) as session:
+            await get(session, api.url())
+            clock.now += 1
+            revalidated = await get(session, api.url())
+            again = await get(session, api.url())
+    assert isinstance(revalidated, CachedResponse)
+    assert revalidated.revalidated
+    assert not isinstance(again, CachedResponse)
+    assert "If-None-Match" not in api.requests[2].headers  # nothing left to revalidate
+
+
 # --- a hit reads as aiohttp reads the same answer ------------------------------------------------------
 
 

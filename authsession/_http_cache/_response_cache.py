@@ -558,7 +558,7 @@ class ResponseCache:
         stored = found[2]
         if stored is not None:
             if response.status == 304 and found[1]:  # a revalidation, confirmed
-                return await self._revalidated(found, stored, url, response, _ci(headers), since)
+                return await self._revalidated(found, stored, url, response, _ci(headers), since, cookies_unseen)
             if response.status < 400 or response.status in _RESOURCE_ERRORS:
                 # A full answer where a stored one could not serve: that one is outdated, whether this one is
                 # kept or not (RFC 9111 4: the most recent response is the one to use), and so are the other
@@ -724,27 +724,47 @@ class ResponseCache:
         if sent_at is not None:
             started = _sent_then(sent_at, started, now)
         for variant in chosen:
-            renewed = self._freshened(variant, answer, address, started, now)
-            if forbids_storing(renewed.directives):
+            renewed, keepable = self._freshened(variant, answer, address, started, now, request_headers, cookies_unseen)
+            if not keepable:
                 await self._delete(address)
                 return
             await self._put(address, slot, renewed, now, since)
 
     def _freshened(
-        self, stored: StoredResponse, answer: CIMultiDictProxy[str], address: str, started: float, now: float
-    ) -> StoredResponse:
+        self,
+        stored: StoredResponse,
+        answer: CIMultiDictProxy[str],
+        address: str,
+        started: float,
+        now: float,
+        request_headers: Mapping[str, str] | None,
+        cookies_unseen: bool,
+    ) -> tuple[StoredResponse, bool]:
         """``stored`` updated by the headers of a 304 or a HEAD's 200 that confirmed it (RFC 9111 3.2, 4.3.4, 4.3.5),
-        fresh again from that answer's exchange (asked at ``started``, come at ``now``)."""
+        fresh again from that answer's exchange (asked at ``started``, come at ``now``) for ``request_headers``;
+        and whether it may be kept: not when forbidden, nor when the answer's ``Vary`` leaves no request to match
+        it to (``*``, or cookies not seen: ``cookies_unseen`` as :meth:`settle`'s).
+        """
         fields = _kept_headers(answer)
         if http_date(answer.get(hdrs.DATE)) is None:
             # A response kept without a Date (or with one that cannot be read) gets the time it arrived
             # (RFC 9110 6.6.1): the stored Date would make the renewed response as old as the first one.
             fields = (*fields, (hdrs.DATE, email.utils.formatdate(now, usegmt=True)))
         merged = refreshed_headers(stored.headers, fields)
-        renewed = stored.renewed(headers=merged, request_time=started, response_time=now)
+        vary, matchable = stored.vary, True
+        if hdrs.VARY in answer:
+            names = vary_names(answer.getall(hdrs.VARY))
+            if names is None or (cookies_unseen and "cookie" in names):
+                matchable = False
+            elif names != tuple([n for n, _ in vary]):
+                # The answer changed what the response varies on (RFC 9111 4.1). It answered this request, so
+                # the renewed response is this request's variant: keyed by its values of the new names.
+                vary = tuple([(name, vary_digest(request_headers, name)) for name in names])
+        renewed = stored.renewed(headers=merged, request_time=started, response_time=now, vary=vary)
         lifetime = freshness_lifetime(renewed.directives, renewed.header_map, now, self._override_for(address))
         keep = now + lifetime + (self._keep_stale if renewed.has_validator else 0.0)
-        return renewed.renewed(lifetime=lifetime, keep_until=keep)
+        renewed = renewed.renewed(lifetime=lifetime, keep_until=keep)
+        return renewed, matchable and not forbids_storing(renewed.directives)
 
     async def _revalidated(
         self,
@@ -754,11 +774,13 @@ class ResponseCache:
         response: aiohttp.ClientResponse,
         request_headers: CIMultiDictProxy[str] | None,
         since: int | None = None,
+        cookies_unseen: bool = False,
     ) -> CachedResponse:
         """The stored response, renewed by the 304 ``response`` (which is released).
 
         Not stored again when an invalidation of the URL came after the request began (``since``): the 304
-        may confirm what the write changed, and storing would bring back what it dropped.
+        may confirm what the write changed, and storing would bring back what it dropped. Nor when its
+        ``Vary`` leaves no request to match it to (``cookies_unseen``: as :meth:`settle`'s).
         """
         started, address, slot = found[3:]
         response.release()
@@ -770,8 +792,9 @@ class ResponseCache:
             # The 304 confirms some other representation: serve ours this once, keep it no longer.
             await self._delete(address)
         else:
-            stored = self._freshened(stored, response.headers, address, started, now)
-            if forbids_storing(stored.directives):
+            answer = response.headers
+            stored, keepable = self._freshened(stored, answer, address, started, now, request_headers, cookies_unseen)
+            if not keepable:  # served this once, kept no longer
                 await self._delete(address)
             elif "no-store" not in _directives(request_headers) and not (  # a no-store request: nothing of it is kept
                 since is not None and since != self._invalidations and self._outdated(address, since)
