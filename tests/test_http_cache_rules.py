@@ -68,10 +68,21 @@ def test_cache_control_over_several_field_lines_and_empty_items() -> None:
     assert parse_cache_control("") == {}
 
 
-def test_duplicate_max_age_keeps_the_stricter() -> None:
-    """Two max-age values conflict: the smaller one (the more restrictive) is honoured."""
-    assert parse_cache_control("max-age=60, max-age=10")["max-age"] == "10"
-    assert parse_cache_control("max-age=10, max-age=60")["max-age"] == "10"
+def test_conflicting_max_age_values_make_a_response_stale() -> None:
+    """RFC 9111 4.2.1: with two different max-age values, the response is considered stale (the first value
+    would be the other choice; either could be the one the server meant). The same value twice is no conflict."""
+    for text in ("max-age=60, max-age=10", "max-age=10, max-age=60", "max-age=60, max-age", "max-age=5,max-age=x"):
+        directives = parse_cache_control(text)
+        assert freshness_lifetime(directives, {}, response_time=0.0, override=3600) == 0.0, text
+    assert parse_cache_control(["max-age=60", "max-age=060"])["max-age"] == "60"
+    assert freshness_lifetime(parse_cache_control("max-age=60, max-age=60"), {}, response_time=0.0) == 60.0
+
+
+def test_conflicting_request_max_stale_values_accept_nothing_stale() -> None:
+    """A request that says max-stale twice, with a number and without, is served nothing stale without asking."""
+    directives = parse_cache_control("max-stale, max-stale=500")
+    assert verdict(directives, {}, age=70, lifetime=60, has_validator=True) is Verdict.REVALIDATE
+    assert verdict(parse_cache_control("max-stale=500"), {}, age=70, lifetime=60, has_validator=True) is Verdict.FRESH
 
 
 directive_names = st.sampled_from(["max-age", "no-cache", "no-store", "private", "must-revalidate", "x-ext"])

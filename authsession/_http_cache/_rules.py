@@ -57,6 +57,8 @@ _REMEMBERED = 256
 _LONGEST = 16 * 1024
 # Vary names a stored response may have (a hostile server's thousands cost a digest each, on every lookup).
 _MOST_VARY_NAMES = 32
+#: Directives whose argument is a number of seconds: two different ones conflict.
+_DELTAS = frozenset({"max-age", "s-maxage", "max-stale"})
 #: What Cache-Control text past that bound reads as: a response that says it is never stored.
 _TOO_LONG = {"no-store": None}
 
@@ -71,8 +73,11 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
 
     A directive without an argument maps to None; quoted arguments are unquoted
     (commas inside quotes do not split). A directive given twice keeps its
-    first value, except ``max-age``, ``s-maxage`` and ``max-stale``, where the
-    smaller (the stricter) wins. Never raises, whatever the text. Long values
+    first value, except ``max-age``, ``s-maxage`` and ``max-stale``: two
+    different numbers read as an invalid one, so a response that says both is
+    stale and a request that does accepts nothing stored without asking (RFC
+    9111 4.2.1 lets a cache take the first or consider the response stale;
+    which one the server meant cannot be told). Never raises, whatever the text. Long values
     of more than 16 KiB in all are not read: they say ``no-store``, so that what
     a hostile server sends costs little, and is not kept to cost again on each hit.
     """
@@ -95,10 +100,8 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
         for name, argument in items:
             if name in directives:
                 previous = directives[name]
-                if name in {"max-age", "s-maxage", "max-stale"} and previous is not None and argument is not None:
-                    first, second = delta_seconds(previous), delta_seconds(argument)
-                    if first is not None and second is not None and second < first:
-                        directives[name] = argument
+                if name in _DELTAS and argument != previous and delta_seconds(argument) != delta_seconds(previous):
+                    directives[name] = ""  # conflicting: as invalid
                 continue
             directives[name] = argument
     return directives
