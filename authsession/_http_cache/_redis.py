@@ -13,7 +13,7 @@ from .._deadline import heard_within
 from ._entry import StoredResponse, url_digest
 from ._outages import READ, WRITE, Outages, check_seconds
 from ._sealed import EntryCodec
-from ._store import Change
+from ._store import INVALIDATION_REMEMBERED, Change
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -28,14 +28,22 @@ log = logging.getLogger("authsession")
 # in ms on Redis's own clock) lets every write drop the slots past their time. Without it, a URL that one
 # identity keeps fresh (``/me``) kept every other identity's expired slot, body and all, as long as it lived.
 #
-# KEYS: the hash, its index. ARGV: the slot, its value, its ttl in ms. Readers only HGET, so fields keep the
-# format they had before the index (processes of the fleet not yet upgraded read them, and write fields the
-# index does not know of: those are indexed here with the hash's own remaining life, which bounds theirs).
+# KEYS: the hash, its index, when the URL was last invalidated. ARGV: the slot, its value, its ttl in ms, and how
+# many ms back an invalidation refuses the write (-1: none does). Readers only HGET, so fields keep the format
+# they had before the index (processes of the fleet not yet upgraded read them, and write fields the index does
+# not know of: those are indexed here with the hash's own remaining life, which bounds theirs).
 _WRITE_SCRIPT = """
 local hash, index = KEYS[1], KEYS[2]
 local clock = redis.call("time")
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local ttl = tonumber(ARGV[3])
+local window = tonumber(ARGV[4] or "-1")
+if window >= 0 then
+    local invalidated = tonumber(redis.call("get", KEYS[3]))
+    if invalidated and invalidated >= now - window then
+        return 0  -- the answer was asked for before the URL's last invalidation: it may predate the write
+    end
+end
 local fields = redis.call("hlen", hash)
 -- The first write, where a Redis out of memory refuses the script: once a script has written, Redis lets
 -- the rest of it grow memory past maxmemory (to keep it atomic).
@@ -62,6 +70,15 @@ if redis.call("pttl", hash) < ttl then
     redis.call("pexpire", hash, ttl)
 end
 redis.call("pexpire", index, redis.call("pttl", hash))
+return 1
+"""
+
+# KEYS: the hash, its index, when the URL was last invalidated. ARGV: how long to remember that, in ms.
+_INVALIDATE_SCRIPT = """
+redis.call("del", KEYS[1], KEYS[2])
+local clock = redis.call("time")
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call("set", KEYS[3], now, "PX", ARGV[1])
 return 1
 """
 
@@ -149,6 +166,7 @@ class RedisResponseStore:
         self._conflict: type[BaseException] = WatchError  # a watched key changed before the transaction
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
         self._write_script = self._client.register_script(_WRITE_SCRIPT)
+        self._invalidate_script = self._client.register_script(_INVALIDATE_SCRIPT)
         self._closed = False
         self._calls = 0  # under way; close() waits for them
         self._idle: asyncio.Event | None = None
@@ -170,6 +188,24 @@ class RedisResponseStore:
         if "{" in key or "}" in key:
             return f"{key}:expiry"
         return f"{self.prefix}http-expiry:{{{key}}}"
+
+    def _invalidated(self, key: str) -> str:
+        """The key of when ``key``'s URL was last invalidated: in the same Cluster slot, as :meth:`_index`'s."""
+        if "{" in key or "}" in key:
+            return f"{key}:invalidated"
+        return f"{self.prefix}http-invalidated:{{{key}}}"
+
+    def _keys(self, url: str) -> list[str]:
+        key = self._key(url)
+        return [key, self._index(key), self._invalidated(key)]
+
+    def _window(self, begun: float | None) -> int:
+        """How many ms back (on Redis's clock) an invalidation of the URL refuses a write; -1 for none.
+
+        ``begun`` seconds measured here, plus ``timeout``: the most the lookup's or this call's trip to Redis may
+        have taken (slower counts as Redis down), by which this process's clock and Redis's may disagree.
+        """
+        return -1 if begun is None else int((max(0.0, begun) + self._timeout) * 1000)
 
     async def _call(
         self, kind: str, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
@@ -205,26 +241,31 @@ class RedisResponseStore:
         """The variants stored for ``url`` in ``slot``; empty if none, unreadable, or Redis is down."""
         return await self._kept(await self._call(READ, None, self._client.hget, self._key(url), slot), url, slot)
 
-    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
-        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
+    async def set(
+        self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float, *, begun: float | None = None
+    ) -> bool:
+        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds; False if not written.
+
+        ``begun``: seconds since the answer was asked for. Not written when any process invalidated the URL since.
+        """
         millis = int(ttl * 1000)
         if millis <= 0:
-            return
-        key = self._key(url)
-        args = [slot, await self._encoded(variants, url, slot), millis]
-        await self._call(WRITE, None, self._write_script, keys=[key, self._index(key)], args=args)
+            return False
+        args = [slot, await self._encoded(variants, url, slot), millis, self._window(begun)]
+        return bool(await self._call(WRITE, None, self._write_script, keys=self._keys(url), args=args))
 
-    async def update(self, url: str, slot: str, change: Change) -> None:
-        """Apply ``change`` to the variants of ``url`` in ``slot``, retried while other writers come first.
+    async def update(self, url: str, slot: str, change: Change, *, begun: float | None = None) -> bool:
+        """Apply ``change`` to the variants of ``url`` in ``slot``, retried while other writers come first;
+        False if nothing was written (``begun``: as :meth:`set`'s).
 
         Optimistic (``WATCH``, then ``MULTI``): when another process wrote
         the URL's hash between this read and this write, the write is not
         made and the change is applied again to what that process wrote.
         """
-        await self._call(WRITE, None, self._update, url, slot, change)
+        return bool(await self._call(WRITE, None, self._update, url, slot, change, self._window(begun)))
 
-    async def _update(self, url: str, slot: str, change: Change) -> None:
-        key = self._key(url)
+    async def _update(self, url: str, slot: str, change: Change, window: int) -> bool:
+        key, index, invalidated = self._keys(url)
         async with self._client.pipeline(transaction=True) as pipe:
             for _ in range(_UPDATE_ATTEMPTS):
                 try:
@@ -233,19 +274,20 @@ class RedisResponseStore:
                     result = change(current)
                     millis = 0 if result is None else int(result[1] * 1000)
                     if result is None or millis <= 0:
-                        return
+                        return False
                     data = await self._encoded(result[0], url, slot)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     # The script's text, not its digest: a digest Redis does not know would fail the transaction.
-                    pipe.eval(_WRITE_SCRIPT, 2, key, self._index(key), slot, data, millis)
-                    await pipe.execute()
-                    return
+                    pipe.eval(_WRITE_SCRIPT, 3, key, index, invalidated, slot, data, millis, window)
+                    (written,) = await pipe.execute()
+                    return bool(written)
                 except self._conflict:
                     continue  # another writer came first: read what it wrote
         # Every attempt lost to another writer: this variant is not stored (a later request stores it).
         log.debug(
             "authsession: response store redis %s: a stored response lost %d races", self._where, _UPDATE_ATTEMPTS
         )
+        return False
 
     async def _kept(self, data: Any, url: str, slot: str) -> tuple[StoredResponse, ...]:
         """The variants in a slot's field, as read (None: no field), past their keep_until left out."""
@@ -268,6 +310,12 @@ class RedisResponseStore:
         """Drop every response stored for ``url``, of every identity; False if Redis failed (or is left alone)."""
         key = self._key(url)
         return await self._call(WRITE, None, self._client.delete, key, self._index(key)) is not None
+
+    async def invalidate(self, url: str) -> bool:
+        """:meth:`delete`, and remembered (on Redis, for every process) for 5 minutes: answers to requests
+        begun before it are not stored (see ``begun``)."""
+        args = [int(INVALIDATION_REMEMBERED * 1000)]
+        return await self._call(WRITE, None, self._invalidate_script, keys=self._keys(url), args=args) is not None
 
     async def close(self) -> None:
         """Close the client, if this store created it, once the calls under way are done (each within ``timeout``).

@@ -16,6 +16,7 @@ import email.utils
 import fnmatch
 import functools
 import hashlib
+import inspect
 import itertools
 import logging
 import re
@@ -237,6 +238,12 @@ class ResponseCache:
         self._memory = self._store if type(self._store) is MemoryResponseStore else None
         # Whether the store merges a Vary variant with the slot's others in one step (ResponseStore's update).
         self._updates = callable(getattr(self._store, "update", None))
+        # Whether the store remembers invalidations for the processes it is shared by, and whether its writes
+        # take ``begun`` (see ResponseStore): not a subclass's set() or update() written without it.
+        self._invalidates = callable(getattr(self._store, "invalidate", None))
+        self._writes_begun = self._invalidates and all(
+            _takes_begun(getattr(self._store, name)) for name in ("set", "update") if hasattr(self._store, name)
+        )
         self._overrides = _compile_overrides(ttl_for)
         self._max_body_size = max_body_size
         self._keep_stale = float(keep_stale)
@@ -832,9 +839,11 @@ class ResponseCache:
         return kept
 
     async def _write(self, address: str, slot: str, stored: StoredResponse, now: float) -> bool:
-        """:meth:`_put`'s write."""
+        """:meth:`_put`'s write: not made by a shared store when another process invalidated the URL since the
+        answer was asked for (at ``stored.request_time``)."""
+        begun = now - stored.request_time
         if not stored.vary:
-            return await self._set(address, slot, (stored,), stored.keep_until - now)
+            return await self._set(address, slot, (stored,), stored.keep_until - now, begun)
         # Read, merge, write: one at a time per slot in this event loop, or variants stored at the same moment
         # (a burst of first requests with different Accept values) overwrite each other. A store with an
         # update() does the three in one step, so other processes' merges wait too.
@@ -853,8 +862,8 @@ class ResponseCache:
         try:
             async with lock:
                 if self._updates:
-                    return await self._update(address, slot, beside_others)
-                return await self._set(address, slot, *beside_others(await self._get(address, slot)))
+                    return await self._update(address, slot, beside_others, begun)
+                return await self._set(address, slot, *beside_others(await self._get(address, slot)), begun)
         finally:
             lock, users = self._merging[key]
             if users == 1:
@@ -875,28 +884,43 @@ class ResponseCache:
         self._works("read")
         return variants
 
-    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool:
+    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float, begun: float) -> bool:
+        store: Any = self._store
         try:
-            await _bounded(self._store.set(address, slot, variants, ttl))
+            if self._writes_begun:
+                written = await _bounded(store.set(address, slot, variants, ttl, begun=begun))
+            else:
+                written = await _bounded(store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
             return False
         self._works("write")
-        return True
+        return written is not False
 
-    async def _update(self, address: str, slot: str, change: Change) -> bool:
+    async def _update(self, address: str, slot: str, change: Change, begun: float) -> bool:
+        store: Any = self._store
         try:
-            await _bounded(self._store.update(address, slot, change))  # type: ignore[attr-defined]
+            if self._writes_begun:
+                written = await _bounded(store.update(address, slot, change, begun=begun))
+            else:
+                written = await _bounded(store.update(address, slot, change))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "update", exc)
             return False
         self._works("write")
-        return True
+        return written is not False
 
-    async def _delete(self, address: str) -> bool:
-        """Drop the URL's stored responses; False if the store could not (then none is served until it does)."""
+    async def _delete(self, address: str, invalidation: bool = False) -> bool:
+        """Drop the URL's stored responses; False if the store could not (then none is served until it does).
+
+        ``invalidation``: for an unsafe method's answer; a shared store remembers it for other processes.
+        """
+        store: Any = self._store
         try:
-            dropped = await _bounded(self._store.delete(address)) is not False
+            if invalidation and self._invalidates:
+                dropped = await _bounded(store.invalidate(address)) is not False
+            else:
+                dropped = await _bounded(store.delete(address)) is not False
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not dropped"
             self._failed("write", "delete", exc)
             dropped = False
@@ -940,6 +964,7 @@ class ResponseCache:
         """Drop every response stored for ``url`` (absolute, query included), of every identity.
 
         Answers to requests of ``url`` already under way are not stored either: they may be older than the change.
+        With a SQLite or Redis store, that holds for every process that shares it (for 5 minutes).
         A relative URL is refused: responses are stored under absolute ones, and it would drop nothing.
         """
         url = URL(url)
@@ -947,7 +972,7 @@ class ResponseCache:
             raise ValueError(f"invalidate() takes an absolute URL (scheme and host), not {safe_url(url)!r}")
         address = _address(url)
         self._written_now((address,))
-        await self._delete(address)
+        await self._delete(address, invalidation=True)
 
     async def _invalidate(self, url: URL, chain: Sequence[aiohttp.ClientResponse], method: str) -> None:
         """Drop the responses of ``url``, and of the same-origin URLs its answers name (RFC 9111 4.4).
@@ -970,7 +995,7 @@ class ResponseCache:
                         continue
         self._written_now(addresses)
         for address in addresses:
-            await self._delete(address)
+            await self._delete(address, invalidation=True)
         self._stats.invalidations += 1
         self._emit(INVALIDATED, method, url)
 
@@ -1197,6 +1222,15 @@ def _decoded_otherwise(response: Any, identity: str) -> bool:
     if compressed is False:
         return False
     return (compressed is None) is not identity.endswith(_RAW)
+
+
+def _takes_begun(method: Callable[..., Any]) -> bool:
+    """Whether a store's ``method`` takes the ``begun`` keyword."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "begun" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _history(response: Any) -> tuple[Any, ...]:

@@ -20,7 +20,7 @@ from typing import TypeVar
 from ._entry import StoredResponse, url_digest
 from ._outages import READ, WRITE, Outages, check_seconds
 from ._sealed import EntryCodec
-from ._store import Change
+from ._store import INVALIDATION_REMEMBERED, Change
 
 __all__ = ["SQLiteResponseStore"]
 
@@ -37,6 +37,15 @@ CREATE TABLE IF NOT EXISTS responses (
     PRIMARY KEY (url, slot)
 )
 """
+# When each URL was last invalidated (by any process): an answer asked for before that is not stored.
+_INVALIDATED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS invalidated (
+    url TEXT PRIMARY KEY,
+    at REAL NOT NULL
+)
+"""
+#: Seconds of clock difference between processes' calls that still count an invalidation as after a request began.
+_SLACK = 0.1
 #: Expired rows are deleted by a store's first write (a short-lived process may make no more), then every this many.
 _PURGE_EVERY = 256
 
@@ -98,6 +107,7 @@ class SQLiteResponseStore:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(_SCHEMA)
+                db.execute(_INVALIDATED_SCHEMA)
             except BaseException:
                 db.close()
                 raise
@@ -147,8 +157,27 @@ class SQLiteResponseStore:
         variants: Sequence[StoredResponse],
         keep_until: float,
         now: float,
-    ) -> None:
-        self._set(db, url, slot, self._codec.encode(variants, url, slot), keep_until, now)
+        begun: float | None,
+    ) -> bool:
+        data = self._codec.encode(variants, url, slot)
+        if begun is None:
+            self._set(db, url, slot, data, keep_until, now)
+            return True
+        db.execute("BEGIN IMMEDIATE")  # no invalidation between the look and the write
+        try:
+            written = not self._invalidated_since(db, url, now - begun)
+            if written:
+                self._set(db, url, slot, data, keep_until, now)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return written
+
+    def _invalidated_since(self, db: sqlite3.Connection, url: str, begun_at: float) -> bool:
+        row = db.execute("SELECT at FROM invalidated WHERE url = ?", (url_digest(url),)).fetchone()
+        return row is not None and isinstance(row[0], float) and row[0] >= begun_at - _SLACK
 
     def _set(self, db: sqlite3.Connection, url: str, slot: str, data: bytes, keep_until: float, now: float) -> None:
         db.execute(
@@ -158,24 +187,44 @@ class SQLiteResponseStore:
         self._writes += 1
         if self._writes == 1 or self._writes % _PURGE_EVERY == 0:
             db.execute("DELETE FROM responses WHERE keep_until <= ?", (now,))
+            db.execute("DELETE FROM invalidated WHERE at <= ?", (now - INVALIDATION_REMEMBERED,))
 
-    def _update(self, db: sqlite3.Connection, url: str, slot: str, change: Change, now: float) -> None:
+    def _update(
+        self, db: sqlite3.Connection, url: str, slot: str, change: Change, now: float, begun: float | None
+    ) -> bool:
         # BEGIN IMMEDIATE takes the file's write lock before the read: another process's update of the
         # slot waits (up to ``timeout``) for this one to commit, then reads what it wrote.
         db.execute("BEGIN IMMEDIATE")
+        written = False
         try:
-            data = self._get(db, url, slot, now)
-            result = change(() if data is None else self._codec.decode(data, url, slot))
-            if result is not None and result[1] > 0:
-                self._set(db, url, slot, self._codec.encode(result[0], url, slot), now + result[1], now)
+            if begun is None or not self._invalidated_since(db, url, now - begun):
+                data = self._get(db, url, slot, now)
+                result = change(() if data is None else self._codec.decode(data, url, slot))
+                if result is not None and result[1] > 0:
+                    self._set(db, url, slot, self._codec.encode(result[0], url, slot), now + result[1], now)
+                    written = True
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        return written
 
     def _delete(self, db: sqlite3.Connection, url: str) -> bool:
         db.execute("DELETE FROM responses WHERE url = ?", (url_digest(url),))
+        return True
+
+    def _invalidate(self, db: sqlite3.Connection, url: str) -> bool:
+        digest = url_digest(url)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM responses WHERE url = ?", (digest,))
+            db.execute("INSERT OR REPLACE INTO invalidated (url, at) VALUES (?, ?)", (digest, float(self._clock())))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         return True
 
     def _close(self) -> None:
@@ -201,20 +250,31 @@ class SQLiteResponseStore:
         """The variants stored for ``url`` in ``slot``; empty if none (or unreadable)."""
         return await self._run(READ, (), self._read, url, slot, self._clock())
 
-    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
-        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
-        if ttl <= 0:
-            return
-        now = self._clock()
-        await self._run(WRITE, None, self._write, url, slot, tuple(variants), now + ttl, now)
+    async def set(
+        self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float, *, begun: float | None = None
+    ) -> bool:
+        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds; False if not written.
 
-    async def update(self, url: str, slot: str, change: Change) -> None:
-        """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait."""
-        await self._run(WRITE, None, self._update, url, slot, change, self._clock())
+        ``begun``: seconds since the answer was asked for. Not written when any process invalidated the URL since.
+        """
+        if ttl <= 0:
+            return False
+        now = self._clock()
+        return await self._run(WRITE, False, self._write, url, slot, tuple(variants), now + ttl, now, begun)
+
+    async def update(self, url: str, slot: str, change: Change, *, begun: float | None = None) -> bool:
+        """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait.
+        False if nothing was written (``begun``: as :meth:`set`'s)."""
+        return await self._run(WRITE, False, self._update, url, slot, change, self._clock(), begun)
 
     async def delete(self, url: str) -> bool:
         """Drop every response stored for ``url``; False if SQLite failed (or is left alone after failing)."""
         return await self._run(WRITE, False, self._delete, url)
+
+    async def invalidate(self, url: str) -> bool:
+        """:meth:`delete`, and remembered in the file for 5 minutes: answers to requests begun before it, in any
+        process, are not stored (see ``begun``)."""
+        return await self._run(WRITE, False, self._invalidate, url)
 
     async def close(self) -> None:
         """Close the database and stop the worker thread; calls already under way finish first."""

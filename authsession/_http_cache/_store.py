@@ -7,7 +7,11 @@ from typing import Protocol, runtime_checkable
 
 from ._entry import StoredResponse
 
-__all__ = ["Change", "ResponseStore"]
+__all__ = ["INVALIDATION_REMEMBERED", "Change", "ResponseStore"]
+
+#: Seconds a shared store remembers that a URL was invalidated: an answer to a request begun before that, but
+#: stored later, is not stored. A request that takes longer may store an answer the invalidation outdated.
+INVALIDATION_REMEMBERED = 300.0
 
 #: What a store's ``update(url, slot, change)`` applies: given the slot's variants still
 #: kept, the variants to write and for how many seconds, or None to leave the slot as it is.
@@ -34,13 +38,20 @@ class ResponseStore(Protocol):
     (see :data:`Change`): the cache then stores a ``Vary`` variant beside the
     slot's others in one step, so variants that processes store at the same
     moment are all kept. Without it, the cache reads the slot, then sets it.
+
+    It may also offer ``invalidate(url)``: ``delete(url)``, remembered for a
+    while (:data:`INVALIDATION_REMEMBERED`), for a POST's, PUT's or DELETE's
+    answer. The cache then passes ``begun=`` to ``set`` and ``update``: the
+    seconds since the answer being stored was asked for. A store skips the
+    write (and may return False) when the URL was invalidated since, by any
+    process: that answer may be older than the write that invalidated it.
     """
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none."""
 
-    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
-        """Replace the variants of ``url`` in ``slot``, to be kept for ``ttl`` seconds."""
+    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool | None:
+        """Replace the variants of ``url`` in ``slot``, to be kept for ``ttl`` seconds; False if not written."""
 
     async def delete(self, url: str) -> bool | None:
         """Drop every response stored for ``url``, of every identity.

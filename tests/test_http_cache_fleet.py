@@ -1,0 +1,147 @@
+"""Invalidation across the processes that share a SQLite or Redis store, through both doors.
+
+Each "process" here is a ResponseCache of its own over its own store object (what one process knows of the
+requests it has under way, another does not), on one SQLite file or one Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from conftest import Door
+from test_http_cache import client
+from yarl import URL
+
+from authsession import CachedResponse, RedisResponseStore, ResponseCache, ResponseStore, SQLiteResponseStore
+from authsession.testing import FakeOAuthServer
+
+
+class Versioned:
+    """An API with one page, of a version a POST (or PUT) moves on. A GET reads the version as it comes and may be
+    held before it answers (``held``): its answer is then older than a write made meanwhile."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.gets = 0
+        self.held: asyncio.Event | None = None
+        self.reading = asyncio.Event()
+        self.headers = {"Cache-Control": "max-age=60"}
+        app = web.Application()
+        app.router.add_route("*", "/page", self._page)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def _page(self, request: web.Request) -> web.Response:
+        if request.method in {"POST", "PUT"}:
+            self.version += 1
+            return web.Response(text="written")
+        self.gets += 1
+        body = f"version {self.version}"
+        held, self.held = self.held, None
+        if held is not None:
+            self.reading.set()
+            await held.wait()
+        return web.Response(text=body, headers=self.headers)
+
+    @property
+    def url(self) -> URL:
+        return self.server.make_url("/page")
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Versioned]:
+    served = Versioned()
+    await served.server.start_server()
+    yield served
+    await served.server.close()
+
+
+#: How long after an invalidation each shared store may still hold back an answer begun after it: its margin for
+#: the time its calls take (SQLite's slack; Redis's call timeout, 1 s by default).
+MARGIN = {"sqlite": 0.1, "redis": 1.0}
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ResponseStore]:
+    """A new store object on one shared SQLite file or Redis, for each process."""
+    if request.param == "sqlite":
+        return lambda: SQLiteResponseStore(tmp_path / "responses.db")
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisResponseStore(url)
+
+
+@pytest.fixture
+def margin(shared: Any, request: pytest.FixtureRequest) -> float:
+    return MARGIN[request.node.callspec.params["shared"]]
+
+
+async def read(session: aiohttp.ClientSession, url: URL) -> tuple[bool, str]:
+    async with session.get(url) as response:
+        return isinstance(response, CachedResponse), await response.text()
+
+
+@pytest.mark.parametrize("vary", [False, True], ids=["one", "variants"])
+async def test_an_answer_older_than_another_processs_write_is_not_stored(
+    door: Door,
+    oauth_server: FakeOAuthServer,
+    api: Versioned,
+    shared: Callable[[], ResponseStore],
+    margin: float,
+    vary: bool,
+) -> None:
+    """Process B's GET is under way (the API has read version 1) when process A's POST moves the page to version 2
+    and drops it from the shared store. B's answer, version 1, came after the drop: it is not stored, so neither
+    process is served version 1 for the next minute. (A GET begun within the store's margin after the drop is not
+    stored either: a fresh GET after that is.) The same for a page with Vary variants, which the stores merge.
+    """
+    if vary:
+        api.headers["Vary"] = "Accept"
+    async with AsyncExitStack() as stack:
+        sessions = []
+        for _ in range(2):
+            store = shared()
+            stack.push_async_callback(store.close)
+            # Each process has its own credentials object, of the same client: their responses are shared.
+            session = client(door.kind, oauth_server.credentials(), ResponseCache(store))
+            sessions.append(await stack.enter_async_context(session))
+        a, b = sessions
+        api.held = held = asyncio.Event()
+        late = asyncio.create_task(read(b, api.url))
+        await api.reading.wait()
+        async with a.post(api.url) as written:
+            assert written.status == 200
+        held.set()
+        assert await late == (False, "version 1")
+        await asyncio.sleep(margin + 0.05)
+        assert await read(a, api.url) == (False, "version 2")
+        assert await read(b, api.url) == (True, "version 2")
+    assert api.gets == 2
+
+
+async def test_an_answer_asked_for_after_another_processs_write_is_stored(
+    door: Door, oauth_server: FakeOAuthServer, api: Versioned, shared: Callable[[], ResponseStore], margin: float
+) -> None:
+    """What process A's POST remembers holds back only answers begun before it: process B's next GET, begun after,
+    is stored and serves both processes."""
+    async with AsyncExitStack() as stack:
+        sessions = []
+        for _ in range(2):
+            store = shared()
+            stack.push_async_callback(store.close)
+            # Each process has its own credentials object, of the same client: their responses are shared.
+            session = client(door.kind, oauth_server.credentials(), ResponseCache(store))
+            sessions.append(await stack.enter_async_context(session))
+        a, b = sessions
+        async with a.post(api.url) as written:
+            assert written.status == 200
+        await asyncio.sleep(margin + 0.05)
+        assert await read(b, api.url) == (False, "version 2")
+        assert await read(a, api.url) == (True, "version 2")
+    assert api.gets == 1
