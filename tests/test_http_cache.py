@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -2053,6 +2054,25 @@ async def test_events_and_stats_say_what_happened(door: str, oauth_server: FakeO
         ("cache", "invalidated", "DELETE"),
     ]
     assert all(e.url == oauth_server.api_url("things") for e in events)
+
+
+async def test_every_event_but_a_miss_is_logged_at_debug(
+    door: str, oauth_server: FakeOAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Misses reach on_event and stats but not the log, the only-if-cached 504's too; the other events are logged."""
+    events: list[str] = []
+    cache = ResponseCache(on_event=lambda event: events.append(event.reason))
+    url = cacheable(oauth_server, cache="max-age=60")
+    with caplog.at_level(logging.DEBUG, logger="authsession"):
+        async with client(door, oauth_server.credentials(), cache) as session:
+            async with session.get(url, headers={"Cache-Control": "only-if-cached"}) as response:
+                assert response.status == 504
+            await fetch(session, url)
+            await fetch(session, url)
+    logged = [r.getMessage().split(")")[0] for r in caplog.records if r.getMessage().startswith("cache (")]
+    assert events == ["miss", "miss", "stored", "hit"]
+    assert cache.stats == ResponseCacheStats(hits=1, misses=2, stores=1)
+    assert logged == ["cache (stored", "cache (hit"]
 
 
 class Flaky(MemoryResponseStore):

@@ -983,7 +983,8 @@ class ResponseCache:
     def _unavailable(self, method: str, url: URL, now: float) -> CachedResponse:
         """The cache's own 504 to a request that allows only a stored response, when none will do."""
         self._stats.misses += 1
-        self._emit(MISS, method.upper(), url)
+        if self._on_event is not None:  # a miss, told to the hook only, as settle() tells the others
+            emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
         headers = (("Content-Length", "0"),)
         gone = StoredResponse(method.upper(), 504, "Gateway Timeout", headers, b"", now, now, 0.0, (), now)
         return CachedResponse(gone, url, age=0)
