@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -2054,6 +2056,38 @@ async def test_events_and_stats_say_what_happened(door: str, oauth_server: FakeO
         ("cache", "invalidated", "DELETE"),
     ]
     assert all(e.url == oauth_server.api_url("things") for e in events)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"clock": None}, TypeError, "clock must be callable (Unix time in seconds), got NoneType"),
+        ({"clock": 3}, TypeError, "clock must be callable (Unix time in seconds), got int"),
+        ({"ttl_for": {"*": math.inf}}, ValueError, "ttl_for['*'] must be a number of seconds from 0 to 2**31, got inf"),
+        ({"ttl_for": {"*": 2**31 + 1}}, ValueError, "ttl_for['*'] must be a number of seconds from 0 to 2**31"),
+        ({"keep_stale": math.inf}, ValueError, "keep_stale must be a number of seconds from 0 to 2**31, got inf"),
+        ({"keep_stale": 1e300}, ValueError, "keep_stale must be a number of seconds from 0 to 2**31, got 1e+300"),
+        ({"ttl_for": {"/v1/catalog*": 60}}, ValueError, "ttl_for pattern '/v1/catalog*' matches no URL"),
+        ({"ttl_for": {"api.example.com/*": 60}}, ValueError, "ttl_for pattern 'api.example.com/*' matches no URL"),
+        ({"ttl_for": {"HTTPS://api.example.com/*": 60}}, ValueError, "matches no URL"),
+        ({"ttl_for": {"https://API.example.com/*": 60}}, ValueError, "matches no URL"),
+    ],
+)
+def test_cache_options_that_would_fail_in_a_request_are_refused_at_once(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """A clock that cannot be called, or a duration that no store can keep (an infinite one made the Redis store fail
+    every write), fail at construction; so does a ttl_for pattern that no URL can match (the whole URL is matched,
+    and its scheme and host are lower-case)."""
+    with pytest.raises(error, match=re.escape(message)):
+        ResponseCache(**options)
+
+
+def test_cache_options_at_their_bounds_are_taken() -> None:
+    """Patterns that start with a wildcard or with the URL's own scheme, and durations up to 2**31 s, are taken."""
+    patterns = ["*", "*/v1/catalog*", "https://api.example.com/v1/catalog*", "http*://*.example.com/*", "?ttp://x/*"]
+    ResponseCache(ttl_for=dict.fromkeys(patterns, 2**31), keep_stale=2**31, clock=time.time)
+    ResponseCache(ttl_for={"[h]ttps://x/*": 0}, keep_stale=0)
 
 
 async def test_every_event_but_a_miss_is_logged_at_debug(

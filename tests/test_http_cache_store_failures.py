@@ -105,6 +105,13 @@ async def test_large_headers_count_for_the_memory_bound() -> None:
         (("cache.db",), {"timeout": math.nan}, ValueError, "timeout must be a finite positive number of seconds"),
         (("cache.db",), {"timeout": math.inf}, ValueError, "timeout must be a finite positive number of seconds"),
         (("cache.db",), {"timeout": 0}, ValueError, "timeout must be a finite positive number of seconds, got 0"),
+        (("cache.db",), {"clock": None}, TypeError, "clock must be callable (Unix time in seconds), got NoneType"),
+        (
+            ("cache.db",),
+            {"encryption_key": 5},
+            TypeError,
+            "encryption_key must be a Fernet key (bytes or str), got int",
+        ),
     ],
 )
 def test_sqlite_store_refuses_bad_arguments(
@@ -274,6 +281,12 @@ async def test_a_short_lived_process_purges_what_expired_before_it(tmp_path: Pat
         (("redis://127.0.0.1:1",), {"timeout": math.nan}, ValueError, "timeout must be a finite positive number"),
         (("redis://127.0.0.1:1",), {"retry_after": -1}, ValueError, "retry_after must be a finite non-negative"),
         (("redis://127.0.0.1:1",), {"retry_after": math.inf}, ValueError, "retry_after must be a finite non-negative"),
+        (
+            ("redis://127.0.0.1:1",),
+            {"encryption_key": 5},
+            TypeError,
+            "encryption_key must be a Fernet key (bytes or str)",
+        ),
     ],
 )
 def test_redis_store_refuses_bad_arguments(

@@ -36,6 +36,8 @@ class MemoryResponseStore:
     def __init__(self, max_bytes: int = 64 * 2**20, *, clock: Callable[[], float] = time.monotonic) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
+        if not callable(clock):  # found out in a request otherwise
+            raise TypeError(f"clock must be callable (monotonic seconds), got {type(clock).__name__}")
         # One flat dict keyed by URL and slot as one string ("url\nslot": a URL's text
         # holds no line break), in least recently used order (a used entry moves to the
         # end), and each URL's slots (one string, or a tuple of them). cachetools'

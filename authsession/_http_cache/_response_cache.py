@@ -42,6 +42,7 @@ from ._response import SENT_AT, CachedResponse, read_at_most, received
 from ._rules import (
     CACHEABLE_METHODS,
     CACHEABLE_STATUSES,
+    MAX_DELTA_SECONDS,
     SAFE_METHODS,
     Verdict,
     conditional_headers,
@@ -196,8 +197,9 @@ class ResponseCache:
             than the request's own timeout is given up: a miss, or nothing kept.
         ttl_for: Freshness, in seconds, for responses that carry none (no
             ``max-age`` nor ``Expires``), by URL pattern (``fnmatch``, matched
-            against the whole URL, query included); the first pattern that
-            matches wins. ``no-store`` and ``no-cache`` still hold.
+            against the whole URL, query included: ``"https://host/v1/*"`` or
+            ``"*/v1/*"``); the first pattern that matches wins. ``no-store``
+            and ``no-cache`` still hold. At most 2**31 s, as ``keep_stale``.
         max_body_size: Responses with larger bodies are not stored.
         keep_stale: Seconds a response with a validator is kept after it went
             stale, to be revalidated rather than fetched again.
@@ -228,10 +230,12 @@ class ResponseCache:
         for name, count in (("max_body_size", max_body_size), ("max_variants", max_variants)):
             if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {count!r}")
-        if isinstance(keep_stale, bool) or not isinstance(keep_stale, (int, float)) or not keep_stale >= 0:
-            raise ValueError(f"keep_stale must be a number of seconds >= 0, got {keep_stale!r}")
+        if not _is_duration(keep_stale):
+            raise ValueError(f"keep_stale must be a number of seconds from 0 to 2**31, got {keep_stale!r}")
         if on_event is not None and not callable(on_event):
             raise TypeError("on_event must be callable")
+        if not callable(clock):
+            raise TypeError(f"clock must be callable (Unix time in seconds), got {type(clock).__name__}")
         self._store: ResponseStore = store if store is not None else MemoryResponseStore()
         # The memory store is asked directly, not through its coroutines (a subclass may override them).
         self._memory = self._store if type(self._store) is MemoryResponseStore else None
@@ -1076,10 +1080,38 @@ def _compile_overrides(ttl_for: Mapping[str, float] | None) -> tuple[tuple[re.Pa
     for pattern, seconds in ttl_for.items():
         if not isinstance(pattern, str) or not pattern:
             raise TypeError(f"ttl_for keys must be URL patterns (non-empty strings), got {pattern!r}")
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-            raise ValueError(f"ttl_for[{pattern!r}] must be a number of seconds >= 0, got {seconds!r}")
+        if not _is_duration(seconds):
+            raise ValueError(f"ttl_for[{pattern!r}] must be a number of seconds from 0 to 2**31, got {seconds!r}")
+        if not _can_match(pattern):
+            raise ValueError(
+                f"ttl_for pattern {pattern!r} matches no URL: it is matched against the whole URL, whose scheme and"
+                ' host are lower-case ("https://api.example.com/v1/*", "*/v1/*")'
+            )
         compiled.append((re.compile(fnmatch.translate(pattern)), float(seconds)))
     return tuple(compiled)
+
+
+def _is_duration(seconds: object) -> bool:
+    """Whether ``seconds`` is a duration the stores can keep: from 0 to 2**31 s, as the longest max-age reads.
+
+    An infinite one made every Redis write fail (it counts in whole milliseconds), and the longest it takes still.
+    """
+    return not isinstance(seconds, bool) and isinstance(seconds, (int, float)) and 0 <= seconds <= MAX_DELTA_SECONDS
+
+
+def _can_match(pattern: str) -> bool:
+    """Whether a ``ttl_for`` pattern can match a URL as :func:`_address` writes it.
+
+    Its text before the first wildcard is the start of an http(s) URL whose
+    host is lower-case, as yarl writes them (a path alone, a bare host or an
+    upper-case host never matched, and no error said so).
+    """
+    literal = re.split(r"[*?[]", pattern, maxsplit=1)[0]
+    scheme, sep, rest = literal.partition("://")
+    if not sep:
+        return "http://".startswith(literal) or "https://".startswith(literal)
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    return scheme in ("http", "https") and host == host.lower()
 
 
 def _address(url: URL) -> str:

@@ -81,6 +81,8 @@ class SQLiteResponseStore:
         self._timeout = check_seconds("timeout", timeout)
         self._outages = Outages(self.path, check_seconds("retry_after", retry_after, zero=True))
         self._codec = EntryCodec(encryption_key)
+        if not callable(clock):  # found out on the worker thread otherwise, as a store that fails
+            raise TypeError(f"clock must be callable (Unix time in seconds), got {type(clock).__name__}")
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
         self._db: sqlite3.Connection | None = None
