@@ -615,6 +615,30 @@ async def test_bodies_over_max_body_size_are_not_stored(door: str, oauth_server:
     assert cache.stats.stores == 0
 
 
+class OwnMemoryStore(MemoryResponseStore):
+    """A store of one's own on the memory store: the cache calls its coroutines (set, update), as any store's."""
+
+
+@pytest.mark.parametrize("store", [MemoryResponseStore, OwnMemoryStore])
+@pytest.mark.parametrize("vary", [None, "Accept"])
+async def test_a_response_over_the_memory_bound_is_not_counted_as_stored(
+    door: str, vary: str | None, store: type[MemoryResponseStore], oauth_server: FakeOAuthServer
+) -> None:
+    """A body under max_body_size but over the memory store's max_bytes is not kept, and neither stats nor on_event
+    say it was (they counted a store, and told a "stored" event, for every such miss)."""
+    reasons: list[str] = []
+    cache = ResponseCache(store(max_bytes=2000), on_event=lambda event: reasons.append(event.reason))
+    knobs = {"cache": "max-age=60", "pad": "x" * 3000, **({"vary": vary} if vary else {})}
+    url = cacheable(oauth_server, **knobs)
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, first = await fetch(session, url)
+        _, second = await fetch(session, url)
+    assert first["query"]["pad"] == second["query"]["pad"]
+    assert oauth_server.api_served == 2
+    assert cache.stats == ResponseCacheStats(misses=2)
+    assert reasons == ["miss", "miss"]
+
+
 async def test_a_get_with_content_bypasses_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
     """A GET that sends content (a search API's query, say) is answered for that content: never served another's
     stored answer, never stored; empty content is none."""

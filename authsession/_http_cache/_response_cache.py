@@ -655,9 +655,10 @@ class ResponseCache:
             # Set-Cookie is session state, not content: never kept.
             block = header_block(raw if raw is not None and hdrs.SET_COOKIE not in answer else _kept_raw(answer))
             reason = response.reason or ""
-            memory.keep(
+            if not memory.keep(
                 address, slot, keep_until - now, method, status, reason, block, body, started, now, lifetime, keep_until
-            )
+            ):
+                return response  # more than the store's bound: not kept, not counted
         else:
             vary = tuple([(name, vary_digest(request_headers, name)) for name in names]) if names else ()
             reason = response.reason or ""
@@ -858,21 +859,21 @@ class ResponseCache:
 
     async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool:
         try:
-            await _bounded(self._store.set(address, slot, variants, ttl))
+            kept = await _bounded(self._store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
             return False
         self._works("write")
-        return True
+        return kept is not False  # False: the store kept nothing (more than its bound)
 
     async def _update(self, address: str, slot: str, change: Change) -> bool:
         try:
-            await _bounded(self._store.update(address, slot, change))  # type: ignore[attr-defined]
+            kept = await _bounded(self._store.update(address, slot, change))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "update", exc)
             return False
         self._works("write")
-        return True
+        return kept is not False
 
     async def _delete(self, address: str) -> bool:
         """Drop the URL's stored responses; False if the store could not (then none is served until it does)."""

@@ -31,16 +31,21 @@ class ResponseStore(Protocol):
     warning per outage.
 
     A store shared by processes may also offer ``update(url, slot, change)``
-    (see :data:`Change`): the cache then stores a ``Vary`` variant beside the
-    slot's others in one step, so variants that processes store at the same
-    moment are all kept. Without it, the cache reads the slot, then sets it.
+    (see :data:`Change`; False, as from ``set``, when nothing was kept): the
+    cache then stores a ``Vary`` variant beside the slot's others in one step,
+    so variants that processes store at the same moment are all kept. Without
+    it, the cache reads the slot, then sets it.
     """
 
     async def get(self, url: str, slot: str) -> Sequence[StoredResponse]:
         """The variants stored for ``url`` in ``slot``; empty if none."""
 
-    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
-        """Replace the variants of ``url`` in ``slot``, to be kept for ``ttl`` seconds."""
+    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool | None:
+        """Replace the variants of ``url`` in ``slot``, to be kept for ``ttl`` seconds.
+
+        False when they were not kept (more than the store's bound), so that
+        the cache does not count them as stored. None or True: kept.
+        """
 
     async def delete(self, url: str) -> bool | None:
         """Drop every response stored for ``url``, of every identity.
