@@ -66,7 +66,8 @@ Clock = Callable[[], float]
 
 #: ``Event.reason`` of the ``"cache"`` events: a stored response served without a request.
 HIT = "hit"
-#: A cacheable request went to the network and its answer was used.
+#: A cacheable request no stored response answered: it went to the network and its answer was used, or it allowed
+#: only a stored response (``only-if-cached``) and got the cache's 504.
 MISS = "miss"
 #: A conditional request was answered 304: the stored response was served, renewed.
 REVALIDATED = "revalidated"
@@ -111,7 +112,8 @@ class ResponseCacheStats:
 
     #: Stored responses served without a request.
     hits: int = 0
-    #: Cacheable requests that went to the network and used its answer (nothing usable stored, or it changed).
+    #: Cacheable requests that went to the network and used its answer (nothing usable stored, or it changed),
+    #: and ``only-if-cached`` requests answered with the cache's 504.
     misses: int = 0
     #: Conditional requests answered 304: the stored response was served.
     revalidations: int = 0
