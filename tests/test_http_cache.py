@@ -2196,6 +2196,31 @@ async def test_a_store_that_raises_costs_a_miss_and_one_warning_never_the_reques
     ]
 
 
+@pytest.mark.parametrize("store", ["sqlite unreachable", "sqlite closed", "redis unreachable", "redis closed"])
+@pytest.mark.parametrize("vary", [None, "Accept"])
+async def test_a_store_that_keeps_nothing_is_not_counted_as_storing(
+    door: str, store: str, vary: str | None, tmp_path: Path, oauth_server: FakeOAuthServer
+) -> None:
+    """A SQLite file that cannot be opened, a Redis nobody listens on, or either store once closed: the answers are
+    the network's, and stats and on_event count misses, not stores (they counted one per miss, as if kept)."""
+    if store.startswith("sqlite"):
+        where = tmp_path / ("missing" if store.endswith("unreachable") else "") / "responses.db"
+        backend: SQLiteResponseStore | RedisResponseStore = SQLiteResponseStore(where, retry_after=0)
+    else:
+        backend = RedisResponseStore("redis://127.0.0.1:1", retry_after=0)
+    if store.endswith("closed"):
+        await backend.close()
+    reasons: list[str] = []
+    cache = ResponseCache(backend, on_event=lambda event: reasons.append(event.reason))
+    url = cacheable(oauth_server, cache="max-age=60", **({"vary": vary} if vary else {}))
+    async with cache, client(door, oauth_server.credentials(), cache) as session:
+        for _ in range(2):
+            response, _ = await fetch(session, url)
+            assert not isinstance(response, CachedResponse)
+    assert cache.stats == ResponseCacheStats(misses=2)
+    assert reasons == ["miss", "miss"]
+
+
 async def test_a_write_whose_invalidation_the_store_failed_is_not_served_the_page_from_before_it(
     door: str, oauth_server: FakeOAuthServer
 ) -> None:

@@ -205,25 +205,30 @@ class RedisResponseStore:
         """The variants stored for ``url`` in ``slot``; empty if none, unreadable, or Redis is down."""
         return await self._kept(await self._call(READ, None, self._client.hget, self._key(url), slot), url, slot)
 
-    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
-        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
+    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool:
+        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds; False if not written.
+
+        Not written: Redis failed (or is left alone after failing), or the store is closed.
+        """
         millis = int(ttl * 1000)
         if millis <= 0:
-            return
+            return False
         key = self._key(url)
         args = [slot, await self._encoded(variants, url, slot), millis]
-        await self._call(WRITE, None, self._write_script, keys=[key, self._index(key)], args=args)
+        return await self._call(WRITE, False, self._write_script, keys=[key, self._index(key)], args=args) is not False
 
-    async def update(self, url: str, slot: str, change: Change) -> None:
+    async def update(self, url: str, slot: str, change: Change) -> bool:
         """Apply ``change`` to the variants of ``url`` in ``slot``, retried while other writers come first.
 
         Optimistic (``WATCH``, then ``MULTI``): when another process wrote
         the URL's hash between this read and this write, the write is not
         made and the change is applied again to what that process wrote.
+        False if it was not written (Redis failed, the store is closed, or
+        every attempt lost to another writer).
         """
-        await self._call(WRITE, None, self._update, url, slot, change)
+        return await self._call(WRITE, False, self._update, url, slot, change) is True
 
-    async def _update(self, url: str, slot: str, change: Change) -> None:
+    async def _update(self, url: str, slot: str, change: Change) -> bool:
         key = self._key(url)
         async with self._client.pipeline(transaction=True) as pipe:
             for _ in range(_UPDATE_ATTEMPTS):
@@ -233,19 +238,20 @@ class RedisResponseStore:
                     result = change(current)
                     millis = 0 if result is None else int(result[1] * 1000)
                     if result is None or millis <= 0:
-                        return
+                        return result is None  # None: nothing to write
                     data = await self._encoded(result[0], url, slot)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     # The script's text, not its digest: a digest Redis does not know would fail the transaction.
                     pipe.eval(_WRITE_SCRIPT, 2, key, self._index(key), slot, data, millis)
                     await pipe.execute()
-                    return
+                    return True
                 except self._conflict:
                     continue  # another writer came first: read what it wrote
         # Every attempt lost to another writer: this variant is not stored (a later request stores it).
         log.debug(
             "authsession: response store redis %s: a stored response lost %d races", self._where, _UPDATE_ATTEMPTS
         )
+        return False
 
     async def _kept(self, data: Any, url: str, slot: str) -> tuple[StoredResponse, ...]:
         """The variants in a slot's field, as read (None: no field), past their keep_until left out."""

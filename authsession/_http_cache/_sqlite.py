@@ -149,8 +149,9 @@ class SQLiteResponseStore:
         variants: Sequence[StoredResponse],
         keep_until: float,
         now: float,
-    ) -> None:
+    ) -> bool:
         self._set(db, url, slot, self._codec.encode(variants, url, slot), keep_until, now)
+        return True
 
     def _set(self, db: sqlite3.Connection, url: str, slot: str, data: bytes, keep_until: float, now: float) -> None:
         db.execute(
@@ -161,7 +162,7 @@ class SQLiteResponseStore:
         if self._writes == 1 or self._writes % _PURGE_EVERY == 0:
             db.execute("DELETE FROM responses WHERE keep_until <= ?", (now,))
 
-    def _update(self, db: sqlite3.Connection, url: str, slot: str, change: Change, now: float) -> None:
+    def _update(self, db: sqlite3.Connection, url: str, slot: str, change: Change, now: float) -> bool:
         # BEGIN IMMEDIATE takes the file's write lock before the read: another process's update of the
         # slot waits (up to ``timeout``) for this one to commit, then reads what it wrote.
         db.execute("BEGIN IMMEDIATE")
@@ -175,6 +176,7 @@ class SQLiteResponseStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        return result is None or result[1] > 0  # None: nothing to write
 
     def _delete(self, db: sqlite3.Connection, url: str) -> bool:
         db.execute("DELETE FROM responses WHERE url = ?", (url_digest(url),))
@@ -203,16 +205,22 @@ class SQLiteResponseStore:
         """The variants stored for ``url`` in ``slot``; empty if none (or unreadable)."""
         return await self._run(READ, (), self._read, url, slot, self._clock())
 
-    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
-        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds."""
-        if ttl <= 0:
-            return
-        now = self._clock()
-        await self._run(WRITE, None, self._write, url, slot, tuple(variants), now + ttl, now)
+    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool:
+        """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds; False if not written.
 
-    async def update(self, url: str, slot: str, change: Change) -> None:
-        """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait."""
-        await self._run(WRITE, None, self._update, url, slot, change, self._clock())
+        Not written: SQLite failed (or is left alone after failing), or the store is closed.
+        """
+        if ttl <= 0:
+            return False
+        now = self._clock()
+        return await self._run(WRITE, False, self._write, url, slot, tuple(variants), now + ttl, now)
+
+    async def update(self, url: str, slot: str, change: Change) -> bool:
+        """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait.
+
+        False if SQLite failed (or is left alone after failing), or the store is closed.
+        """
+        return await self._run(WRITE, False, self._update, url, slot, change, self._clock())
 
     async def delete(self, url: str) -> bool:
         """Drop every response stored for ``url``; False if SQLite failed (or is left alone after failing)."""

@@ -43,8 +43,9 @@ class ResponseStore(Protocol):
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool | None:
         """Replace the variants of ``url`` in ``slot``, to be kept for ``ttl`` seconds.
 
-        False when they were not kept (more than the store's bound), so that
-        the cache does not count them as stored. None or True: kept.
+        False when they were not kept (more than the store's bound, a backend
+        that failed, a store closed), so that the cache does not count them
+        as stored. None or True: kept.
         """
 
     async def delete(self, url: str) -> bool | None:
