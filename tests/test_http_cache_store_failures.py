@@ -105,6 +105,7 @@ async def test_large_headers_count_for_the_memory_bound() -> None:
         (("cache.db",), {"timeout": math.nan}, ValueError, "timeout must be a finite positive number of seconds"),
         (("cache.db",), {"timeout": math.inf}, ValueError, "timeout must be a finite positive number of seconds"),
         (("cache.db",), {"timeout": 0}, ValueError, "timeout must be a finite positive number of seconds, got 0"),
+        ((".",), {}, ValueError, "path must be a database file's path, got the directory '.'"),
         (("cache.db",), {"clock": None}, TypeError, "clock must be callable (Unix time in seconds), got NoneType"),
         (
             ("cache.db",),

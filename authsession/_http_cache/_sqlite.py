@@ -78,6 +78,8 @@ class SQLiteResponseStore:
         # sqlite3 would open a private database in memory, or read a URI's parameters: nothing another process sees.
         if self.path in ("", ":memory:") or self.path.startswith("file:"):
             raise ValueError(f"path must be a database file's path, got {self.path!r}")
+        if os.path.isdir(self.path):  # SQLite would fail on every call, a warning every retry_after
+            raise ValueError(f"path must be a database file's path, got the directory {self.path!r}")
         self._timeout = check_seconds("timeout", timeout)
         self._outages = Outages(self.path, check_seconds("retry_after", retry_after, zero=True))
         self._codec = EntryCodec(encryption_key)
