@@ -2082,6 +2082,47 @@ async def test_events_and_stats_say_what_happened(door: str, oauth_server: FakeO
     assert all(e.url == oauth_server.api_url("things") for e in events)
 
 
+async def test_stats_and_events_count_heads_revalidations_overrides_and_errors_alike(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """What stats count and on_event is told agree, request by request: a HEAD is counted as a GET is, a 304 as a
+    revalidation, a response a ttl_for pattern makes cacheable as any other, an error answer as a miss (not
+    stored), and a request that raised (no answer to use) as nothing."""
+    events: list[tuple[str, str | None]] = []
+    overridden = cacheable(oauth_server, "plain", status="200")  # no caching headers: the pattern's 60 s
+    cache = ResponseCache(
+        ttl_for={f"{oauth_server.api_url('plain')}*": 60}, on_event=lambda e: events.append((e.reason, e.method))
+    )
+    validated = cacheable(oauth_server, "checked", cache="max-age=0", validator="etag")
+    failing = cacheable(oauth_server, "failing", cache="max-age=60", status="500")
+    steps: list[tuple[str, Any, list[tuple[str, str]]]] = [
+        ("GET", overridden, [("miss", "GET"), ("stored", "GET")]),
+        ("GET", overridden, [("hit", "GET")]),
+        ("HEAD", overridden, [("miss", "HEAD"), ("stored", "HEAD")]),
+        ("HEAD", overridden, [("hit", "HEAD")]),
+        ("GET", validated, [("miss", "GET"), ("stored", "GET")]),
+        ("GET", validated, [("revalidated", "GET")]),
+        ("HEAD", validated, [("miss", "HEAD"), ("stored", "HEAD")]),
+        ("HEAD", validated, [("revalidated", "HEAD")]),
+        ("GET", failing, [("miss", "GET")]),
+        ("reset", validated, []),
+        ("GET", validated, [("revalidated", "GET")]),
+    ]
+    async with client(door, oauth_server.credentials(), cache, retry=None) as session:
+        for method, url, told in steps:
+            before = len(events)
+            if method == "reset":
+                oauth_server.fail_api_next(2, reset=True)  # aiohttp sends again once on a new connection
+                with pytest.raises(aiohttp.ClientError):
+                    await fetch(session, url)
+                assert oauth_server.api_outcomes["failed 503"] == 2
+            else:
+                await fetch(session, url, method)
+            assert events[before:] == told, (method, url)
+    assert cache.stats == ResponseCacheStats(hits=2, misses=5, revalidations=3, stores=4)
+    assert oauth_server.not_modified == 3
+
+
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
