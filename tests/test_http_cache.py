@@ -2136,6 +2136,7 @@ async def test_stats_and_events_count_heads_revalidations_overrides_and_errors_a
         ({"ttl_for": {"api.example.com/*": 60}}, ValueError, "ttl_for pattern 'api.example.com/*' matches no URL"),
         ({"ttl_for": {"HTTPS://api.example.com/*": 60}}, ValueError, "matches no URL"),
         ({"ttl_for": {"https://API.example.com/*": 60}}, ValueError, "matches no URL"),
+        ({"ttl_for": {"https://api.example.com:443/*": 60}}, ValueError, "matches no URL"),
     ],
 )
 def test_cache_options_that_would_fail_in_a_request_are_refused_at_once(
@@ -2151,6 +2152,7 @@ def test_cache_options_that_would_fail_in_a_request_are_refused_at_once(
 def test_cache_options_at_their_bounds_are_taken() -> None:
     """Patterns that start with a wildcard or with the URL's own scheme, and durations up to 2**31 s, are taken."""
     patterns = ["*", "*/v1/catalog*", "https://api.example.com/v1/catalog*", "http*://*.example.com/*", "?ttp://x/*"]
+    patterns += ["https://api.example.com:8443/*", "http://127.0.0.1:443/*", "https://api.example.com:44*"]
     ResponseCache(ttl_for=dict.fromkeys(patterns, 2**31), keep_stale=2**31, clock=time.time)
     ResponseCache(ttl_for={"[h]ttps://x/*": 0}, keep_stale=0)
 

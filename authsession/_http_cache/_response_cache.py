@@ -1106,15 +1106,18 @@ def _can_match(pattern: str) -> bool:
     """Whether a ``ttl_for`` pattern can match a URL as :func:`_address` writes it.
 
     Its text before the first wildcard is the start of an http(s) URL whose
-    host is lower-case, as yarl writes them (a path alone, a bare host or an
-    upper-case host never matched, and no error said so).
+    host is lower-case and has no default port, as yarl writes them (a path
+    alone, a bare host, an upper-case host or ``:443`` never matched, and no
+    error said so).
     """
     literal = re.split(r"[*?[]", pattern, maxsplit=1)[0]
     scheme, sep, rest = literal.partition("://")
     if not sep:
         return "http://".startswith(literal) or "https://".startswith(literal)
-    host = rest.split("/", 1)[0].rpartition("@")[2]
-    return scheme in ("http", "https") and host == host.lower()
+    host, slash, _ = rest.partition("/")
+    host = host.rpartition("@")[2]
+    default_port = slash and host.endswith(_DEFAULT_PORTS.get(scheme, "\0"))
+    return scheme in ("http", "https") and host == host.lower() and not default_port
 
 
 def _address(url: URL) -> str:
