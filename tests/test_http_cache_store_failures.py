@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio
 from stored import URL_A, Ticks, response
 from yarl import URL
@@ -282,6 +283,12 @@ async def test_a_short_lived_process_purges_what_expired_before_it(tmp_path: Pat
         (("redis://127.0.0.1:1",), {"timeout": math.nan}, ValueError, "timeout must be a finite positive number"),
         (("redis://127.0.0.1:1",), {"retry_after": -1}, ValueError, "retry_after must be a finite non-negative"),
         (("redis://127.0.0.1:1",), {"retry_after": math.inf}, ValueError, "retry_after must be a finite non-negative"),
+        (
+            (redis.Redis(port=1),),
+            {},
+            TypeError,
+            "url_or_client must be a redis.asyncio client, not the blocking redis.Redis",
+        ),
         (
             ("redis://127.0.0.1:1",),
             {"encryption_key": 5},

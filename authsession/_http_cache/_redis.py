@@ -107,6 +107,7 @@ class RedisResponseStore:
         encryption_key: bytes | str | None = None,
     ) -> None:
         try:
+            import redis
             import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
@@ -121,6 +122,10 @@ class RedisResponseStore:
         if not isinstance(url_or_client, str) and not callable(getattr(url_or_client, "register_script", None)):
             kind = type(url_or_client).__name__
             raise TypeError(f"url_or_client must be a Redis URL (str) or a redis.asyncio.Redis client, got {kind}")
+        if isinstance(url_or_client, (redis.Redis, redis.RedisCluster)):
+            # It has the same methods, but they block the event loop and return no awaitable: every call failed.
+            kind = type(url_or_client).__name__
+            raise TypeError(f"url_or_client must be a redis.asyncio client, not the blocking redis.{kind}")
         if isinstance(url_or_client, str):
             # Our own bounds, no silent retries: a store that is down costs a request at most ``timeout``. Past
             # the pool's connections a call waits for one, within that bound (redis-py's own pool fails it, and a
