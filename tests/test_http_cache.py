@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
+import math
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -610,6 +613,30 @@ async def test_bodies_over_max_body_size_are_not_stored(door: str, oauth_server:
     assert first["path"] == second["path"] == "/api/things"
     assert oauth_server.api_served == 2
     assert cache.stats.stores == 0
+
+
+class OwnMemoryStore(MemoryResponseStore):
+    """A store of one's own on the memory store: the cache calls its coroutines (set, update), as any store's."""
+
+
+@pytest.mark.parametrize("store", [MemoryResponseStore, OwnMemoryStore])
+@pytest.mark.parametrize("vary", [None, "Accept"])
+async def test_a_response_over_the_memory_bound_is_not_counted_as_stored(
+    door: str, vary: str | None, store: type[MemoryResponseStore], oauth_server: FakeOAuthServer
+) -> None:
+    """A body under max_body_size but over the memory store's max_bytes is not kept, and neither stats nor on_event
+    say it was (they counted a store, and told a "stored" event, for every such miss)."""
+    reasons: list[str] = []
+    cache = ResponseCache(store(max_bytes=2000), on_event=lambda event: reasons.append(event.reason))
+    knobs = {"cache": "max-age=60", "pad": "x" * 3000, **({"vary": vary} if vary else {})}
+    url = cacheable(oauth_server, **knobs)
+    async with client(door, oauth_server.credentials(), cache) as session:
+        _, first = await fetch(session, url)
+        _, second = await fetch(session, url)
+    assert first["query"]["pad"] == second["query"]["pad"]
+    assert oauth_server.api_served == 2
+    assert cache.stats == ResponseCacheStats(misses=2)
+    assert reasons == ["miss", "miss"]
 
 
 async def test_a_get_with_content_bypasses_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
@@ -2055,6 +2082,100 @@ async def test_events_and_stats_say_what_happened(door: str, oauth_server: FakeO
     assert all(e.url == oauth_server.api_url("things") for e in events)
 
 
+async def test_stats_and_events_count_heads_revalidations_overrides_and_errors_alike(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """What stats count and on_event is told agree, request by request: a HEAD is counted as a GET is, a 304 as a
+    revalidation, a response a ttl_for pattern makes cacheable as any other, an error answer as a miss (not
+    stored), and a request that raised (no answer to use) as nothing."""
+    events: list[tuple[str, str | None]] = []
+    overridden = cacheable(oauth_server, "plain", status="200")  # no caching headers: the pattern's 60 s
+    cache = ResponseCache(
+        ttl_for={f"{oauth_server.api_url('plain')}*": 60}, on_event=lambda e: events.append((e.reason, e.method))
+    )
+    validated = cacheable(oauth_server, "checked", cache="max-age=0", validator="etag")
+    failing = cacheable(oauth_server, "failing", cache="max-age=60", status="500")
+    steps: list[tuple[str, Any, list[tuple[str, str]]]] = [
+        ("GET", overridden, [("miss", "GET"), ("stored", "GET")]),
+        ("GET", overridden, [("hit", "GET")]),
+        ("HEAD", overridden, [("miss", "HEAD"), ("stored", "HEAD")]),
+        ("HEAD", overridden, [("hit", "HEAD")]),
+        ("GET", validated, [("miss", "GET"), ("stored", "GET")]),
+        ("GET", validated, [("revalidated", "GET")]),
+        ("HEAD", validated, [("miss", "HEAD"), ("stored", "HEAD")]),
+        ("HEAD", validated, [("revalidated", "HEAD")]),
+        ("GET", failing, [("miss", "GET")]),
+        ("reset", validated, []),
+        ("GET", validated, [("revalidated", "GET")]),
+    ]
+    async with client(door, oauth_server.credentials(), cache, retry=None) as session:
+        for method, url, told in steps:
+            before = len(events)
+            if method == "reset":
+                oauth_server.fail_api_next(2, reset=True)  # aiohttp sends again once on a new connection
+                with pytest.raises(aiohttp.ClientError):
+                    await fetch(session, url)
+                assert oauth_server.api_outcomes["failed 503"] == 2
+            else:
+                await fetch(session, url, method)
+            assert events[before:] == told, (method, url)
+    assert cache.stats == ResponseCacheStats(hits=2, misses=5, revalidations=3, stores=4)
+    assert oauth_server.not_modified == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"clock": None}, TypeError, "clock must be callable (Unix time in seconds), got NoneType"),
+        ({"clock": 3}, TypeError, "clock must be callable (Unix time in seconds), got int"),
+        ({"ttl_for": {"*": math.inf}}, ValueError, "ttl_for['*'] must be a number of seconds from 0 to 2**31, got inf"),
+        ({"ttl_for": {"*": 2**31 + 1}}, ValueError, "ttl_for['*'] must be a number of seconds from 0 to 2**31"),
+        ({"keep_stale": math.inf}, ValueError, "keep_stale must be a number of seconds from 0 to 2**31, got inf"),
+        ({"keep_stale": 1e300}, ValueError, "keep_stale must be a number of seconds from 0 to 2**31, got 1e+300"),
+        ({"ttl_for": {"/v1/catalog*": 60}}, ValueError, "ttl_for pattern '/v1/catalog*' matches no URL"),
+        ({"ttl_for": {"api.example.com/*": 60}}, ValueError, "ttl_for pattern 'api.example.com/*' matches no URL"),
+        ({"ttl_for": {"HTTPS://api.example.com/*": 60}}, ValueError, "matches no URL"),
+        ({"ttl_for": {"https://API.example.com/*": 60}}, ValueError, "matches no URL"),
+        ({"ttl_for": {"https://api.example.com:443/*": 60}}, ValueError, "matches no URL"),
+    ],
+)
+def test_cache_options_that_would_fail_in_a_request_are_refused_at_once(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """A clock that cannot be called, or a duration that no store can keep (an infinite one made the Redis store fail
+    every write), fail at construction; so does a ttl_for pattern that no URL can match (the whole URL is matched,
+    and its scheme and host are lower-case)."""
+    with pytest.raises(error, match=re.escape(message)):
+        ResponseCache(**options)
+
+
+def test_cache_options_at_their_bounds_are_taken() -> None:
+    """Patterns that start with a wildcard or with the URL's own scheme, and durations up to 2**31 s, are taken."""
+    patterns = ["*", "*/v1/catalog*", "https://api.example.com/v1/catalog*", "http*://*.example.com/*", "?ttp://x/*"]
+    patterns += ["https://api.example.com:8443/*", "http://127.0.0.1:443/*", "https://api.example.com:44*"]
+    ResponseCache(ttl_for=dict.fromkeys(patterns, 2**31), keep_stale=2**31, clock=time.time)
+    ResponseCache(ttl_for={"[h]ttps://x/*": 0}, keep_stale=0)
+
+
+async def test_every_event_but_a_miss_is_logged_at_debug(
+    door: str, oauth_server: FakeOAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Misses reach on_event and stats but not the log, the only-if-cached 504's too; the other events are logged."""
+    events: list[str] = []
+    cache = ResponseCache(on_event=lambda event: events.append(event.reason))
+    url = cacheable(oauth_server, cache="max-age=60")
+    with caplog.at_level(logging.DEBUG, logger="authsession"):
+        async with client(door, oauth_server.credentials(), cache) as session:
+            async with session.get(url, headers={"Cache-Control": "only-if-cached"}) as response:
+                assert response.status == 504
+            await fetch(session, url)
+            await fetch(session, url)
+    logged = [r.getMessage().split(")")[0] for r in caplog.records if r.getMessage().startswith("cache (")]
+    assert events == ["miss", "miss", "stored", "hit"]
+    assert cache.stats == ResponseCacheStats(hits=1, misses=2, stores=1)
+    assert logged == ["cache (stored", "cache (hit"]
+
+
 class Flaky(MemoryResponseStore):
     """A store of one's own whose calls raise while ``down`` names them, and take 5 s (far slower than a request's
     timeout) while ``stalled`` does (``get``, ``set``, ``update``, ``delete``)."""
@@ -2116,6 +2237,31 @@ async def test_a_store_that_raises_costs_a_miss_and_one_warning_never_the_reques
         ("INFO", "authsession: the response store Flaky writes again"),
         ("INFO", "authsession: the response store Flaky reads again"),
     ]
+
+
+@pytest.mark.parametrize("store", ["sqlite unreachable", "sqlite closed", "redis unreachable", "redis closed"])
+@pytest.mark.parametrize("vary", [None, "Accept"])
+async def test_a_store_that_keeps_nothing_is_not_counted_as_storing(
+    door: str, store: str, vary: str | None, tmp_path: Path, oauth_server: FakeOAuthServer
+) -> None:
+    """A SQLite file that cannot be opened, a Redis nobody listens on, or either store once closed: the answers are
+    the network's, and stats and on_event count misses, not stores (they counted one per miss, as if kept)."""
+    if store.startswith("sqlite"):
+        where = tmp_path / ("missing" if store.endswith("unreachable") else "") / "responses.db"
+        backend: SQLiteResponseStore | RedisResponseStore = SQLiteResponseStore(where, retry_after=0)
+    else:
+        backend = RedisResponseStore("redis://127.0.0.1:1", retry_after=0)
+    if store.endswith("closed"):
+        await backend.close()
+    reasons: list[str] = []
+    cache = ResponseCache(backend, on_event=lambda event: reasons.append(event.reason))
+    url = cacheable(oauth_server, cache="max-age=60", **({"vary": vary} if vary else {}))
+    async with cache, client(door, oauth_server.credentials(), cache) as session:
+        for _ in range(2):
+            response, _ = await fetch(session, url)
+            assert not isinstance(response, CachedResponse)
+    assert cache.stats == ResponseCacheStats(misses=2)
+    assert reasons == ["miss", "miss"]
 
 
 async def test_a_write_whose_invalidation_the_store_failed_is_not_served_the_page_from_before_it(

@@ -183,9 +183,11 @@ async def test_a_kept_response_larger_than_the_bound_is_not_kept() -> None:
 
 
 def test_memory_store_refuses_a_bad_bound() -> None:
-    """max_bytes must be a positive int, and the error says so."""
+    """max_bytes must be a positive int and clock a callable (not found out in a request), and the error says so."""
     with pytest.raises(ValueError, match="max_bytes must be a positive number of bytes"):
         MemoryResponseStore(max_bytes=0)
+    with pytest.raises(TypeError, match=r"clock must be callable \(monotonic seconds\), got int"):
+        MemoryResponseStore(clock=0)  # type: ignore[arg-type]
 
 
 async def test_memory_update_is_one_step_for_threads_sharing_the_store() -> None:

@@ -36,6 +36,8 @@ class MemoryResponseStore:
     def __init__(self, max_bytes: int = 64 * 2**20, *, clock: Callable[[], float] = time.monotonic) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
+        if not callable(clock):  # found out in a request otherwise
+            raise TypeError(f"clock must be callable (monotonic seconds), got {type(clock).__name__}")
         # One flat dict keyed by URL and slot as one string ("url\nslot": a URL's text
         # holds no line break), in least recently used order (a used entry moves to the
         # end), and each URL's slots (one string, or a tuple of them). cachetools'
@@ -69,12 +71,15 @@ class MemoryResponseStore:
         """The variants stored for ``url`` in ``slot``; empty if none."""
         return self.read(url, slot)
 
-    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> None:
-        """Replace the variants of ``url`` in ``slot`` for ``ttl`` seconds (not kept if over the bound)."""
-        self.write(url, slot, tuple(variants), ttl)
+    async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool:
+        """Replace the variants of ``url`` in ``slot`` for ``ttl`` seconds; False if not kept (over the bound)."""
+        return self.write(url, slot, tuple(variants), ttl)
 
-    async def update(self, url: str, slot: str, change: Change) -> None:
-        """Apply ``change`` to the variants of ``url`` in ``slot``, no other thread writing them meanwhile."""
+    async def update(self, url: str, slot: str, change: Change) -> bool:
+        """Apply ``change`` to the variants of ``url`` in ``slot``, no other thread writing them meanwhile.
+
+        False if what it made was not kept (over the bound).
+        """
         with self._lock:
             key = f"{url}\n{slot}"
             found = self._entries.get(key)
@@ -82,10 +87,11 @@ class MemoryResponseStore:
             if found is not None and found[0] > self._clock():
                 current = found[2] if len(found) == 3 else (_stored(found),)
             result = change(current)
-            if result is not None:
-                variants, ttl = result
-                variants = tuple(variants)
-                self._replace(url, slot, (self._clock() + ttl, _size(variants), variants) if ttl > 0 else None)
+            if result is None:
+                return True  # nothing to write
+            variants, ttl = result
+            variants = tuple(variants)
+            return self._replace(url, slot, (self._clock() + ttl, _size(variants), variants) if ttl > 0 else None)
 
     async def delete(self, url: str) -> None:
         """Drop every response stored for ``url``."""
@@ -136,8 +142,8 @@ class MemoryResponseStore:
         response_time: float,
         lifetime: float,
         keep_until: float,
-    ) -> None:
-        """What :meth:`write` does for one response alone in its slot, given by its fields.
+    ) -> bool:
+        """What :meth:`write` does for one response alone in its slot, given by its fields; False if not kept.
 
         ``headers`` is a :func:`header_block`; the other fields are
         :class:`StoredResponse`'s (with no Vary). The ResponseCache's way to
@@ -147,7 +153,7 @@ class MemoryResponseStore:
         size = len(body) + len(headers) + _OVERHEAD  # the header block's own bytes
         if ttl <= 0 or size > self._max_bytes:
             self._put(url, slot, None)
-            return
+            return False
         key = f"{url}\n{slot}"
         entry = (
             self._clock() + ttl,
@@ -167,24 +173,29 @@ class MemoryResponseStore:
         lock.acquire()  # as in read()
         try:
             if key in entries or url in self._slots or self._bytes + size > self._max_bytes:
-                self._replace(url, slot, entry)  # a slot or a URL that has others, or a full store: the careful way
-                return
+                return self._replace(
+                    url, slot, entry
+                )  # a slot or a URL that has others, or a full store: the careful way
             entries[key] = entry
             self._slots[url] = slot
             self._bytes += size
+            return True
         finally:
             lock.release()
 
-    def write(self, url: str, slot: str, variants: tuple[StoredResponse, ...], ttl: float) -> None:
+    def write(self, url: str, slot: str, variants: tuple[StoredResponse, ...], ttl: float) -> bool:
         """What :meth:`set` does, without a coroutine."""
-        self._put(url, slot, (self._clock() + ttl, _size(variants), variants) if ttl > 0 else None)
+        return self._put(url, slot, (self._clock() + ttl, _size(variants), variants) if ttl > 0 else None)
 
-    def _put(self, url: str, slot: str, entry: _Entry | None) -> None:
-        """Make ``entry`` the slot's (None: nothing worth keeping, or more than the bound: the slot is emptied)."""
+    def _put(self, url: str, slot: str, entry: _Entry | None) -> bool:
+        """Make ``entry`` the slot's (None: nothing worth keeping, or more than the bound: the slot is emptied).
+
+        False if ``entry`` was not kept.
+        """
         with self._lock:
-            self._replace(url, slot, entry)
+            return self._replace(url, slot, entry)
 
-    def _replace(self, url: str, slot: str, entry: _Entry | None) -> None:
+    def _replace(self, url: str, slot: str, entry: _Entry | None) -> bool:
         """:meth:`_put` with the lock held."""
         key = f"{url}\n{slot}"
         old = self._entries.pop(key, None)
@@ -193,14 +204,15 @@ class MemoryResponseStore:
         if entry is None or entry[1] > self._max_bytes:
             if old is not None:
                 self._unlist(url, slot)
-            return
+            return False
         if old is None:
             slots = self._slots.get(url)
             self._slots[url] = slot if slots is None else (slots, slot) if type(slots) is str else (*slots, slot)
         self._entries[key] = entry
         self._bytes += entry[1]
-        while self._bytes > self._max_bytes:  # the least recently used go first
+        while self._bytes > self._max_bytes:  # the least recently used go first (never this one: it fits alone)
             self._remove(next(iter(self._entries)))
+        return True
 
     def clear(self) -> None:
         """Drop everything."""

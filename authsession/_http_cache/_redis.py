@@ -124,6 +124,7 @@ class RedisResponseStore:
         encryption_key: bytes | str | None = None,
     ) -> None:
         try:
+            import redis
             import redis.asyncio
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
@@ -138,6 +139,10 @@ class RedisResponseStore:
         if not isinstance(url_or_client, str) and not callable(getattr(url_or_client, "register_script", None)):
             kind = type(url_or_client).__name__
             raise TypeError(f"url_or_client must be a Redis URL (str) or a redis.asyncio.Redis client, got {kind}")
+        if isinstance(url_or_client, (redis.Redis, redis.RedisCluster)):
+            # It has the same methods, but they block the event loop and return no awaitable: every call failed.
+            kind = type(url_or_client).__name__
+            raise TypeError(f"url_or_client must be a redis.asyncio client, not the blocking redis.{kind}")
         if isinstance(url_or_client, str):
             # Our own bounds, no silent retries: a store that is down costs a request at most ``timeout``. Past
             # the pool's connections a call waits for one, within that bound (redis-py's own pool fails it, and a
@@ -246,23 +251,25 @@ class RedisResponseStore:
     ) -> bool:
         """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds; False if not written.
 
-        ``begun``: seconds since the answer was asked for. Not written when any process invalidated the URL since.
+        Not written: Redis failed (or is left alone after failing), the store is closed, or (``begun``: seconds
+        since the answer was asked for) a process invalidated the URL since.
         """
         millis = int(ttl * 1000)
         if millis <= 0:
             return False
         args = [slot, await self._encoded(variants, url, slot), millis, self._window(begun)]
-        return bool(await self._call(WRITE, None, self._write_script, keys=self._keys(url), args=args))
+        return bool(await self._call(WRITE, False, self._write_script, keys=self._keys(url), args=args))
 
     async def update(self, url: str, slot: str, change: Change, *, begun: float | None = None) -> bool:
-        """Apply ``change`` to the variants of ``url`` in ``slot``, retried while other writers come first;
-        False if nothing was written (``begun``: as :meth:`set`'s).
+        """Apply ``change`` to the variants of ``url`` in ``slot``, retried while other writers come first.
 
         Optimistic (``WATCH``, then ``MULTI``): when another process wrote
         the URL's hash between this read and this write, the write is not
         made and the change is applied again to what that process wrote.
+        False if it was not written (Redis failed, the store is closed, or
+        every attempt lost to another writer).
         """
-        return bool(await self._call(WRITE, None, self._update, url, slot, change, self._window(begun)))
+        return await self._call(WRITE, False, self._update, url, slot, change, self._window(begun)) is True
 
     async def _update(self, url: str, slot: str, change: Change, window: int) -> bool:
         key, index, invalidated = self._keys(url)
@@ -274,13 +281,13 @@ class RedisResponseStore:
                     result = change(current)
                     millis = 0 if result is None else int(result[1] * 1000)
                     if result is None or millis <= 0:
-                        return False
+                        return result is None  # None: nothing to write
                     data = await self._encoded(result[0], url, slot)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     # The script's text, not its digest: a digest Redis does not know would fail the transaction.
                     pipe.eval(_WRITE_SCRIPT, 3, key, index, invalidated, slot, data, millis, window)
                     (written,) = await pipe.execute()
-                    return bool(written)
+                    return bool(written)  # 0: a process invalidated the URL since the answer was asked for
                 except self._conflict:
                     continue  # another writer came first: read what it wrote
         # Every attempt lost to another writer: this variant is not stored (a later request stores it).

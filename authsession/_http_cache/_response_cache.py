@@ -43,6 +43,7 @@ from ._response import SENT_AT, CachedResponse, read_at_most, received
 from ._rules import (
     CACHEABLE_METHODS,
     CACHEABLE_STATUSES,
+    MAX_DELTA_SECONDS,
     SAFE_METHODS,
     Verdict,
     conditional_headers,
@@ -66,7 +67,8 @@ Clock = Callable[[], float]
 
 #: ``Event.reason`` of the ``"cache"`` events: a stored response served without a request.
 HIT = "hit"
-#: A cacheable request went to the network and its answer was used.
+#: A cacheable request no stored response answered: it went to the network and its answer was used, or it allowed
+#: only a stored response (``only-if-cached``) and got the cache's 504.
 MISS = "miss"
 #: A conditional request was answered 304: the stored response was served, renewed.
 REVALIDATED = "revalidated"
@@ -111,7 +113,8 @@ class ResponseCacheStats:
 
     #: Stored responses served without a request.
     hits: int = 0
-    #: Cacheable requests that went to the network and used its answer (nothing usable stored, or it changed).
+    #: Cacheable requests that went to the network and used its answer (nothing usable stored, or it changed),
+    #: and ``only-if-cached`` requests answered with the cache's 504.
     misses: int = 0
     #: Conditional requests answered 304: the stored response was served.
     revalidations: int = 0
@@ -197,8 +200,9 @@ class ResponseCache:
             than the request's own timeout is given up: a miss, or nothing kept.
         ttl_for: Freshness, in seconds, for responses that carry none (no
             ``max-age`` nor ``Expires``), by URL pattern (``fnmatch``, matched
-            against the whole URL, query included); the first pattern that
-            matches wins. ``no-store`` and ``no-cache`` still hold.
+            against the whole URL, query included: ``"https://host/v1/*"`` or
+            ``"*/v1/*"``); the first pattern that matches wins. ``no-store``
+            and ``no-cache`` still hold. At most 2**31 s, as ``keep_stale``.
         max_body_size: Responses with larger bodies are not stored.
         keep_stale: Seconds a response with a validator is kept after it went
             stale, to be revalidated rather than fetched again.
@@ -229,10 +233,12 @@ class ResponseCache:
         for name, count in (("max_body_size", max_body_size), ("max_variants", max_variants)):
             if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {count!r}")
-        if isinstance(keep_stale, bool) or not isinstance(keep_stale, (int, float)) or not keep_stale >= 0:
-            raise ValueError(f"keep_stale must be a number of seconds >= 0, got {keep_stale!r}")
+        if not _is_duration(keep_stale):
+            raise ValueError(f"keep_stale must be a number of seconds from 0 to 2**31, got {keep_stale!r}")
         if on_event is not None and not callable(on_event):
             raise TypeError("on_event must be callable")
+        if not callable(clock):
+            raise TypeError(f"clock must be callable (Unix time in seconds), got {type(clock).__name__}")
         self._store: ResponseStore = store if store is not None else MemoryResponseStore()
         # The memory store is asked directly, not through its coroutines (a subclass may override them).
         self._memory = self._store if type(self._store) is MemoryResponseStore else None
@@ -658,9 +664,10 @@ class ResponseCache:
             # Set-Cookie is session state, not content: never kept.
             block = header_block(raw if raw is not None and hdrs.SET_COOKIE not in answer else _kept_raw(answer))
             reason = response.reason or ""
-            memory.keep(
+            if not memory.keep(
                 address, slot, keep_until - now, method, status, reason, block, body, started, now, lifetime, keep_until
-            )
+            ):
+                return response  # more than the store's bound: not kept, not counted
         else:
             vary = tuple([(name, vary_digest(request_headers, name)) for name in names]) if names else ()
             reason = response.reason or ""
@@ -888,27 +895,27 @@ class ResponseCache:
         store: Any = self._store
         try:
             if self._writes_begun:
-                written = await _bounded(store.set(address, slot, variants, ttl, begun=begun))
+                kept = await _bounded(store.set(address, slot, variants, ttl, begun=begun))
             else:
-                written = await _bounded(store.set(address, slot, variants, ttl))
+                kept = await _bounded(store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
             return False
         self._works("write")
-        return written is not False
+        return kept is not False  # False: the store kept nothing (more than its bound, an invalidation since)
 
     async def _update(self, address: str, slot: str, change: Change, begun: float) -> bool:
         store: Any = self._store
         try:
             if self._writes_begun:
-                written = await _bounded(store.update(address, slot, change, begun=begun))
+                kept = await _bounded(store.update(address, slot, change, begun=begun))
             else:
-                written = await _bounded(store.update(address, slot, change))
+                kept = await _bounded(store.update(address, slot, change))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "update", exc)
             return False
         self._works("write")
-        return written is not False
+        return kept is not False
 
     async def _delete(self, address: str, invalidation: bool = False) -> bool:
         """Drop the URL's stored responses; False if the store could not (then none is served until it does).
@@ -1031,7 +1038,8 @@ class ResponseCache:
     def _unavailable(self, method: str, url: URL, now: float) -> CachedResponse:
         """The cache's own 504 to a request that allows only a stored response, when none will do."""
         self._stats.misses += 1
-        self._emit(MISS, method.upper(), url)
+        if self._on_event is not None:  # a miss, told to the hook only, as settle() tells the others
+            emit(self._on_event, Event("cache", MISS, 1, 0.0, method.upper(), safe_url(url)), logged=False)
         headers = (("Content-Length", "0"),)
         gone = StoredResponse(method.upper(), 504, "Gateway Timeout", headers, b"", now, now, 0.0, (), now)
         return CachedResponse(gone, url, age=0)
@@ -1123,10 +1131,41 @@ def _compile_overrides(ttl_for: Mapping[str, float] | None) -> tuple[tuple[re.Pa
     for pattern, seconds in ttl_for.items():
         if not isinstance(pattern, str) or not pattern:
             raise TypeError(f"ttl_for keys must be URL patterns (non-empty strings), got {pattern!r}")
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-            raise ValueError(f"ttl_for[{pattern!r}] must be a number of seconds >= 0, got {seconds!r}")
+        if not _is_duration(seconds):
+            raise ValueError(f"ttl_for[{pattern!r}] must be a number of seconds from 0 to 2**31, got {seconds!r}")
+        if not _can_match(pattern):
+            raise ValueError(
+                f"ttl_for pattern {pattern!r} matches no URL: it is matched against the whole URL, whose scheme and"
+                ' host are lower-case ("https://api.example.com/v1/*", "*/v1/*")'
+            )
         compiled.append((re.compile(fnmatch.translate(pattern)), float(seconds)))
     return tuple(compiled)
+
+
+def _is_duration(seconds: object) -> bool:
+    """Whether ``seconds`` is a duration the stores can keep: from 0 to 2**31 s, as the longest max-age reads.
+
+    An infinite one made every Redis write fail (it counts in whole milliseconds), and the longest it takes still.
+    """
+    return not isinstance(seconds, bool) and isinstance(seconds, (int, float)) and 0 <= seconds <= MAX_DELTA_SECONDS
+
+
+def _can_match(pattern: str) -> bool:
+    """Whether a ``ttl_for`` pattern can match a URL as :func:`_address` writes it.
+
+    Its text before the first wildcard is the start of an http(s) URL whose
+    host is lower-case and has no default port, as yarl writes them (a path
+    alone, a bare host, an upper-case host or ``:443`` never matched, and no
+    error said so).
+    """
+    literal = re.split(r"[*?[]", pattern, maxsplit=1)[0]
+    scheme, sep, rest = literal.partition("://")
+    if not sep:
+        return "http://".startswith(literal) or "https://".startswith(literal)
+    host, slash, _ = rest.partition("/")
+    host = host.rpartition("@")[2]
+    default_port = slash and host.endswith(_DEFAULT_PORTS.get(scheme, "\0"))
+    return scheme in ("http", "https") and host == host.lower() and not default_port
 
 
 def _address(url: URL) -> str:

@@ -23,6 +23,9 @@ class EntryCodec:
     """
 
     def __init__(self, encryption_key: bytes | str | None) -> None:
+        if encryption_key is not None and not isinstance(encryption_key, (bytes, str)):
+            # Fernet's own error names no argument. The type only: a key is a secret.
+            raise TypeError(f"encryption_key must be a Fernet key (bytes or str), got {type(encryption_key).__name__}")
         self._fernet, self._invalid = fernet(encryption_key)
 
     @property

@@ -87,9 +87,13 @@ class SQLiteResponseStore:
         # sqlite3 would open a private database in memory, or read a URI's parameters: nothing another process sees.
         if self.path in ("", ":memory:") or self.path.startswith("file:"):
             raise ValueError(f"path must be a database file's path, got {self.path!r}")
+        if os.path.isdir(self.path):  # SQLite would fail on every call, a warning every retry_after
+            raise ValueError(f"path must be a database file's path, got the directory {self.path!r}")
         self._timeout = check_seconds("timeout", timeout)
         self._outages = Outages(self.path, check_seconds("retry_after", retry_after, zero=True))
         self._codec = EntryCodec(encryption_key)
+        if not callable(clock):  # found out on the worker thread otherwise, as a store that fails
+            raise TypeError(f"clock must be callable (Unix time in seconds), got {type(clock).__name__}")
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
         self._db: sqlite3.Connection | None = None
@@ -200,9 +204,9 @@ class SQLiteResponseStore:
             if begun is None or not self._invalidated_since(db, url, now - begun):
                 data = self._get(db, url, slot, now)
                 result = change(() if data is None else self._codec.decode(data, url, slot))
+                written = result is None or result[1] > 0  # None: nothing to write
                 if result is not None and result[1] > 0:
                     self._set(db, url, slot, self._codec.encode(result[0], url, slot), now + result[1], now)
-                    written = True
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -255,7 +259,8 @@ class SQLiteResponseStore:
     ) -> bool:
         """Replace the variants of ``url`` in ``slot``, kept for ``ttl`` seconds; False if not written.
 
-        ``begun``: seconds since the answer was asked for. Not written when any process invalidated the URL since.
+        Not written: SQLite failed (or is left alone after failing), the store is closed, or (``begun``: seconds
+        since the answer was asked for) a process invalidated the URL since.
         """
         if ttl <= 0:
             return False
@@ -264,7 +269,10 @@ class SQLiteResponseStore:
 
     async def update(self, url: str, slot: str, change: Change, *, begun: float | None = None) -> bool:
         """Apply ``change`` to the variants of ``url`` in ``slot`` in one transaction: other processes wait.
-        False if nothing was written (``begun``: as :meth:`set`'s)."""
+
+        False if SQLite failed (or is left alone after failing), the store is closed, or (``begun``: as
+        :meth:`set`'s) a process invalidated the URL since.
+        """
         return await self._run(WRITE, False, self._update, url, slot, change, self._clock(), begun)
 
     async def delete(self, url: str) -> bool:

@@ -35,15 +35,16 @@ class ResponseStore(Protocol):
     warning per outage.
 
     A store shared by processes may also offer ``update(url, slot, change)``
-    (see :data:`Change`): the cache then stores a ``Vary`` variant beside the
-    slot's others in one step, so variants that processes store at the same
-    moment are all kept. Without it, the cache reads the slot, then sets it.
+    (see :data:`Change`; False, as from ``set``, when nothing was kept): the
+    cache then stores a ``Vary`` variant beside the slot's others in one step,
+    so variants that processes store at the same moment are all kept. Without
+    it, the cache reads the slot, then sets it.
 
     It may also offer ``invalidate(url)``: ``delete(url)``, remembered for a
     while (:data:`INVALIDATION_REMEMBERED`), for a POST's, PUT's or DELETE's
     answer. The cache then passes ``begun=`` to ``set`` and ``update``: the
     seconds since the answer being stored was asked for. A store skips the
-    write (and may return False) when the URL was invalidated since, by any
+    write (and returns False) when the URL was invalidated since, by any
     process: that answer may be older than the write that invalidated it.
     """
 
@@ -51,7 +52,12 @@ class ResponseStore(Protocol):
         """The variants stored for ``url`` in ``slot``; empty if none."""
 
     async def set(self, url: str, slot: str, variants: Sequence[StoredResponse], ttl: float) -> bool | None:
-        """Replace the variants of ``url`` in ``slot``, to be kept for ``ttl`` seconds; False if not written."""
+        """Replace the variants of ``url`` in ``slot``, to be kept for ``ttl`` seconds.
+
+        False when they were not kept (more than the store's bound, a backend
+        that failed, a store closed), so that the cache does not count them
+        as stored. None or True: kept.
+        """
 
     async def delete(self, url: str) -> bool | None:
         """Drop every response stored for ``url``, of every identity.
