@@ -209,3 +209,21 @@ async def test_a_head_answer_is_stored_whatever_the_length_of_the_body_it_descri
     assert missed == served == expected
     assert isinstance(hit, CachedResponse)
     assert len(api.requests) == 2  # the plain one and the miss
+
+
+async def test_an_age_listing_several_values_counts_its_first(door: Door) -> None:
+    """RFC 9111 5.1: ``Age: 50, 100`` (two Age lines joined by a proxy) is 50 s: the response, fresh for a minute,
+    is stale 20 s later and asked for again, not served as if it were new."""
+    clock = Clock(behind=300)  # the servers' Date is ahead of the cache's clock: it adds no age
+    cache = ResponseCache(clock=clock)
+    async with Scripted(answer(Cache_Control="max-age=60", Age="50, 100")) as api:
+        async with client(door, cache) as session:
+            await get(session, api.url())
+            clock.now += 5
+            young = await get(session, api.url())
+            clock.now += 15  # 70 s old
+            old = await get(session, api.url())
+    assert isinstance(young, CachedResponse)
+    assert young.headers["Age"] == "55"
+    assert not isinstance(old, CachedResponse)
+    assert len(api.requests) == 2

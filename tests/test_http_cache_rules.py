@@ -148,6 +148,13 @@ def test_age() -> None:
     assert current_age({}, NOW, NOW, NOW + 7) == 7
 
 
+def test_current_age_reads_the_first_of_several_age_values() -> None:
+    """RFC 9111 5.1: an Age that lists values counts the first; an invalid one is ignored (0)."""
+    assert current_age({"Age": "50, 100"}, NOW, NOW, NOW) == 50
+    assert current_age({"Age": " 50 ,"}, NOW, NOW, NOW) == 50
+    assert current_age({"Age": "soon, 50"}, NOW, NOW, NOW) == 0
+
+
 # --- storing ------------------------------------------------------------------------------
 
 

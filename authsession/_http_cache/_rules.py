@@ -201,8 +201,16 @@ def freshness_lifetime(
 
 
 def current_age(headers: Mapping[str, str], request_time: float, response_time: float, now: float) -> float:
-    """The age of a stored response at ``now`` (RFC 9111 4.2.3), in seconds."""
-    age_value = delta_seconds(headers.get("Age")) or 0
+    """The age of a stored response at ``now`` (RFC 9111 4.2.3), in seconds.
+
+    An ``Age`` that lists several values (two field lines a proxy joined) counts
+    its first (RFC 9111 5.1): read whole, it is no number, and the response
+    would pass for new.
+    """
+    age = headers.get("Age")
+    if age is not None and "," in age:
+        age = age.partition(",")[0]
+    age_value = delta_seconds(age) or 0
     date = http_date(headers.get("Date"))
     apparent_age = 0.0 if date is None else max(0.0, response_time - date)
     corrected_age_value = age_value + max(0.0, response_time - request_time)
