@@ -227,3 +227,46 @@ async def test_an_age_listing_several_values_counts_its_first(door: Door) -> Non
     assert young.headers["Age"] == "55"
     assert not isinstance(old, CachedResponse)
     assert len(api.requests) == 2
+
+
+async def read(session: aiohttp.ClientSession, url: URL) -> tuple[Any, bytes]:
+    """The response to a GET and its body."""
+    async with session.get(url) as response:
+        return response, await response.read()
+
+
+@pytest.mark.parametrize(
+    ("stored", "other"),
+    [
+        ({"Last-Modified": http_date(time.time() - 60)}, {"Last-Modified": http_date(time.time() - 3600)}),
+        ({"ETag": '"v2"'}, {"ETag": '"v1"'}),
+        (
+            {"ETag": 'W/"v2"', "Last-Modified": http_date(time.time() - 60)},
+            {"ETag": 'W/"v2"', "Last-Modified": http_date(time.time() - 3600)},
+        ),
+    ],
+    ids=["last-modified", "etag", "weak-etag-other-last-modified"],
+)
+async def test_a_304_naming_another_version_neither_serves_nor_renews_the_stored_one(
+    door: Door, stored: dict[str, str], other: dict[str, str]
+) -> None:
+    """RFC 9111 4.3.4: a 304 whose validators are not the stored response's (a Last-Modified older than the one
+    asked about, after a rollback; another ETag) confirms some other version: the stale stored page is not served
+    on its strength, nor renewed. The request goes again without validators, and its answer is served and kept."""
+    async with Scripted(
+        answer(body=b"v2", Cache_Control="max-age=0", **stored),
+        answer(304, Cache_Control="max-age=60", **other),
+        answer(body=b"v1", Cache_Control="max-age=60", **other),
+    ) as api:
+        async with client(door, ResponseCache()) as session:
+            await read(session, api.url())
+            response, body = await read(session, api.url())
+            again, kept = await read(session, api.url())
+    assert body == kept == b"v1"
+    assert not isinstance(response, CachedResponse)
+    assert isinstance(again, CachedResponse)
+    assert not again.revalidated
+    conditional, unconditional = api.requests[1:]
+    assert "If-None-Match" in conditional.headers or "If-Modified-Since" in conditional.headers
+    assert "If-None-Match" not in unconditional.headers
+    assert "If-Modified-Since" not in unconditional.headers

@@ -36,6 +36,7 @@ from authsession._http_cache._rules import (
     parse_cache_control,
     refreshed_headers,
     same_etag,
+    selects,
     storable,
     vary_names,
     verdict,
@@ -270,6 +271,21 @@ def test_same_etag_compares_strongly_when_the_304s_etag_is_strong() -> None:
     assert same_etag('"a"', None)
     assert not same_etag('"a"', '"b"')
     assert not same_etag(None, '"b"')
+
+
+def test_a_304_selects_the_stored_response_only_by_its_own_validators() -> None:
+    """RFC 9111 4.3.4: a strong ETag match selects; otherwise a Last-Modified the 304 sends must be the stored one's
+    (the same instant in another date format counts); a 304 with no validator selects the one it answered."""
+    stored = {"ETag": '"a"', "Last-Modified": "Sun, 06 Nov 1994 08:49:37 GMT"}
+    assert selects(stored, {"ETag": '"a"', "Last-Modified": "Mon, 07 Nov 1994 08:49:37 GMT"})
+    assert selects(stored, {"ETag": 'W/"a"', "Last-Modified": "Sunday, 06-Nov-94 08:49:37 GMT"})
+    assert not selects(stored, {"ETag": 'W/"a"', "Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"})
+    assert not selects(stored, {"ETag": '"b"'})
+    assert selects(stored, {"Last-Modified": "Sun, 06 Nov 1994 08:49:37 GMT"})
+    assert not selects(stored, {"Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"})
+    assert not selects({"ETag": '"a"'}, {"Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"})
+    assert not selects(stored, {"Last-Modified": "0"})
+    assert selects(stored, {})
 
 
 # --- the stored form ------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from ._rules import (
     http_date,
     parse_cache_control,
     refreshed_headers,
-    same_etag,
+    selects,
     vary_names,
     verdict,
 )
@@ -400,14 +400,19 @@ class ResponseCache:
                 mine = _validating_only(found[4])
                 options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
             response = await engine.run(door, method, url, headers, options)
-            if response.status == 304 and identity is not engine.identity and not _still_whose(engine, identity):
-                # Re-sent for replaced credentials (a refresh after a 401 took the new ones'): the 304 confirms
-                # nothing stored for them, only for the identity the validators came from. Asked again without.
-                response.release()
-                headers.popall(hdrs.IF_NONE_MATCH, None)  # the validators the cache adds (the caller's bypass it)
-                headers.popall(hdrs.IF_MODIFIED_SINCE, None)
-                found = (None, None, None, found[3], found[4], found[5])
-                response = await engine.run(door, method, url, headers, options)
+            if response.status == 304:
+                # Re-sent for replaced credentials (a refresh after a 401 took the new ones'), the 304 confirms
+                # nothing stored for them, only for the identity the validators came from. With validators other
+                # than the stored response's (an older Last-Modified after a rollback, another ETag), it confirms
+                # another version than ours (RFC 9111 4.3.4), which is outdated then. Either way: asked again without.
+                replaced = identity is not engine.identity and not _still_whose(engine, identity)
+                stored = found[2]
+                if replaced or (stored is not None and not selects(stored.header_map, response.headers)):
+                    response.release()
+                    headers.popall(hdrs.IF_NONE_MATCH, None)  # the validators the cache adds (the caller's bypass it)
+                    headers.popall(hdrs.IF_MODIFIED_SINCE, None)
+                    found = (None, None, None if replaced else stored, found[3], found[4], found[5])
+                    response = await engine.run(door, method, url, headers, options)
         else:
             response = await engine.run(door, method, url, headers, options)
         return await self.settle(found, method, target, seen, identity, response, options is not None, engine, since)
@@ -766,8 +771,9 @@ class ResponseCache:
         sent_at = getattr(response, SENT_AT, None)
         if sent_at is not None:
             started = _sent_then(sent_at, started, now)
-        if not same_etag(stored.header_map.get("ETag"), response.headers.get("ETag")):
-            # The 304 confirms some other representation: serve ours this once, keep it no longer.
+        if not selects(stored.header_map, response.headers):
+            # The 304 confirms some other version (RFC 9111 4.3.4). The sessions ask again without validators before
+            # this; code of its own calling complete() gets ours this once, kept no longer.
             await self._delete(address)
         else:
             stored = self._freshened(stored, response.headers, address, started, now)

@@ -34,6 +34,7 @@ __all__ = [
     "parse_cache_control",
     "refreshed_headers",
     "same_etag",
+    "selects",
     "storable",
     "vary_names",
     "verdict",
@@ -366,3 +367,30 @@ def same_etag(stored: str | None, received: str | None) -> bool:
     if not received.startswith("W/"):
         return stored.strip() == received
     return stored.strip().removeprefix("W/") == received.removeprefix("W/")
+
+
+def selects(stored: Mapping[str, str], not_modified: Mapping[str, str]) -> bool:
+    """Whether a 304 with ``not_modified``'s headers confirms the response with ``stored``'s (RFC 9111 4.3.4).
+
+    Its ETag must name the stored one (:func:`same_etag`); a strong match says
+    enough. Otherwise its Last-Modified, if it sends one, must be the stored
+    one's: an older one (a rollback) says the server's version is not ours,
+    and a 304 that confirms another version must not renew ours. A 304 with
+    neither confirms the response whose validators were sent.
+    """
+    etag = not_modified.get("ETag")
+    if etag is not None:
+        if not same_etag(stored.get("ETag"), etag):
+            return False
+        if not etag.lstrip().startswith("W/"):
+            return True
+    modified = not_modified.get("Last-Modified")
+    if modified is None:
+        return True
+    ours = stored.get("Last-Modified")
+    if ours is None:
+        return False
+    if ours.strip() == modified.strip():
+        return True
+    when = http_date(ours)
+    return when is not None and when == http_date(modified)
