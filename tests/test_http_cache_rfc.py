@@ -11,6 +11,7 @@ import email.utils
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,14 @@ from aiohttp.test_utils import TestServer
 from conftest import Door
 from yarl import URL
 
-from authsession import AuthMiddleware, AuthorizedSession, CachedResponse, ResponseCache, StaticCredentials
+from authsession import (
+    AuthMiddleware,
+    AuthorizedSession,
+    CachedResponse,
+    ResponseCache,
+    SQLiteResponseStore,
+    StaticCredentials,
+)
 
 
 class Clock:
@@ -270,3 +278,25 @@ async def test_a_304_naming_another_version_neither_serves_nor_renews_the_stored
     assert "If-None-Match" in conditional.headers or "If-Modified-Since" in conditional.headers
     assert "If-None-Match" not in unconditional.headers
     assert "If-Modified-Since" not in unconditional.headers
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("Proxy-Authentication-Info", 'nextnonce="n1"'), ("Proxy-Authenticate", 'Digest realm="proxy"')],
+)
+async def test_the_proxys_own_fields_are_never_stored(
+    door: Door, store: str, field: str, value: str, tmp_path: Path
+) -> None:
+    """RFC 9111 3.1: fields that speak for the proxy a request went through (``Proxy-Authenticate``,
+    ``Proxy-Authentication-Info``) are not stored: the cache key does not name the proxy, and a hit must not replay
+    one proxy's authentication to a request that took another, or none. The miss shows them, as aiohttp gave them."""
+    cache = ResponseCache(SQLiteResponseStore(tmp_path / "cache.db") if store == "sqlite" else None)
+    async with cache, Scripted(answer(Cache_Control="max-age=60", X_Kept="1", **{field: value})) as api:
+        async with client(door, cache) as session:
+            miss, _ = await read(session, api.url())
+            hit, body = await read(session, api.url())
+    assert miss.headers[field] == value
+    assert isinstance(hit, CachedResponse)
+    assert (body, hit.headers["X-Kept"]) == (b"page", "1")
+    assert field not in hit.headers

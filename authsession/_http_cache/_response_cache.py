@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from .._deadline import timeout_after
@@ -653,8 +653,15 @@ class ResponseCache:
             slot = _slot(identity, method)
         memory = self._memory
         if memory is not None and not names:
-            # Set-Cookie is session state, not content: never kept.
-            block = header_block(raw if raw is not None and hdrs.SET_COOKIE not in answer else _kept_raw(answer))
+            # Set-Cookie is session state, not content, and the proxy's fields the proxy's: never kept.
+            block = header_block(
+                raw
+                if raw is not None
+                and hdrs.SET_COOKIE not in answer
+                and hdrs.PROXY_AUTHENTICATE not in answer
+                and _PROXY_AUTHENTICATION_INFO not in answer
+                else _kept_raw(answer)
+            )
             reason = response.reason or ""
             memory.keep(
                 address, slot, keep_until - now, method, status, reason, block, body, started, now, lifetime, keep_until
@@ -1253,7 +1260,18 @@ def _kept_raw(headers: CIMultiDictProxy[str]) -> list[tuple[bytes, bytes]]:
 
 
 def _kept_headers(headers: CIMultiDictProxy[str]) -> tuple[tuple[str, str], ...]:
-    """Response headers worth storing: all but cookies (session state, not content)."""
-    if hdrs.SET_COOKIE not in headers:
+    """Response headers worth storing: all but cookies (session state, not content) and the proxy's own fields."""
+    if hdrs.SET_COOKIE not in headers and not _speaks_for_a_proxy(headers):
         return tuple(headers.items())
-    return tuple([(name, value) for name, value in headers.items() if name.lower() != "set-cookie"])
+    return tuple([(name, value) for name, value in headers.items() if name.lower() not in _NOT_KEPT])
+
+
+# The fields of the proxy a request went through (RFC 9111 3.1): a hit must not replay them to a request that took
+# another proxy, or none, and the cache key does not name the proxy.
+_PROXY_AUTHENTICATION_INFO = istr("Proxy-Authentication-Info")
+# Fields never stored.
+_NOT_KEPT = frozenset({"set-cookie", "proxy-authenticate", "proxy-authentication-info"})
+
+
+def _speaks_for_a_proxy(headers: CIMultiDictProxy[str]) -> bool:
+    return hdrs.PROXY_AUTHENTICATE in headers or _PROXY_AUTHENTICATION_INFO in headers
