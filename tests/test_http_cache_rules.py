@@ -279,12 +279,20 @@ def test_a_304_selects_the_stored_response_only_by_its_own_validators() -> None:
     stored = {"ETag": '"a"', "Last-Modified": "Sun, 06 Nov 1994 08:49:37 GMT"}
     assert selects(stored, {"ETag": '"a"', "Last-Modified": "Mon, 07 Nov 1994 08:49:37 GMT"})
     assert selects(stored, {"ETag": 'W/"a"', "Last-Modified": "Sunday, 06-Nov-94 08:49:37 GMT"})
-    assert not selects(stored, {"ETag": 'W/"a"', "Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"})
+    older = {"ETag": 'W/"a"', "Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"}
+    assert not selects(stored, {**older, "Date": "Mon, 07 Nov 1994 08:49:37 GMT"})
     assert not selects(stored, {"ETag": '"b"'})
     assert selects(stored, {"Last-Modified": "Sun, 06 Nov 1994 08:49:37 GMT"})
     assert not selects(stored, {"Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"})
     assert not selects({"ETag": '"a"'}, {"Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"})
     assert not selects(stored, {"Last-Modified": "0"})
+    # Beside a matching weak ETag, a Last-Modified less than a minute before the 304's Date (or with no Date to
+    # tell) is weak: it says nothing of the version.
+    now = "Mon, 07 Nov 1994 08:49:37 GMT"
+    assert selects(stored, {"ETag": 'W/"a"', "Last-Modified": now, "Date": now})
+    assert selects(stored, {"ETag": 'W/"a"', "Last-Modified": now, "Date": "Mon, 07 Nov 1994 08:50:36 GMT"})
+    assert not selects(stored, {"ETag": 'W/"a"', "Last-Modified": now, "Date": "Mon, 07 Nov 1994 08:50:37 GMT"})
+    assert selects(stored, older)
     assert selects(stored, {})
 
 

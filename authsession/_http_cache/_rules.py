@@ -373,10 +373,13 @@ def selects(stored: Mapping[str, str], not_modified: Mapping[str, str]) -> bool:
     """Whether a 304 with ``not_modified``'s headers confirms the response with ``stored``'s (RFC 9111 4.3.4).
 
     Its ETag must name the stored one (:func:`same_etag`); a strong match says
-    enough. Otherwise its Last-Modified, if it sends one, must be the stored
-    one's: an older one (a rollback) says the server's version is not ours,
-    and a 304 that confirms another version must not renew ours. A 304 with
-    neither confirms the response whose validators were sent.
+    enough. Its Last-Modified, if it sends one, must be the stored one's: an
+    older one (a rollback) says the server's version is not ours, and a 304
+    that confirms another version must not renew ours. Beside a matching weak
+    ETag, only a strong one counts (a minute or more before the 304's Date, as
+    RFC 9110 8.8.2.2 lets a client tell): a server that dates every answer now
+    says nothing by it. A 304 with neither confirms the response whose
+    validators were sent.
     """
     etag = not_modified.get("ETag")
     if etag is not None:
@@ -388,9 +391,10 @@ def selects(stored: Mapping[str, str], not_modified: Mapping[str, str]) -> bool:
     if modified is None:
         return True
     ours = stored.get("Last-Modified")
-    if ours is None:
-        return False
-    if ours.strip() == modified.strip():
+    when = http_date(modified)
+    if ours is not None and (ours.strip() == modified.strip() or (when is not None and when == http_date(ours))):
         return True
-    when = http_date(ours)
-    return when is not None and when == http_date(modified)
+    if etag is None:
+        return False
+    date = http_date(not_modified.get("Date"))
+    return when is None or date is None or date - when < 60
