@@ -300,3 +300,26 @@ async def test_the_proxys_own_fields_are_never_stored(
     assert isinstance(hit, CachedResponse)
     assert (body, hit.headers["X-Kept"]) == (b"page", "1")
     assert field not in hit.headers
+
+
+async def test_a_304_dated_now_beside_a_matching_weak_etag_serves_the_stored_page(door: Door) -> None:
+    """A server that sends ``Last-Modified`` as of each answer (its Date) beside a weak ETag: the 304's Last-Modified
+    is weak and says nothing of the version (RFC 9110 8.8.2.2), so the matching ETag confirms the stored page, and a
+    revalidation is one request."""
+
+    def dated_now(status: int, later: float) -> Answer:
+        def make(request: web.Request) -> web.StreamResponse:
+            now = http_date(time.time() + later)  # the 304's seconds later than the stored one's
+            fields = {"Cache-Control": "max-age=0", "ETag": 'W/"a"', "Last-Modified": now, "Date": now}
+            return web.Response(status=status, body=None if status == 304 else b"page", headers=fields)
+
+        return make
+
+    async with Scripted(dated_now(200, 0), dated_now(304, 10)) as api:
+        async with client(door, ResponseCache()) as session:
+            await read(session, api.url())
+            revalidated, body = await read(session, api.url())
+    assert isinstance(revalidated, CachedResponse)
+    assert revalidated.revalidated
+    assert body == b"page"
+    assert len(api.requests) == 2
