@@ -11,6 +11,7 @@ import email.utils
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,14 @@ from aiohttp.test_utils import TestServer
 from conftest import Door
 from yarl import URL
 
-from authsession import AuthMiddleware, AuthorizedSession, CachedResponse, ResponseCache, StaticCredentials
+from authsession import (
+    AuthMiddleware,
+    AuthorizedSession,
+    CachedResponse,
+    ResponseCache,
+    SQLiteResponseStore,
+    StaticCredentials,
+)
 
 
 class Clock:
@@ -288,3 +296,109 @@ async def test_a_head_answer_is_stored_whatever_the_length_of_the_body_it_descri
     assert missed == served == expected
     assert isinstance(hit, CachedResponse)
     assert len(api.requests) == 2  # the plain one and the miss
+
+
+async def test_an_age_listing_several_values_counts_its_first(door: Door) -> None:
+    """RFC 9111 5.1: ``Age: 50, 100`` (two Age lines joined by a proxy) is 50 s: the response, fresh for a minute,
+    is stale 20 s later and asked for again, not served as if it were new."""
+    clock = Clock(behind=300)  # the servers' Date is ahead of the cache's clock: it adds no age
+    cache = ResponseCache(clock=clock)
+    async with Scripted(answer(Cache_Control="max-age=60", Age="50, 100")) as api:
+        async with client(door, cache) as session:
+            await get(session, api.url())
+            clock.now += 5
+            young = await get(session, api.url())
+            clock.now += 15  # 70 s old
+            old = await get(session, api.url())
+    assert isinstance(young, CachedResponse)
+    assert young.headers["Age"] == "55"
+    assert not isinstance(old, CachedResponse)
+    assert len(api.requests) == 2
+
+
+async def read(session: aiohttp.ClientSession, url: URL) -> tuple[Any, bytes]:
+    """The response to a GET and its body."""
+    async with session.get(url) as response:
+        return response, await response.read()
+
+
+@pytest.mark.parametrize(
+    ("stored", "other"),
+    [
+        ({"Last-Modified": http_date(time.time() - 60)}, {"Last-Modified": http_date(time.time() - 3600)}),
+        ({"ETag": '"v2"'}, {"ETag": '"v1"'}),
+        (
+            {"ETag": 'W/"v2"', "Last-Modified": http_date(time.time() - 60)},
+            {"ETag": 'W/"v2"', "Last-Modified": http_date(time.time() - 3600)},
+        ),
+    ],
+    ids=["last-modified", "etag", "weak-etag-other-last-modified"],
+)
+async def test_a_304_naming_another_version_neither_serves_nor_renews_the_stored_one(
+    door: Door, stored: dict[str, str], other: dict[str, str]
+) -> None:
+    """RFC 9111 4.3.4: a 304 whose validators are not the stored response's (a Last-Modified older than the one
+    asked about, after a rollback; another ETag) confirms some other version: the stale stored page is not served
+    on its strength, nor renewed. The request goes again without validators, and its answer is served and kept."""
+    async with Scripted(
+        answer(body=b"v2", Cache_Control="max-age=0", **stored),
+        answer(304, Cache_Control="max-age=60", **other),
+        answer(body=b"v1", Cache_Control="max-age=60", **other),
+    ) as api:
+        async with client(door, ResponseCache()) as session:
+            await read(session, api.url())
+            response, body = await read(session, api.url())
+            again, kept = await read(session, api.url())
+    assert body == kept == b"v1"
+    assert not isinstance(response, CachedResponse)
+    assert isinstance(again, CachedResponse)
+    assert not again.revalidated
+    conditional, unconditional = api.requests[1:]
+    assert "If-None-Match" in conditional.headers or "If-Modified-Since" in conditional.headers
+    assert "If-None-Match" not in unconditional.headers
+    assert "If-Modified-Since" not in unconditional.headers
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("Proxy-Authentication-Info", 'nextnonce="n1"'), ("Proxy-Authenticate", 'Digest realm="proxy"')],
+)
+async def test_the_proxys_own_fields_are_never_stored(
+    door: Door, store: str, field: str, value: str, tmp_path: Path
+) -> None:
+    """RFC 9111 3.1: fields that speak for the proxy a request went through (``Proxy-Authenticate``,
+    ``Proxy-Authentication-Info``) are not stored: the cache key does not name the proxy, and a hit must not replay
+    one proxy's authentication to a request that took another, or none. The miss shows them, as aiohttp gave them."""
+    cache = ResponseCache(SQLiteResponseStore(tmp_path / "cache.db") if store == "sqlite" else None)
+    async with cache, Scripted(answer(Cache_Control="max-age=60", X_Kept="1", **{field: value})) as api:
+        async with client(door, cache) as session:
+            miss, _ = await read(session, api.url())
+            hit, body = await read(session, api.url())
+    assert miss.headers[field] == value
+    assert isinstance(hit, CachedResponse)
+    assert (body, hit.headers["X-Kept"]) == (b"page", "1")
+    assert field not in hit.headers
+
+
+async def test_a_304_dated_now_beside_a_matching_weak_etag_serves_the_stored_page(door: Door) -> None:
+    """A server that sends ``Last-Modified`` as of each answer (its Date) beside a weak ETag: the 304's Last-Modified
+    is weak and says nothing of the version (RFC 9110 8.8.2.2), so the matching ETag confirms the stored page, and a
+    revalidation is one request."""
+
+    def dated_now(status: int, later: float) -> Answer:
+        def make(request: web.Request) -> web.StreamResponse:
+            now = http_date(time.time() + later)  # the 304's seconds later than the stored one's
+            fields = {"Cache-Control": "max-age=0", "ETag": 'W/"a"', "Last-Modified": now, "Date": now}
+            return web.Response(status=status, body=None if status == 304 else b"page", headers=fields)
+
+        return make
+
+    async with Scripted(dated_now(200, 0), dated_now(304, 10)) as api:
+        async with client(door, ResponseCache()) as session:
+            await read(session, api.url())
+            revalidated, body = await read(session, api.url())
+    assert isinstance(revalidated, CachedResponse)
+    assert revalidated.revalidated
+    assert body == b"page"
+    assert len(api.requests) == 2

@@ -36,6 +36,7 @@ from authsession._http_cache._rules import (
     parse_cache_control,
     refreshed_headers,
     same_etag,
+    selects,
     storable,
     vary_names,
     verdict,
@@ -159,6 +160,13 @@ def test_age() -> None:
     assert current_age({}, NOW, NOW, NOW + 7) == 7
 
 
+def test_current_age_reads_the_first_of_several_age_values() -> None:
+    """RFC 9111 5.1: an Age that lists values counts the first; an invalid one is ignored (0)."""
+    assert current_age({"Age": "50, 100"}, NOW, NOW, NOW) == 50
+    assert current_age({"Age": " 50 ,"}, NOW, NOW, NOW) == 50
+    assert current_age({"Age": "soon, 50"}, NOW, NOW, NOW) == 0
+
+
 # --- storing ------------------------------------------------------------------------------
 
 
@@ -274,6 +282,29 @@ def test_same_etag_compares_strongly_when_the_304s_etag_is_strong() -> None:
     assert same_etag('"a"', None)
     assert not same_etag('"a"', '"b"')
     assert not same_etag(None, '"b"')
+
+
+def test_a_304_selects_the_stored_response_only_by_its_own_validators() -> None:
+    """RFC 9111 4.3.4: a strong ETag match selects; otherwise a Last-Modified the 304 sends must be the stored one's
+    (the same instant in another date format counts); a 304 with no validator selects the one it answered."""
+    stored = {"ETag": '"a"', "Last-Modified": "Sun, 06 Nov 1994 08:49:37 GMT"}
+    assert selects(stored, {"ETag": '"a"', "Last-Modified": "Mon, 07 Nov 1994 08:49:37 GMT"})
+    assert selects(stored, {"ETag": 'W/"a"', "Last-Modified": "Sunday, 06-Nov-94 08:49:37 GMT"})
+    older = {"ETag": 'W/"a"', "Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"}
+    assert not selects(stored, {**older, "Date": "Mon, 07 Nov 1994 08:49:37 GMT"})
+    assert not selects(stored, {"ETag": '"b"'})
+    assert selects(stored, {"Last-Modified": "Sun, 06 Nov 1994 08:49:37 GMT"})
+    assert not selects(stored, {"Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"})
+    assert not selects({"ETag": '"a"'}, {"Last-Modified": "Sat, 05 Nov 1994 08:49:37 GMT"})
+    assert not selects(stored, {"Last-Modified": "0"})
+    # Beside a matching weak ETag, a Last-Modified less than a minute before the 304's Date (or with no Date to
+    # tell) is weak: it says nothing of the version.
+    now = "Mon, 07 Nov 1994 08:49:37 GMT"
+    assert selects(stored, {"ETag": 'W/"a"', "Last-Modified": now, "Date": now})
+    assert selects(stored, {"ETag": 'W/"a"', "Last-Modified": now, "Date": "Mon, 07 Nov 1994 08:50:36 GMT"})
+    assert not selects(stored, {"ETag": 'W/"a"', "Last-Modified": now, "Date": "Mon, 07 Nov 1994 08:50:37 GMT"})
+    assert selects(stored, older)
+    assert selects(stored, {})
 
 
 # --- the stored form ------------------------------------------------------------------------

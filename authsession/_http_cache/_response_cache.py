@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from .._deadline import timeout_after
@@ -53,7 +53,7 @@ from ._rules import (
     http_date,
     parse_cache_control,
     refreshed_headers,
-    same_etag,
+    selects,
     vary_names,
     verdict,
 )
@@ -413,14 +413,19 @@ class ResponseCache:
                 mine = _validating_only(found[4])
                 options["middlewares"] = (*(door.session._middlewares if theirs is None else theirs), mine)
             response = await engine.run(door, method, url, headers, options)
-            if response.status == 304 and identity is not engine.identity and not _still_whose(engine, identity):
-                # Re-sent for replaced credentials (a refresh after a 401 took the new ones'): the 304 confirms
-                # nothing stored for them, only for the identity the validators came from. Asked again without.
-                response.release()
-                headers.popall(hdrs.IF_NONE_MATCH, None)  # the validators the cache adds (the caller's bypass it)
-                headers.popall(hdrs.IF_MODIFIED_SINCE, None)
-                found = (None, None, None, found[3], found[4], found[5])
-                response = await engine.run(door, method, url, headers, options)
+            if response.status == 304:
+                # Re-sent for replaced credentials (a refresh after a 401 took the new ones'), the 304 confirms
+                # nothing stored for them, only for the identity the validators came from. With validators other
+                # than the stored response's (an older Last-Modified after a rollback, another ETag), it confirms
+                # another version than ours (RFC 9111 4.3.4), which is outdated then. Either way: asked again without.
+                replaced = identity is not engine.identity and not _still_whose(engine, identity)
+                stored = found[2]
+                if replaced or (stored is not None and not selects(stored.header_map, response.headers)):
+                    response.release()
+                    headers.popall(hdrs.IF_NONE_MATCH, None)  # the validators the cache adds (the caller's bypass it)
+                    headers.popall(hdrs.IF_MODIFIED_SINCE, None)
+                    found = (None, None, None if replaced else stored, found[3], found[4], found[5])
+                    response = await engine.run(door, method, url, headers, options)
         else:
             response = await engine.run(door, method, url, headers, options)
         return await self.settle(found, method, target, seen, identity, response, options is not None, engine, since)
@@ -661,8 +666,15 @@ class ResponseCache:
             slot = _slot(identity, method)
         memory = self._memory
         if memory is not None and not names:
-            # Set-Cookie is session state, not content: never kept.
-            block = header_block(raw if raw is not None and hdrs.SET_COOKIE not in answer else _kept_raw(answer))
+            # Set-Cookie is session state, not content, and the proxy's fields the proxy's: never kept.
+            block = header_block(
+                raw
+                if raw is not None
+                and hdrs.SET_COOKIE not in answer
+                and hdrs.PROXY_AUTHENTICATE not in answer
+                and _PROXY_AUTHENTICATION_INFO not in answer
+                else _kept_raw(answer)
+            )
             reason = response.reason or ""
             if not memory.keep(
                 address, slot, keep_until - now, method, status, reason, block, body, started, now, lifetime, keep_until
@@ -802,8 +814,9 @@ class ResponseCache:
         sent_at = getattr(response, SENT_AT, None)
         if sent_at is not None:
             started = _sent_then(sent_at, started, now)
-        if not same_etag(stored.header_map.get("ETag"), response.headers.get("ETag")):
-            # The 304 confirms some other representation: serve ours this once, keep it no longer.
+        if not selects(stored.header_map, response.headers):
+            # The 304 confirms some other version (RFC 9111 4.3.4). The sessions ask again without validators before
+            # this; code of its own calling complete() gets ours this once, kept no longer.
             await self._delete(address)
         else:
             answer = response.headers
@@ -1343,7 +1356,18 @@ def _kept_raw(headers: CIMultiDictProxy[str]) -> list[tuple[bytes, bytes]]:
 
 
 def _kept_headers(headers: CIMultiDictProxy[str]) -> tuple[tuple[str, str], ...]:
-    """Response headers worth storing: all but cookies (session state, not content)."""
-    if hdrs.SET_COOKIE not in headers:
+    """Response headers worth storing: all but cookies (session state, not content) and the proxy's own fields."""
+    if hdrs.SET_COOKIE not in headers and not _speaks_for_a_proxy(headers):
         return tuple(headers.items())
-    return tuple([(name, value) for name, value in headers.items() if name.lower() != "set-cookie"])
+    return tuple([(name, value) for name, value in headers.items() if name.lower() not in _NOT_KEPT])
+
+
+# The fields of the proxy a request went through (RFC 9111 3.1): a hit must not replay them to a request that took
+# another proxy, or none, and the cache key does not name the proxy.
+_PROXY_AUTHENTICATION_INFO = istr("Proxy-Authentication-Info")
+# Fields never stored.
+_NOT_KEPT = frozenset({"set-cookie", "proxy-authenticate", "proxy-authentication-info"})
+
+
+def _speaks_for_a_proxy(headers: CIMultiDictProxy[str]) -> bool:
+    return hdrs.PROXY_AUTHENTICATE in headers or _PROXY_AUTHENTICATION_INFO in headers

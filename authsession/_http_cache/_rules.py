@@ -34,6 +34,7 @@ __all__ = [
     "parse_cache_control",
     "refreshed_headers",
     "same_etag",
+    "selects",
     "storable",
     "vary_names",
     "verdict",
@@ -204,8 +205,16 @@ def freshness_lifetime(
 
 
 def current_age(headers: Mapping[str, str], request_time: float, response_time: float, now: float) -> float:
-    """The age of a stored response at ``now`` (RFC 9111 4.2.3), in seconds."""
-    age_value = delta_seconds(headers.get("Age")) or 0
+    """The age of a stored response at ``now`` (RFC 9111 4.2.3), in seconds.
+
+    An ``Age`` that lists several values (two field lines a proxy joined) counts
+    its first (RFC 9111 5.1): read whole, it is no number, and the response
+    would pass for new.
+    """
+    age = headers.get("Age")
+    if age is not None and "," in age:
+        age = age.partition(",")[0]
+    age_value = delta_seconds(age) or 0
     date = http_date(headers.get("Date"))
     apparent_age = 0.0 if date is None else max(0.0, response_time - date)
     corrected_age_value = age_value + max(0.0, response_time - request_time)
@@ -361,3 +370,34 @@ def same_etag(stored: str | None, received: str | None) -> bool:
     if not received.startswith("W/"):
         return stored.strip() == received
     return stored.strip().removeprefix("W/") == received.removeprefix("W/")
+
+
+def selects(stored: Mapping[str, str], not_modified: Mapping[str, str]) -> bool:
+    """Whether a 304 with ``not_modified``'s headers confirms the response with ``stored``'s (RFC 9111 4.3.4).
+
+    Its ETag must name the stored one (:func:`same_etag`); a strong match says
+    enough. Its Last-Modified, if it sends one, must be the stored one's: an
+    older one (a rollback) says the server's version is not ours, and a 304
+    that confirms another version must not renew ours. Beside a matching weak
+    ETag, only a strong one counts (a minute or more before the 304's Date, as
+    RFC 9110 8.8.2.2 lets a client tell): a server that dates every answer now
+    says nothing by it. A 304 with neither confirms the response whose
+    validators were sent.
+    """
+    etag = not_modified.get("ETag")
+    if etag is not None:
+        if not same_etag(stored.get("ETag"), etag):
+            return False
+        if not etag.lstrip().startswith("W/"):
+            return True
+    modified = not_modified.get("Last-Modified")
+    if modified is None:
+        return True
+    ours = stored.get("Last-Modified")
+    when = http_date(modified)
+    if ours is not None and (ours.strip() == modified.strip() or (when is not None and when == http_date(ours))):
+        return True
+    if etag is None:
+        return False
+    date = http_date(not_modified.get("Date"))
+    return when is None or date is None or date - when < 60
