@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
@@ -1307,24 +1307,38 @@ async def test_a_hit_reads_like_an_aiohttp_response(door: str, oauth_server: Fak
         assert hit.closed
 
 
-async def test_a_hit_signals_what_the_readme_says_to_trace_configs(door: str, oauth_server: FakeOAuthServer) -> None:
-    """A hit sends nothing, so the session's trace_configs hear of no headers sent nor chunk received; aiohttp
-    signals request start and end around AuthMiddleware, and AuthorizedSession answers before aiohttp is asked."""
-    signals: list[str] = []
+async def test_a_hit_signals_to_trace_configs_as_aiohttp_does_around_the_middleware(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A hit sends nothing, so the session's trace_configs hear of no headers sent nor chunk received. They hear of
+    its start and end, as aiohttp tells them around AuthMiddleware's hit, with the same arguments through both doors:
+    the URL, the session's default headers and the caller's, the hit, the caller's trace_request_ctx."""
+    signals: list[tuple[Any, ...]] = []
     trace = aiohttp.TraceConfig()
     for name in ("on_request_start", "on_request_headers_sent", "on_response_chunk_received", "on_request_end"):
 
-        async def heard(_session: object, _ctx: object, _params: object, name: str = name) -> None:
-            signals.append(name)
+        async def heard(_session: object, ctx: Any, params: Any, name: str = name) -> None:
+            response = getattr(params, "response", None)
+            headers = getattr(params, "headers", {})  # a chunk's signal has none
+            seen = (headers.get("X-Default"), headers.get("X-Mine"), hdrs.AUTHORIZATION in headers)
+            signals.append((name, params.method, str(params.url), seen, ctx.trace_request_ctx, type(response)))
 
         getattr(trace, name).append(heard)
     url = cacheable(oauth_server, cache="max-age=60")
-    async with client(door, oauth_server.credentials(), ResponseCache(), trace_configs=[trace]) as session:
-        await fetch(session, url)
+    options = {"trace_configs": [trace], "headers": {"X-Default": "d"}}
+    async with client(door, oauth_server.credentials(), ResponseCache(), **options) as session:
+        async with session.get(url, params={"p": "1"}) as miss:
+            await miss.read()
         signals.clear()
-        hit, _ = await fetch(session, url)
+        async with session.get(url, params={"p": "1"}, headers={"X-Mine": "m"}, trace_request_ctx="mine") as hit:
+            await hit.read()
     assert isinstance(hit, CachedResponse)
-    assert signals == (["on_request_start", "on_request_end"] if door == "middleware" else [])
+    traced = str(url.update_query(p="1"))
+    seen = ("d", "m", False)
+    assert signals == [
+        ("on_request_start", "GET", traced, seen, "mine", type(None)),
+        ("on_request_end", "GET", traced, seen, "mine", CachedResponse),
+    ]
 
 
 async def test_a_closed_session_is_served_nothing_from_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
+from aiohttp.tracing import Trace
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
@@ -400,6 +401,8 @@ class ResponseCache:
                     resolver = getattr(session, "_resolve_charset", None)  # fallback_charset_resolver=
                     if resolver is not None:
                         found[0]._resolve_charset = resolver
+                    if options is not None and session.trace_configs:  # AuthorizedSession's: aiohttp never saw it
+                        await _signalled(session, method, url, headers, options, found[0])
                 self._hit(found[0], target)
                 return found[0]  # authsession.CachedResponse: ClientResponse's reading side
             # Validators, in place: the session door's headers are its own copy, the middleware door's the request's.
@@ -1274,6 +1277,23 @@ def _decoded_otherwise(response: Any, identity: str) -> bool:
     if compressed is False:
         return False
     return (compressed is None) is not identity.endswith(_RAW)
+
+
+async def _signalled(
+    session: aiohttp.ClientSession, method: str, url: URL, headers: Any, options: dict[str, Any], hit: CachedResponse
+) -> None:
+    """The session's ``trace_configs`` told of a hit through AuthorizedSession as aiohttp tells them of one through
+    AuthMiddleware: request start, then end (there is no connection, send or chunk to tell of). Both doors alike."""
+    context = options.get("trace_request_ctx")
+    traced = url.update_query(options.get("params") or {})  # the URL aiohttp's own signals carry
+    sent = session._prepare_headers(headers)  # the session's default headers and the caller's, as aiohttp's carry
+    traces = [
+        Trace(session, config, config.trace_config_ctx(trace_request_ctx=context)) for config in session.trace_configs
+    ]
+    for trace in traces:
+        await trace.send_request_start(method, traced, sent)
+    for trace in traces:
+        await trace.send_request_end(method, traced, sent, hit)  # type: ignore[arg-type]
 
 
 def _takes_begun(method: Callable[..., Any]) -> bool:
