@@ -173,9 +173,8 @@ class MemoryResponseStore:
         lock.acquire()  # as in read()
         try:
             if key in entries or url in self._slots or self._bytes + size > self._max_bytes:
-                return self._replace(
-                    url, slot, entry
-                )  # a slot or a URL that has others, or a full store: the careful way
+                # A slot or a URL that has others, or a full store: the careful way.
+                return self._replace(url, slot, entry)
             entries[key] = entry
             self._slots[url] = slot
             self._bytes += size

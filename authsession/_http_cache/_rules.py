@@ -78,9 +78,10 @@ def parse_cache_control(values: str | Iterable[str] | None) -> dict[str, str | N
     different numbers read as an invalid one, so a response that says both is
     stale and a request that does accepts nothing stored without asking (RFC
     9111 4.2.1 lets a cache take the first or consider the response stale;
-    which one the server meant cannot be told). Never raises, whatever the text. Long values
-    of more than 16 KiB in all are not read: they say ``no-store``, so that what
-    a hostile server sends costs little, and is not kept to cost again on each hit.
+    which one the server meant cannot be told). Never raises, whatever the
+    text. Long values of more than 16 KiB in all are not read: they say
+    ``no-store``, so that what a hostile server sends costs little, and is not
+    kept to cost again on each hit.
     """
     if values is None:
         return {}
