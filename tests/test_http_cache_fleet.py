@@ -26,12 +26,14 @@ from authsession.testing import FakeOAuthServer
 
 class Versioned:
     """An API with one page, of a version a POST (or PUT) moves on. A GET reads the version as it comes and may be
-    held before it answers (``held``): its answer is then older than a write made meanwhile."""
+    held before it answers (``held``), or after its headers, before its body (``body_held``): its answer is then
+    older than a write made meanwhile."""
 
     def __init__(self) -> None:
         self.version = 1
         self.gets = 0
         self.held: asyncio.Event | None = None
+        self.body_held: asyncio.Event | None = None
         self.reading = asyncio.Event()
         self.headers = {"Cache-Control": "max-age=60"}
         app = web.Application()
@@ -45,6 +47,17 @@ class Versioned:
         self.gets += 1
         body = f"version {self.version}"
         held, self.held = self.held, None
+        body_held, self.body_held = self.body_held, None
+        if body_held is not None:
+            response = web.StreamResponse(headers=self.headers)
+            response.content_length = len(body)
+            await response.prepare(request)
+            await response.write(body[:1].encode())
+            self.reading.set()
+            await body_held.wait()
+            await response.write(body[1:].encode())
+            await response.write_eof()
+            return response
         if held is not None:
             self.reading.set()
             await held.wait()
@@ -145,3 +158,31 @@ async def test_an_answer_asked_for_after_another_processs_write_is_stored(
         assert await read(b, api.url) == (False, "version 2")
         assert await read(a, api.url) == (True, "version 2")
     assert api.gets == 1
+
+
+async def test_an_answer_whose_body_came_slowly_after_another_processs_write_is_not_stored(
+    door: Door, oauth_server: FakeOAuthServer, api: Versioned, shared: Callable[[], ResponseStore], margin: float
+) -> None:
+    """Process B's GET has its headers (the API read version 1) when process A's POST moves the page to version 2;
+    B's body then takes longer than the store's margin to come. What B asks the store to write counts from when it
+    asked the API, not from when the headers came: version 1 is not stored, and neither process serves it."""
+    async with AsyncExitStack() as stack:
+        sessions = []
+        for _ in range(2):
+            store = shared()
+            stack.push_async_callback(store.close)
+            session = client(door.kind, oauth_server.credentials(), ResponseCache(store))
+            sessions.append(await stack.enter_async_context(session))
+        a, b = sessions
+        api.body_held = held = asyncio.Event()
+        late = asyncio.create_task(read(b, api.url))
+        await api.reading.wait()
+        async with a.post(api.url) as written:
+            assert written.status == 200
+        await asyncio.sleep(margin + 0.3)  # the body comes after the margin that follows the drop
+        held.set()
+        assert await late == (False, "version 1")
+        await asyncio.sleep(margin + 0.05)
+        assert await read(a, api.url) == (False, "version 2")
+        assert await read(b, api.url) == (True, "version 2")
+    assert api.gets == 2
