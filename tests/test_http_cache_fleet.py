@@ -7,6 +7,7 @@ requests it has under way, another does not), on one SQLite file or one Redis.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -17,10 +18,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import Door
+from stored import Ticks
 from test_http_cache import client
 from yarl import URL
 
 from authsession import CachedResponse, RedisResponseStore, ResponseCache, ResponseStore, SQLiteResponseStore
+from authsession._http_cache import _sqlite
 from authsession.testing import FakeOAuthServer
 
 
@@ -186,3 +189,28 @@ async def test_an_answer_whose_body_came_slowly_after_another_processs_write_is_
         assert await read(a, api.url) == (False, "version 2")
         assert await read(b, api.url) == (True, "version 2")
     assert api.gets == 2
+
+
+async def test_a_process_that_only_writes_forgets_its_invalidations_in_a_sqlite_file(
+    door: Door, oauth_server: FakeOAuthServer, api: Versioned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that POSTs and stores nothing (a worker feeding an API) leaves a row per URL it wrote to in the
+    shared file; those older than the 5 minutes they matter for are deleted as it goes, as expired responses are
+    by a process that stores, or the file grew for as long as it ran."""
+    monkeypatch.setattr(_sqlite, "_PURGE_EVERY", 3)
+    path = tmp_path / "responses.db"
+    clock = Ticks(1_000_000.0)
+    async with (
+        SQLiteResponseStore(path, clock=clock) as store,
+        client(door.kind, oauth_server.credentials(), ResponseCache(store)) as session,
+    ):
+        for n in range(6):
+            if n == 3:
+                clock.now += 301
+            async with session.post(api.url.with_query(n=n)) as written:
+                assert written.status == 200
+    with sqlite3.connect(path) as db:
+        (old,) = db.execute("SELECT count(*) FROM invalidated WHERE at < ?", (1_000_001.0,)).fetchone()
+        (rows,) = db.execute("SELECT count(*) FROM invalidated").fetchone()
+    db.close()
+    assert (old, rows) == (0, 3)

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS invalidated (
 """
 #: Seconds of clock difference between processes' calls that still count an invalidation as after a request began.
 _SLACK = 0.1
-#: Expired rows are deleted by a store's first write (a short-lived process may make no more), then every this many.
+#: Expired rows (and invalidations past remembering) are deleted by a store's first write or invalidation (a short-lived
+#: process may make no more), then every this many.
 _PURGE_EVERY = 256
 
 
@@ -188,6 +189,14 @@ class SQLiteResponseStore:
             "INSERT OR REPLACE INTO responses (url, slot, data, keep_until) VALUES (?, ?, ?, ?)",
             (url_digest(url), slot, data, keep_until),
         )
+        self._purge(db, now)
+
+    def _purge(self, db: sqlite3.Connection, now: float) -> None:
+        """Every so many writes and invalidations, delete the expired rows and the invalidations past remembering.
+
+        Invalidations count: a process that writes to an API and stores nothing (a worker feeding it) would
+        otherwise leave a row per URL it wrote to, for as long as it ran.
+        """
         self._writes += 1
         if self._writes == 1 or self._writes % _PURGE_EVERY == 0:
             db.execute("DELETE FROM responses WHERE keep_until <= ?", (now,))
@@ -222,8 +231,10 @@ class SQLiteResponseStore:
         digest = url_digest(url)
         db.execute("BEGIN IMMEDIATE")
         try:
+            now = float(self._clock())
             db.execute("DELETE FROM responses WHERE url = ?", (digest,))
-            db.execute("INSERT OR REPLACE INTO invalidated (url, at) VALUES (?, ?)", (digest, float(self._clock())))
+            db.execute("INSERT OR REPLACE INTO invalidated (url, at) VALUES (?, ?)", (digest, now))
+            self._purge(db, now)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
