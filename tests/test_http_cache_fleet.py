@@ -7,9 +7,13 @@ requests it has under way, another does not), on one SQLite file or one Redis.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +218,44 @@ async def test_a_process_that_only_writes_forgets_its_invalidations_in_a_sqlite_
         (rows,) = db.execute("SELECT count(*) FROM invalidated").fetchone()
     db.close()
     assert (old, rows) == (0, 3)
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """``path`` made unwritable for this process, even as root (immutable: chattr +i)."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        yield
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("root, and the file cannot be made immutable here")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+async def test_a_read_only_sqlite_file_of_the_previous_version_is_still_served(
+    door: Door, oauth_server: FakeOAuthServer, api: Versioned, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SQLite file that a process of the version before invalidations were remembered wrote (no table for them),
+    which this process may only read: its stored pages are served, as they were before. Making the new table at
+    the connection failed there, and the store then read nothing at all (a warning, every request to the API)."""
+    path = tmp_path / "responses.db"
+    async with (
+        SQLiteResponseStore(path) as store,
+        client(door.kind, oauth_server.credentials(), ResponseCache(store)) as session,
+    ):
+        assert await read(session, api.url) == (False, "version 1")
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE IF EXISTS invalidated")  # as the previous version left it
+    db.close()
+    with read_only(path), caplog.at_level(logging.WARNING, logger="authsession"):
+        async with (
+            SQLiteResponseStore(path) as store,
+            client(door.kind, oauth_server.credentials(), ResponseCache(store)) as session,
+        ):
+            assert await read(session, api.url) == (True, "version 1")
+    assert api.gets == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -99,6 +99,9 @@ class SQLiteResponseStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
         self._db: sqlite3.Connection | None = None
         self._writes = 0
+        # Whether this connection has seen the table of invalidations made. Made by the first write, not when
+        # connecting: a file of the version before it, that this process may only read, is read all the same.
+        self._invalidations_table = False
         self._closed = False
 
     # --- on the worker thread ----------------------------------------------------
@@ -112,12 +115,17 @@ class SQLiteResponseStore:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(_SCHEMA)
-                db.execute(_INVALIDATED_SCHEMA)
             except BaseException:
                 db.close()
                 raise
             self._db = db
         return self._db
+
+    def _writing(self, db: sqlite3.Connection) -> None:
+        """Before any write: the table of invalidations, made if the file has none (a previous version made it)."""
+        if not self._invalidations_table:
+            db.execute(_INVALIDATED_SCHEMA)
+            self._invalidations_table = True
 
     def _attempt(self, kind: str, default: T, call: Callable[..., T], *args: object) -> T:
         """``call(connection, *args)``, or ``default`` if SQLite fails, or failed a moment ago."""
@@ -164,6 +172,7 @@ class SQLiteResponseStore:
         now: float,
         begun: float | None,
     ) -> bool:
+        self._writing(db)
         data = self._codec.encode(variants, url, slot)
         if begun is None:
             self._set(db, url, slot, data, keep_until, now)
@@ -207,6 +216,7 @@ class SQLiteResponseStore:
     ) -> bool:
         # BEGIN IMMEDIATE takes the file's write lock before the read: another process's update of the
         # slot waits (up to ``timeout``) for this one to commit, then reads what it wrote.
+        self._writing(db)
         db.execute("BEGIN IMMEDIATE")
         written = False
         try:
@@ -229,6 +239,7 @@ class SQLiteResponseStore:
 
     def _invalidate(self, db: sqlite3.Connection, url: str) -> bool:
         digest = url_digest(url)
+        self._writing(db)
         db.execute("BEGIN IMMEDIATE")
         try:
             now = float(self._clock())
@@ -246,6 +257,7 @@ class SQLiteResponseStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+            self._invalidations_table = False
 
     # --- on the event loop ----------------------------------------------------------
 
