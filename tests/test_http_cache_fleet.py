@@ -29,6 +29,7 @@ from yarl import URL
 from authsession import CachedResponse, RedisResponseStore, ResponseCache, ResponseStore, SQLiteResponseStore
 from authsession._http_cache import _sqlite
 from authsession.testing import FakeOAuthServer
+from authsession.testing._fleet import FleetWorker
 
 
 class Versioned:
@@ -259,3 +260,44 @@ async def test_a_read_only_sqlite_file_of_the_previous_version_is_still_served(
             assert await read(session, api.url) == (True, "version 1")
     assert api.gets == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_real_processes_do_not_store_an_answer_older_than_another_ones_write(
+    oauth_server: FakeOAuthServer, api: Versioned, tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """The first test, with worker processes of their own: one's GET is held at the API (version 1 read) while
+    another's POST moves the page on; the GET's answer is not stored, and a third process, later, is not served
+    version 1 but asks the API."""
+    if kind == "sqlite":
+        spec: dict[str, Any] = {"kind": "sqlite", "path": str(tmp_path / "responses.db")}
+    else:
+        spec = {"kind": "redis", "url": request.getfixturevalue("redis_url")}
+    base = {
+        "token_uri": oauth_server.token_url,
+        "client_id": oauth_server.client_id,
+        "client_secret": oauth_server.client_secret,
+        "api_url": str(api.url),
+        "cache": {"kind": "none"},
+        "response_cache": spec,
+    }
+    reader, writer, later = FleetWorker(base), FleetWorker({**base, "method": "POST"}), FleetWorker(base)
+    try:
+        await asyncio.gather(reader.start(), writer.start(), later.start())
+        api.held = held = asyncio.Event()
+        reader.go()
+        await api.reading.wait()
+        writer.go()
+        wrote = await writer.finish()
+        held.set()
+        read_ = await reader.finish()
+        await asyncio.sleep(MARGIN[kind] + 0.05)
+        later.go()
+        after = await later.finish()
+    finally:
+        await asyncio.gather(reader.kill(), writer.kill(), later.kill())
+    assert wrote["cache"]["invalidations"] == 1
+    assert (read_["cache"]["misses"], read_["cache"]["stores"]) == (1, 0)
+    assert (after["cache"]["hits"], after["cache"]["misses"], after["cache"]["stores"]) == (0, 1, 1)
+    assert api.gets == 2
+    assert all(w["failed"] == 0 and w["warnings"] == [] for w in (wrote, read_, after))
