@@ -208,8 +208,9 @@ class RedisResponseStore:
         """How many ms back (on Redis's clock) an invalidation of the URL refuses a write; -1 for none.
 
         ``begun`` seconds measured here when the store was called (at monotonic ``called``), and the time since
-        (encoding a large body), plus ``timeout``: the most the lookup's or this call's trip to Redis may have taken
-        (slower counts as Redis down), by which this process's clock and Redis's may disagree.
+        (encoding a large body), plus ``timeout``: the most this call's trip to Redis may take before the script
+        runs on Redis's clock (slower counts as Redis down). A call given up on that Redis runs later still is not
+        covered.
         """
         if begun is None:
             return -1
