@@ -365,15 +365,18 @@ async def test_redis_store_keeps_a_url_in_one_hash_under_a_digest(redis_url: str
 
 @pytest.mark.parametrize("prefix", ["authsession:", "{app}:", "", "a{b}:{c}:", "{:"])
 async def test_a_redis_urls_index_is_in_its_hashs_cluster_slot(prefix: str) -> None:
-    """Redis Cluster runs a script or a DEL only on keys of one slot: the index shares its hash's, whatever the
-    prefix, and starts with it (ACLs and scans go by the prefix); a prefix with braces that make no tag (``{:``)
-    is the one exception, of a single Redis only."""
+    """Redis Cluster runs a script or a DEL only on keys of one slot: the index, and the note of when the URL was
+    last invalidated, share its hash's, whatever the prefix, and start with it (ACLs and scans go by the prefix);
+    a prefix with braces that make no tag (``{:``) is the one exception, of a single Redis only."""
     async with RedisResponseStore("redis://127.0.0.1:1", prefix=prefix) as store:
         key = store._key(URL_A)
         index = store._index(key)
-    assert index.startswith(prefix)
-    assert index != key
-    assert (key_slot(index.encode()) == key_slot(key.encode())) is (prefix != "{:")
+        invalidated = store._invalidated(key)
+    for beside in (index, invalidated):
+        assert beside.startswith(prefix)
+        assert beside != key
+        assert (key_slot(beside.encode()) == key_slot(key.encode())) is (prefix != "{:")
+    assert index != invalidated
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["clear", "encrypted"])

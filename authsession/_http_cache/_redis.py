@@ -204,13 +204,17 @@ class RedisResponseStore:
         key = self._key(url)
         return [key, self._index(key), self._invalidated(key)]
 
-    def _window(self, begun: float | None) -> int:
+    def _window(self, begun: float | None, called: float) -> int:
         """How many ms back (on Redis's clock) an invalidation of the URL refuses a write; -1 for none.
 
-        ``begun`` seconds measured here, plus ``timeout``: the most the lookup's or this call's trip to Redis may
-        have taken (slower counts as Redis down), by which this process's clock and Redis's may disagree.
+        ``begun`` seconds measured here when the store was called (at monotonic ``called``), and the time since
+        (encoding a large body), plus ``timeout``: the most this call's trip to Redis may take before the script
+        runs on Redis's clock (slower counts as Redis down). A call given up on that Redis runs later still is not
+        covered.
         """
-        return -1 if begun is None else int((max(0.0, begun) + self._timeout) * 1000)
+        if begun is None:
+            return -1
+        return int((max(0.0, begun) + (time.monotonic() - called) + self._timeout) * 1000)
 
     async def _call(
         self, kind: str, default: Any, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
@@ -254,10 +258,12 @@ class RedisResponseStore:
         Not written: Redis failed (or is left alone after failing), the store is closed, or (``begun``: seconds
         since the answer was asked for) a process invalidated the URL since.
         """
+        called = time.monotonic()
         millis = int(ttl * 1000)
         if millis <= 0:
             return False
-        args = [slot, await self._encoded(variants, url, slot), millis, self._window(begun)]
+        data = await self._encoded(variants, url, slot)
+        args = [slot, data, millis, self._window(begun, called)]
         return bool(await self._call(WRITE, False, self._write_script, keys=self._keys(url), args=args))
 
     async def update(self, url: str, slot: str, change: Change, *, begun: float | None = None) -> bool:
@@ -269,7 +275,8 @@ class RedisResponseStore:
         False if it was not written (Redis failed, the store is closed, or
         every attempt lost to another writer).
         """
-        return await self._call(WRITE, False, self._update, url, slot, change, self._window(begun)) is True
+        window = self._window(begun, time.monotonic())  # the attempts below are within this call's timeout
+        return await self._call(WRITE, False, self._update, url, slot, change, window) is True
 
     async def _update(self, url: str, slot: str, change: Change, window: int) -> bool:
         key, index, invalidated = self._keys(url)

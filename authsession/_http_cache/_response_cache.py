@@ -864,9 +864,9 @@ class ResponseCache:
     async def _write(self, address: str, slot: str, stored: StoredResponse, now: float) -> bool:
         """:meth:`_put`'s write: not made by a shared store when another process invalidated the URL since the
         answer was asked for (at ``stored.request_time``)."""
-        begun = now - stored.request_time
+        asked = stored.request_time
         if not stored.vary:
-            return await self._set(address, slot, (stored,), stored.keep_until - now, begun)
+            return await self._set(address, slot, (stored,), stored.keep_until - now, asked)
         # Read, merge, write: one at a time per slot in this event loop, or variants stored at the same moment
         # (a burst of first requests with different Accept values) overwrite each other. A store with an
         # update() does the three in one step, so other processes' merges wait too.
@@ -885,8 +885,8 @@ class ResponseCache:
         try:
             async with lock:
                 if self._updates:
-                    return await self._update(address, slot, beside_others, begun)
-                return await self._set(address, slot, *beside_others(await self._get(address, slot)), begun)
+                    return await self._update(address, slot, beside_others, asked)
+                return await self._set(address, slot, *beside_others(await self._get(address, slot)), asked)
         finally:
             lock, users = self._merging[key]
             if users == 1:
@@ -907,11 +907,15 @@ class ResponseCache:
         self._works("read")
         return variants
 
-    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float, begun: float) -> bool:
+    # ``asked``: when the answer written was asked for. A shared store is told how long ago that was (``begun``) as
+    # the call is made: measured sooner (when the headers came), a body that took longer than the store's margin to
+    # arrive hid another process's invalidation made meanwhile, and the page from before that write was stored.
+
+    async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float, asked: float) -> bool:
         store: Any = self._store
         try:
             if self._writes_begun:
-                kept = await _bounded(store.set(address, slot, variants, ttl, begun=begun))
+                kept = await _bounded(store.set(address, slot, variants, ttl, begun=self._clock() - asked))
             else:
                 kept = await _bounded(store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
@@ -920,11 +924,11 @@ class ResponseCache:
         self._works("write")
         return kept is not False  # False: the store kept nothing (more than its bound, an invalidation since)
 
-    async def _update(self, address: str, slot: str, change: Change, begun: float) -> bool:
+    async def _update(self, address: str, slot: str, change: Change, asked: float) -> bool:
         store: Any = self._store
         try:
             if self._writes_begun:
-                kept = await _bounded(store.update(address, slot, change, begun=begun))
+                kept = await _bounded(store.update(address, slot, change, begun=self._clock() - asked))
             else:
                 kept = await _bounded(store.update(address, slot, change))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS invalidated (
 """
 #: Seconds of clock difference between processes' calls that still count an invalidation as after a request began.
 _SLACK = 0.1
-#: Expired rows are deleted by a store's first write (a short-lived process may make no more), then every this many.
+#: Expired rows (and invalidations past remembering) are deleted by a store's first write or invalidation (a short-lived
+#: process may make no more), then every this many.
 _PURGE_EVERY = 256
 
 
@@ -98,6 +99,9 @@ class SQLiteResponseStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="authsession-sqlite")
         self._db: sqlite3.Connection | None = None
         self._writes = 0
+        # Whether this connection has seen the table of invalidations made. Made by the first write, not when
+        # connecting: a file of the version before it, that this process may only read, is read all the same.
+        self._invalidations_table = False
         self._closed = False
 
     # --- on the worker thread ----------------------------------------------------
@@ -111,12 +115,17 @@ class SQLiteResponseStore:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(_SCHEMA)
-                db.execute(_INVALIDATED_SCHEMA)
             except BaseException:
                 db.close()
                 raise
             self._db = db
         return self._db
+
+    def _writing(self, db: sqlite3.Connection) -> None:
+        """Before any write: the table of invalidations, made if the file has none (a previous version made it)."""
+        if not self._invalidations_table:
+            db.execute(_INVALIDATED_SCHEMA)
+            self._invalidations_table = True
 
     def _attempt(self, kind: str, default: T, call: Callable[..., T], *args: object) -> T:
         """``call(connection, *args)``, or ``default`` if SQLite fails, or failed a moment ago."""
@@ -163,6 +172,7 @@ class SQLiteResponseStore:
         now: float,
         begun: float | None,
     ) -> bool:
+        self._writing(db)
         data = self._codec.encode(variants, url, slot)
         if begun is None:
             self._set(db, url, slot, data, keep_until, now)
@@ -188,6 +198,14 @@ class SQLiteResponseStore:
             "INSERT OR REPLACE INTO responses (url, slot, data, keep_until) VALUES (?, ?, ?, ?)",
             (url_digest(url), slot, data, keep_until),
         )
+        self._purge(db, now)
+
+    def _purge(self, db: sqlite3.Connection, now: float) -> None:
+        """Every so many writes and invalidations, delete the expired rows and the invalidations past remembering.
+
+        Invalidations count: a process that writes to an API and stores nothing (a worker feeding it) would
+        otherwise leave a row per URL it wrote to, for as long as it ran.
+        """
         self._writes += 1
         if self._writes == 1 or self._writes % _PURGE_EVERY == 0:
             db.execute("DELETE FROM responses WHERE keep_until <= ?", (now,))
@@ -198,6 +216,7 @@ class SQLiteResponseStore:
     ) -> bool:
         # BEGIN IMMEDIATE takes the file's write lock before the read: another process's update of the
         # slot waits (up to ``timeout``) for this one to commit, then reads what it wrote.
+        self._writing(db)
         db.execute("BEGIN IMMEDIATE")
         written = False
         try:
@@ -220,10 +239,13 @@ class SQLiteResponseStore:
 
     def _invalidate(self, db: sqlite3.Connection, url: str) -> bool:
         digest = url_digest(url)
+        self._writing(db)
         db.execute("BEGIN IMMEDIATE")
         try:
+            now = float(self._clock())
             db.execute("DELETE FROM responses WHERE url = ?", (digest,))
-            db.execute("INSERT OR REPLACE INTO invalidated (url, at) VALUES (?, ?)", (digest, float(self._clock())))
+            db.execute("INSERT OR REPLACE INTO invalidated (url, at) VALUES (?, ?)", (digest, now))
+            self._purge(db, now)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -235,6 +257,7 @@ class SQLiteResponseStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+            self._invalidations_table = False
 
     # --- on the event loop ----------------------------------------------------------
 
