@@ -516,6 +516,28 @@ async def test_only_if_cached_is_answered_by_the_cache_or_a_504(door: str, oauth
     assert oauth_server.not_modified == 0
 
 
+@pytest.mark.parametrize(
+    "own", [{"Range": "bytes=0-1"}, {"If-None-Match": '"v0"'}, {"Authorization": "Bearer theirs"}], ids=str
+)
+async def test_only_if_cached_is_never_sent_when_the_cache_cannot_answer_the_request(
+    door: str, oauth_server: FakeOAuthServer, own: dict[str, str]
+) -> None:
+    """A GET the cache passes to the network (a Range, the caller's own validators or Authorization) that says
+    only-if-cached gets the cache's 504, not the network: the caller asked for no request to be sent. A POST
+    that says it is not the cache's to answer: sent."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag")
+    only = {"Cache-Control": "only-if-cached", **own}
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        async with session.get(url, headers=only) as refused:
+            assert refused.status == 504
+        async with session.post(oauth_server.api_url("things"), headers={"Cache-Control": "only-if-cached"}) as posted:
+            assert posted.status < 500
+    assert oauth_server.api_served == 2
+    assert cache.stats.misses == 2
+
+
 async def test_the_callers_own_validators_bypass_the_cache(door: str, oauth_server: FakeOAuthServer) -> None:
     """A caller who sends If-None-Match gets the server's own answer (their 304), not ours."""
     cache = ResponseCache()

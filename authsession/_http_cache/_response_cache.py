@@ -390,8 +390,14 @@ class ResponseCache:
             found = self.find(method, target, seen, identity, options)
             if found is ASK_STORE:
                 found = await self.find_in_store(method, target, seen, identity, options)
-        if seen is not None and found is not None and found[0] is None and "only-if-cached" in _directives(_ci(seen)):
-            return self._unavailable(method, target, found[3])  # RFC 9111 5.2.1.7: not sent, whatever is stored
+        # RFC 9111 5.2.1.7: not sent, whatever is stored; nor a GET or HEAD no stored response could answer (its
+        # own Authorization, Range or validators), which the cache would otherwise pass to the network.
+        if (
+            seen is not None
+            and (found[0] is None if found is not None else method.upper() in CACHEABLE_METHODS)
+            and "only-if-cached" in _directives(_ci(seen))
+        ):
+            return self._unavailable(method, target, self._clock() if found is None else found[3])
         if found is not None and (found[0] is not None or found[1]):
             if found[0] is not None:
                 session = getattr(door, "session", None)  # the aiohttp session, when the door knows it
