@@ -9,11 +9,12 @@ a writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -49,6 +50,19 @@ _SLACK = 0.1
 #: Expired rows (and invalidations past remembering) are deleted by a store's first write or invalidation (a short-lived
 #: process may make no more), then every this many.
 _PURGE_EVERY = 256
+
+
+@contextlib.contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that holds the file's write lock from its start (``BEGIN IMMEDIATE``), rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 class SQLiteResponseStore:
@@ -177,16 +191,10 @@ class SQLiteResponseStore:
         if begun is None:
             self._set(db, url, slot, data, keep_until, now)
             return True
-        db.execute("BEGIN IMMEDIATE")  # no invalidation between the look and the write
-        try:
+        with _immediate(db):  # no invalidation between the look and the write
             written = not self._invalidated_since(db, url, now - begun)
             if written:
                 self._set(db, url, slot, data, keep_until, now)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return written
 
     def _invalidated_since(self, db: sqlite3.Connection, url: str, begun_at: float) -> bool:
@@ -214,23 +222,17 @@ class SQLiteResponseStore:
     def _update(
         self, db: sqlite3.Connection, url: str, slot: str, change: Change, now: float, begun: float | None
     ) -> bool:
-        # BEGIN IMMEDIATE takes the file's write lock before the read: another process's update of the
-        # slot waits (up to ``timeout``) for this one to commit, then reads what it wrote.
+        # The file's write lock is taken before the read: another process's update of the slot waits (up to
+        # ``timeout``) for this one to commit, then reads what it wrote.
         self._writing(db)
-        db.execute("BEGIN IMMEDIATE")
         written = False
-        try:
+        with _immediate(db):
             if begun is None or not self._invalidated_since(db, url, now - begun):
                 data = self._get(db, url, slot, now)
                 result = change(() if data is None else self._codec.decode(data, url, slot))
                 written = result is None or result[1] > 0  # None: nothing to write
                 if result is not None and result[1] > 0:
                     self._set(db, url, slot, self._codec.encode(result[0], url, slot), now + result[1], now)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return written
 
     def _delete(self, db: sqlite3.Connection, url: str) -> bool:
@@ -240,17 +242,11 @@ class SQLiteResponseStore:
     def _invalidate(self, db: sqlite3.Connection, url: str) -> bool:
         digest = url_digest(url)
         self._writing(db)
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             now = float(self._clock())
             db.execute("DELETE FROM responses WHERE url = ?", (digest,))
             db.execute("INSERT OR REPLACE INTO invalidated (url, at) VALUES (?, ?)", (digest, now))
             self._purge(db, now)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return True
 
     def _close(self) -> None:
