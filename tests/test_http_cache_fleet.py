@@ -13,7 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,22 @@ async def read(session: aiohttp.ClientSession, url: URL) -> tuple[bool, str]:
         return isinstance(response, CachedResponse), await response.text()
 
 
+@asynccontextmanager
+async def two_processes(
+    door: Door, oauth_server: FakeOAuthServer, shared: Callable[[], ResponseStore]
+) -> AsyncIterator[tuple[aiohttp.ClientSession, aiohttp.ClientSession]]:
+    """Two sessions through ``door``, each with a cache and a store object of its own on the one shared store.
+    Each has its own credentials object, of the same client: their responses are shared."""
+    async with AsyncExitStack() as stack:
+        sessions = []
+        for _ in range(2):
+            store = shared()
+            stack.push_async_callback(store.close)
+            session = client(door.kind, oauth_server.credentials(), ResponseCache(store))
+            sessions.append(await stack.enter_async_context(session))
+        yield sessions[0], sessions[1]
+
+
 @pytest.mark.parametrize("vary", [False, True], ids=["one", "variants"])
 async def test_an_answer_older_than_another_processs_write_is_not_stored(
     door: Door,
@@ -124,15 +140,7 @@ async def test_an_answer_older_than_another_processs_write_is_not_stored(
     """
     if vary:
         api.headers["Vary"] = "Accept"
-    async with AsyncExitStack() as stack:
-        sessions = []
-        for _ in range(2):
-            store = shared()
-            stack.push_async_callback(store.close)
-            # Each process has its own credentials object, of the same client: their responses are shared.
-            session = client(door.kind, oauth_server.credentials(), ResponseCache(store))
-            sessions.append(await stack.enter_async_context(session))
-        a, b = sessions
+    async with two_processes(door, oauth_server, shared) as (a, b):
         api.held = held = asyncio.Event()
         late = asyncio.create_task(read(b, api.url))
         await api.reading.wait()
@@ -151,15 +159,7 @@ async def test_an_answer_asked_for_after_another_processs_write_is_stored(
 ) -> None:
     """What process A's POST remembers holds back only answers begun before it: process B's next GET, begun after,
     is stored and serves both processes."""
-    async with AsyncExitStack() as stack:
-        sessions = []
-        for _ in range(2):
-            store = shared()
-            stack.push_async_callback(store.close)
-            # Each process has its own credentials object, of the same client: their responses are shared.
-            session = client(door.kind, oauth_server.credentials(), ResponseCache(store))
-            sessions.append(await stack.enter_async_context(session))
-        a, b = sessions
+    async with two_processes(door, oauth_server, shared) as (a, b):
         async with a.post(api.url) as written:
             assert written.status == 200
         await asyncio.sleep(margin + 0.05)
@@ -174,14 +174,7 @@ async def test_an_answer_whose_body_came_slowly_after_another_processs_write_is_
     """Process B's GET has its headers (the API read version 1) when process A's POST moves the page to version 2;
     B's body then takes longer than the store's margin to come. What B asks the store to write counts from when it
     asked the API, not from when the headers came: version 1 is not stored, and neither process serves it."""
-    async with AsyncExitStack() as stack:
-        sessions = []
-        for _ in range(2):
-            store = shared()
-            stack.push_async_callback(store.close)
-            session = client(door.kind, oauth_server.credentials(), ResponseCache(store))
-            sessions.append(await stack.enter_async_context(session))
-        a, b = sessions
+    async with two_processes(door, oauth_server, shared) as (a, b):
         api.body_held = held = asyncio.Event()
         late = asyncio.create_task(read(b, api.url))
         await api.reading.wait()
