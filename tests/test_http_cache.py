@@ -1654,6 +1654,38 @@ async def test_a_released_hit_refuses_reads_as_a_released_response_does(door: st
             assert cached == network, probe.__name__
 
 
+async def test_a_hit_is_closed_as_a_response_whose_body_has_all_arrived(door: str) -> None:
+    """aiohttp's response is ``closed`` once its body has all arrived, read or not (a stored one always has): code
+    that checks ``closed`` sees the same before a read, after it, inside ``async with`` and after streaming."""
+
+    async def states(session: Any, url: URL, method: str = "GET") -> tuple[Any, Any]:
+        response = await session.request(method, url)
+        seen = [response.closed]
+        async with response:
+            seen.append(response.closed)
+            await response.read()
+            seen.append(response.closed)
+        seen.append(response.closed)
+        return response, seen
+
+    async def streamed(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url) as response:
+            chunks = [chunk async for chunk in response.content.iter_chunked(4)]
+            return response, (chunks, response.closed)
+
+    async def head(session: Any, url: URL) -> tuple[Any, Any]:
+        return await states(session, url, "HEAD")
+
+    body = b'["first"]\n{"rest": 1}\n'
+    lines = [body[start : start + 4] for start in range(0, len(body), 4)]
+    expected = {states: [True] * 4, streamed: (lines, True), head: [True] * 4}
+    async with _page_behind(door, _json_lines) as (session, url, cache):
+        for probe, outcome in expected.items():
+            network, cached = await _network_then_cache(session, url, cache, probe)
+            assert network == outcome, probe.__name__
+            assert cached == network, probe.__name__
+
+
 async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: FakeOAuthServer) -> None:
     """The cache read the body to store it; the caller's response still streams it from the start."""
     cache = ResponseCache()

@@ -272,7 +272,7 @@ class CachedResponse(helpers.HeadersMixin):
         self._bodiless = self.method == "HEAD" or self.status in _BODILESS or 100 <= self.status < 200
         # Whether read() took the body (aiohttp's sets its _body once): the stream is spent from then on.
         self._taken = self._bodiless
-        self._closed = False
+        self._released = False
         self._in_context = False  # inside ``async with``, as aiohttp tracks: raise_for_status() leaves it open
         self.revalidated = revalidated
 
@@ -362,7 +362,7 @@ class CachedResponse(helpers.HeadersMixin):
         if self._content is None:
             chunked = "chunked" in self._headers.get(hdrs.TRANSFER_ENCODING, "").lower()
             self._content = _stream_of(b"" if self._taken else self._body, chunked)
-            if self._closed and not self._bodiless:
+            if self._released and not self._bodiless:
                 self._content.set_exception(ClientConnectionError("Connection closed"))
         return self._content
 
@@ -372,7 +372,7 @@ class CachedResponse(helpers.HeadersMixin):
         Raises:
             aiohttp.ClientConnectionError: The response was released or closed (read or not), as aiohttp raises.
         """
-        if self._closed:
+        if self._released:
             raise ClientConnectionError("Connection closed")
         if not self._taken:
             if self._content is not None:
@@ -427,8 +427,9 @@ class CachedResponse(helpers.HeadersMixin):
 
     @property
     def closed(self) -> bool:
-        """Whether ``close()`` or ``release()`` was called."""
-        return self._closed
+        """True: aiohttp's response is closed once its body has all arrived (read, released or not), and a stored
+        one has."""
+        return True
 
     def release(self) -> Any:
         """Mark the response done (it holds no connection); awaitable, as aiohttp's is for older code.
@@ -437,8 +438,8 @@ class CachedResponse(helpers.HeadersMixin):
         and the stream raise ``ClientConnectionError`` (``text()`` and ``json()``
         still decode a body ``read()`` took before).
         """
-        if not self._closed:
-            self._closed = True
+        if not self._released:
+            self._released = True
             content = self._content
             if content is not None and not self._bodiless and content.exception() is None:
                 content.set_exception(ClientConnectionError("Connection closed"))
