@@ -1686,6 +1686,36 @@ async def test_a_hit_is_closed_as_a_response_whose_body_has_all_arrived(door: st
             assert cached == network, probe.__name__
 
 
+async def test_a_hit_refuses_to_guess_its_encoding_before_a_read_as_aiohttp_does(door: str) -> None:
+    """A body without a charset (nor a JSON type) has no encoding till read() took it: aiohttp's get_encoding()
+    raises RuntimeError before, or after the body was only streamed or released unread. Code written against a warm
+    cache does not break on its first miss."""
+
+    async def encodings(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url) as response:
+            seen = [_raised(response.get_encoding)]
+            await response.read()
+            seen.append(response.get_encoding())
+        return response, seen
+
+    async def streamed(session: Any, url: URL) -> tuple[Any, Any]:
+        async with session.get(url) as response:
+            await response.content.read()
+            return response, _raised(response.get_encoding)
+
+    async def released(session: Any, url: URL) -> tuple[Any, Any]:
+        response = await session.get(url)
+        response.release()
+        return response, _raised(response.get_encoding)
+
+    expected = {encodings: ["RuntimeError", "utf-8"], streamed: "RuntimeError", released: "RuntimeError"}
+    async with _page_behind(door, _json_lines) as (session, url, cache):
+        for probe, outcome in expected.items():
+            network, cached = await _network_then_cache(session, url, cache, probe)
+            assert network == outcome, probe.__name__
+            assert cached == network, probe.__name__
+
+
 async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: FakeOAuthServer) -> None:
     """The cache read the body to store it; the caller's response still streams it from the start."""
     cache = ResponseCache()

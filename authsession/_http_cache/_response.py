@@ -382,7 +382,12 @@ class CachedResponse(helpers.HeadersMixin):
 
     def get_encoding(self) -> str:
         """The body's text encoding: the charset parameter, else UTF-8 for JSON, else the session's
-        ``fallback_charset_resolver`` (UTF-8 by default), as aiohttp decides (with its parser)."""
+        ``fallback_charset_resolver`` (UTF-8 by default), as aiohttp decides (with its parser).
+
+        Raises:
+            RuntimeError: The resolver would be asked before ``read()`` took the body, as aiohttp refuses (code that
+                works on a hit then works on a miss too).
+        """
         mimetype = helpers.parse_mimetype(self._headers.get(hdrs.CONTENT_TYPE, "").lower())
         charset = mimetype.parameters.get("charset")
         if charset:
@@ -390,6 +395,8 @@ class CachedResponse(helpers.HeadersMixin):
                 return codecs.lookup(charset).name
         if mimetype.type == "application" and mimetype.subtype in {"json", "rdap"}:
             return "utf-8"
+        if not self._taken:
+            raise RuntimeError("Cannot compute fallback encoding of a not yet read body")
         return self._resolve_charset(self, self._body)
 
     async def text(self, encoding: str | None = None, errors: str = "strict") -> str:
