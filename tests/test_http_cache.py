@@ -316,6 +316,27 @@ async def test_a_stale_response_is_revalidated_and_a_304_serves_it(door: str, oa
     assert cache.stats == ResponseCacheStats(misses=1, revalidations=1, stores=1)
 
 
+async def test_a_revalidated_hit_tells_the_callers_request_headers_not_the_token(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A hit's request_info holds the headers the caller asked with, never the credentials' Authorization (through
+    the middleware the 304 went out with it, in the request's own headers) nor the cache's validators: a revalidated
+    hit tells what a fresh one tells."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=0", validator="etag")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, url)
+        async with session.get(url, headers={"X-Mine": "m"}) as hit:
+            told = hit.request_info.headers
+    assert isinstance(hit, CachedResponse)
+    assert hit.revalidated
+    assert oauth_server.not_modified == 1
+    assert told.get("X-Mine") == "m"
+    assert hdrs.AUTHORIZATION not in told
+    assert hdrs.IF_NONE_MATCH not in told
+    assert not any("bearer" in value.lower() for value in told.values())
+
+
 async def test_a_newer_answer_outdates_the_stored_one_even_when_it_is_not_kept(
     door: str, oauth_server: FakeOAuthServer
 ) -> None:

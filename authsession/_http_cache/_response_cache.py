@@ -414,6 +414,11 @@ class ResponseCache:
             # Validators, in place: the session door's headers are its own copy, the middleware door's the request's.
             if headers is None:
                 headers = CIMultiDict()
+            elif seen is not None:
+                # What the caller asked with, as the stored response a 304 confirms tells it (request_info): taken
+                # before the validators go into these headers, and the credentials' Authorization (the middleware's
+                # are the request's own, which the engine authorizes).
+                seen = CIMultiDictProxy(CIMultiDict(seen))
             headers.update(found[1])
             if options is not None:
                 # aiohttp sends them down any redirect it follows, where a 304 would confirm some other URL's
