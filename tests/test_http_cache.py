@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
 import logging
 import math
 import re
@@ -75,9 +76,9 @@ def door(request: pytest.FixtureRequest) -> str:
 @asynccontextmanager
 async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
     """A session through ``door`` with ``cache``; ``trace_configs``, ``headers``, ``cookie_jar``,
-    ``fallback_charset_resolver``, ``connector`` and ``auto_decompress`` go to the ClientSession, the rest to the
-    door."""
-    to_aiohttp = ("trace_configs", "headers", "cookie_jar", "fallback_charset_resolver", "connector")
+    ``fallback_charset_resolver``, ``connector``, ``read_bufsize`` and ``auto_decompress`` go to the ClientSession,
+    the rest to the door."""
+    to_aiohttp = ("trace_configs", "headers", "cookie_jar", "fallback_charset_resolver", "connector", "read_bufsize")
     aiohttp_options = {name: options.pop(name) for name in to_aiohttp if name in options}
     if door == "session":
         async with AuthorizedSession(credentials, cache=cache, **aiohttp_options, **options) as session:
@@ -1398,7 +1399,8 @@ async def test_a_closed_session_is_served_nothing_from_the_cache(door: str, oaut
 
 
 async def test_lookup_and_complete_cache_for_code_of_its_own(oauth_server: FakeOAuthServer) -> None:
-    """The two calls the doors make, by hand: a miss's answer stored by complete(), then served by lookup()."""
+    """The two calls the doors make, by hand: a miss's answer stored by complete(), then served by lookup(), whose
+    stream has the limit of aiohttp's by default (its read_bufsize: 64 KiB, 256 KiB from 3.14)."""
     cache = ResponseCache()
     url = cacheable(oauth_server, cache="max-age=60")
     async with AuthorizedSession(oauth_server.credentials()) as uncached:
@@ -1408,9 +1410,11 @@ async def test_lookup_and_complete_cache_for_code_of_its_own(oauth_server: FakeO
         async with uncached.get(url) as sent:
             answer = await cache.complete(first, "GET", url, None, "reader", sent)
             assert answer is sent
+            limits = sent.content.get_read_buffer_limits()
         second = await cache.lookup("GET", url, None, "reader")
         assert second is not None
         assert isinstance(second.response, CachedResponse)
+        assert second.response.content.get_read_buffer_limits() == limits
         other = await cache.lookup("GET", url, None, "someone else")
         assert other is not None
         assert other.response is None  # a miss: another identity's
@@ -1735,6 +1739,48 @@ async def test_a_hit_refuses_to_guess_its_encoding_before_a_read_as_aiohttp_does
             network, cached = await _network_then_cache(session, url, cache, probe)
             assert network == outcome, probe.__name__
             assert cached == network, probe.__name__
+
+
+async def test_a_hit_streams_long_lines_as_far_as_the_sessions_read_bufsize_allows(door: str) -> None:
+    """``content.readline()`` refuses a line over twice the stream's limit, which aiohttp takes from ``read_bufsize``
+    (the session's, or the request's; 256 KiB by default from aiohttp 3.14, 64 KiB before): a hit's stream has the
+    same limit, so a long line that reads from the network reads from the cache (fresh, or confirmed by a 304), and
+    one refused is refused."""
+    line = b"x" * 300_000 + b"\n"
+
+    async def page(request: web.Request) -> web.Response:
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        cache_control = "no-cache" if "revalidated" in request.query else "max-age=60"
+        return web.Response(body=line + b"end\n", headers={"Cache-Control": cache_control, "ETag": '"v1"'})
+
+    async def first_line(session: Any, url: URL, **options: Any) -> tuple[Any, Any]:
+        async with session.get(url, **options) as response:
+            limits = response.content.get_read_buffer_limits()
+            return response, (limits, await _outcome(response.content.readline()))
+
+    async def asked_for_more(session: Any, url: URL) -> tuple[Any, Any]:
+        return await first_line(session, url, read_bufsize=2**19)
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    page_url = server.make_url("/page")
+    try:
+        for bufsize, url in itertools.product((None, 2**19), (page_url, page_url.with_query(revalidated=""))):
+            cache = ResponseCache()
+            options = {} if bufsize is None else {"read_bufsize": bufsize}
+            async with client(door, StaticCredentials("token"), cache, **options) as session:
+                network, cached = await _network_then_cache(session, url, cache, first_line)
+                assert cached == network, bufsize
+                if bufsize is not None:
+                    assert network == ((bufsize, 2 * bufsize), line)
+                if door == "session":  # the request's own read_bufsize (aiohttp tells a middleware nothing of it)
+                    network, cached = await _network_then_cache(session, url, cache, asked_for_more)
+                    assert cached == network == ((2**19, 2**20), line)
+    finally:
+        await server.close()
 
 
 async def test_a_stored_miss_can_still_be_streamed(door: str, oauth_server: FakeOAuthServer) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import inspect
 import json
 import re
 from collections.abc import Callable, Generator
@@ -46,7 +47,8 @@ except ImportError:  # an aiohttp before it: SimpleCookie's, as aiohttp then use
 
 __all__ = ["PLAIN_RESPONSES", "CachedResponse", "read_at_most", "received", "refill_content"]
 
-_STREAM_LIMIT = 2**16
+# aiohttp's default read_bufsize, the limit of its response streams (64 KiB, 256 KiB from 3.14).
+_STREAM_LIMIT: int = inspect.signature(aiohttp.ClientSession.__init__).parameters["read_bufsize"].default
 
 
 class _Arrived(BaseProtocol):
@@ -65,15 +67,17 @@ class _Arrived(BaseProtocol):
         pass
 
 
-def _stream_of(body: bytes, chunked: bool = False) -> StreamReader:
+def _stream_of(body: bytes, chunked: bool = False, limit: int = _STREAM_LIMIT) -> StreamReader:
     """An aiohttp StreamReader that holds ``body`` and is at its end.
 
     ``chunked``: the body came with chunked transfer coding; it reads as one
     HTTP chunk, so ``iter_chunks()`` ends it with ``end_of_http_chunk`` as
     aiohttp's did (code that waits for that flag to use what it gathered).
+    ``limit``: the session's ``read_bufsize``, as aiohttp gives its streams
+    (``readline()`` refuses a line over twice that).
     """
     loop = asyncio.get_running_loop()
-    reader = StreamReader(_Arrived(loop), _STREAM_LIMIT, loop=loop)
+    reader = StreamReader(_Arrived(loop), limit, loop=loop)
     if chunked:
         reader.begin_http_chunk_receiving()
     reader.feed_data(body)
@@ -239,6 +243,8 @@ class CachedResponse(helpers.HeadersMixin):
     from_cache = True
     # The session's fallback_charset_resolver, when the door knows the session (set on a hit).
     _resolve_charset: Callable[[Any, bytes], str] = staticmethod(_utf8)
+    # The read_bufsize of the session (or the request) when the door knows it (set on a hit): the stream's limit.
+    _read_bufsize: int = _STREAM_LIMIT
     # aiohttp reads these after a client middleware returns a response: no
     # cookies to store (they were never kept), no connection to watch.
     _raw_cookie_headers: tuple[str, ...] | None = None
@@ -361,7 +367,7 @@ class CachedResponse(helpers.HeadersMixin):
         ``ClientConnectionError`` once the response is released, as aiohttp's."""
         if self._content is None:
             chunked = "chunked" in self._headers.get(hdrs.TRANSFER_ENCODING, "").lower()
-            self._content = _stream_of(b"" if self._taken else self._body, chunked)
+            self._content = _stream_of(b"" if self._taken else self._body, chunked, self._read_bufsize)
             if self._released and not self._bodiless:
                 self._content.set_exception(ClientConnectionError("Connection closed"))
         return self._content

@@ -407,6 +407,7 @@ class ResponseCache:
                     resolver = getattr(session, "_resolve_charset", None)  # fallback_charset_resolver=
                     if resolver is not None:
                         found[0]._resolve_charset = resolver
+                    _limit_stream(found[0], session, options)
                     if options is not None and session.trace_configs:  # AuthorizedSession's: aiohttp never saw it
                         await _signalled(session, method, url, headers, options, found[0])
                 self._hit(found[0], target)
@@ -440,6 +441,12 @@ class ResponseCache:
                     headers.popall(hdrs.IF_MODIFIED_SINCE, None)
                     found = (None, None, None if replaced else stored, found[3], found[4], found[5])
                     response = await engine.run(door, method, url, headers, options)
+            answer = await self.settle(
+                found, method, target, seen, identity, response, options is not None, engine, since
+            )
+            if type(answer) is CachedResponse:  # the stored response, which the 304 confirmed
+                _limit_stream(answer, getattr(door, "session", None), options)
+            return answer
         else:
             response = await engine.run(door, method, url, headers, options)
         return await self.settle(found, method, target, seen, identity, response, options is not None, engine, since)
@@ -1309,6 +1316,16 @@ async def _signalled(
         await trace.send_request_start(method, traced, sent)
     for trace in traces:
         await trace.send_request_end(method, traced, sent, hit)  # type: ignore[arg-type]
+
+
+def _limit_stream(hit: CachedResponse, session: aiohttp.ClientSession | None, options: Any) -> None:
+    """Give ``hit``'s stream the limit aiohttp gives the request's: its ``read_bufsize``, else the session's
+    (aiohttp tells a middleware only the session's)."""
+    bufsize = options.get("read_bufsize") if options is not None else None
+    if bufsize is None:
+        bufsize = getattr(session, "_read_bufsize", None)
+    if bufsize is not None:
+        hit._read_bufsize = bufsize
 
 
 def _takes_begun(method: Callable[..., Any]) -> bool:
