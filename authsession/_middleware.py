@@ -68,6 +68,11 @@ class _MiddlewareDoor:
         return _session_of(self.req)
 
     @property
+    def asked_url(self) -> Any:
+        """The URL as the caller gave it, fragment and all (the request's has none): a cache hit's ``real_url``."""
+        return self.req.original_url
+
+    @property
     def has_content(self) -> bool:
         """Whether the request sends content (a GET with a body is not the URL's answer: the cache stays out)."""
         body = self.req.body

@@ -1433,14 +1433,21 @@ async def test_an_answer_reached_through_a_redirect_keeps_its_history(door: str,
             assert response.url == target
 
 
-async def test_a_hit_drops_the_fragment_from_url_and_keeps_it_in_real_url(oauth_server: FakeOAuthServer) -> None:
-    """As aiohttp: ``url`` without the fragment, ``real_url`` as asked (the middleware never sees a fragment)."""
-    url = cacheable(oauth_server, cache="max-age=60").with_fragment("part")
-    async with client("session", oauth_server.credentials(), ResponseCache()) as session:
-        miss, _ = await fetch(session, url)
-        hit, _ = await fetch(session, url)
-    assert isinstance(hit, CachedResponse)
-    assert (hit.url, hit.real_url) == (miss.url, miss.real_url) == (url.with_fragment(None), url)
+async def test_a_hit_drops_the_fragment_from_url_and_keeps_it_in_real_url(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """As aiohttp: ``url`` without the fragment, ``real_url`` (and request_info's) as asked, fresh or confirmed by a
+    304 (aiohttp gives a middleware the request's URL without it, and the one asked beside it)."""
+    for knobs in ({"cache": "max-age=60"}, {"cache": "no-cache", "validator": "etag"}):
+        url = cacheable(oauth_server, **knobs).with_fragment("part")
+        async with client(door, oauth_server.credentials(), ResponseCache()) as session:
+            miss, _ = await fetch(session, url)
+            hit, _ = await fetch(session, url)
+        assert isinstance(hit, CachedResponse)
+        assert hit.revalidated is ("validator" in knobs)
+        assert (hit.url, hit.real_url) == (miss.url, miss.real_url) == (url.with_fragment(None), url)
+        told = hit.request_info
+        assert (told.url, told.real_url) == (miss.request_info.url, miss.request_info.real_url)
 
 
 async def _facets(response: Any) -> dict[str, Any]:

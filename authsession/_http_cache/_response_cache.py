@@ -407,7 +407,7 @@ class ResponseCache:
                     resolver = getattr(session, "_resolve_charset", None)  # fallback_charset_resolver=
                     if resolver is not None:
                         found[0]._resolve_charset = resolver
-                    _limit_stream(found[0], session, options)
+                    _as_aiohttp_would(found[0], door, session, options)
                     if options is not None and session.trace_configs:  # AuthorizedSession's: aiohttp never saw it
                         await _signalled(session, method, url, headers, options, found[0])
                 self._hit(found[0], target)
@@ -445,7 +445,7 @@ class ResponseCache:
                 found, method, target, seen, identity, response, options is not None, engine, since
             )
             if type(answer) is CachedResponse:  # the stored response, which the 304 confirmed
-                _limit_stream(answer, getattr(door, "session", None), options)
+                _as_aiohttp_would(answer, door, getattr(door, "session", None), options)
             return answer
         else:
             response = await engine.run(door, method, url, headers, options)
@@ -1318,14 +1318,20 @@ async def _signalled(
         await trace.send_request_end(method, traced, sent, hit)  # type: ignore[arg-type]
 
 
-def _limit_stream(hit: CachedResponse, session: aiohttp.ClientSession | None, options: Any) -> None:
-    """Give ``hit``'s stream the limit aiohttp gives the request's: its ``read_bufsize``, else the session's
-    (aiohttp tells a middleware only the session's)."""
+def _as_aiohttp_would(hit: CachedResponse, door: Any, session: aiohttp.ClientSession | None, options: Any) -> None:
+    """Give ``hit`` what aiohttp gives the response to the request ``door`` makes in ``session``.
+
+    Its stream's limit: the request's ``read_bufsize``, else the session's (aiohttp tells a middleware only the
+    session's). Its ``real_url``: the URL as asked, fragment and all (a middleware's request URL has none).
+    """
     bufsize = options.get("read_bufsize") if options is not None else None
     if bufsize is None:
         bufsize = getattr(session, "_read_bufsize", None)
     if bufsize is not None:
         hit._read_bufsize = bufsize
+    asked = getattr(door, "asked_url", None)
+    if asked is not None and asked.raw_fragment:
+        hit.real_url = asked
 
 
 def _takes_begun(method: Callable[..., Any]) -> bool:
