@@ -320,6 +320,8 @@ with warnings.catch_warnings():
                 run = self._within(run, method, str_or_url, max_allowed_time)
             if rule:
                 run = _checked(run, rule)
+            if "upload_tracker" in kwargs:  # aiohttp 3.14's: one per request, which may be sent several times
+                run = _tracked(run, kwargs)
             return run
 
         async def _within(
@@ -438,6 +440,49 @@ def _deadline_aware(response_class: type[ClientResponse]) -> type[ClientResponse
     if response_class is ClientResponse or issubclass(response_class, DeadlineResponse):
         return DeadlineResponse if response_class is ClientResponse else response_class
     return type(response_class.__name__, (DeadlineResponse, response_class), {})
+
+
+class _EachSend:
+    """An aiohttp ``UploadTracker`` as each send of one request sees it: the sends are tracked, not bound or settled.
+
+    aiohttp binds a tracker to the one call of ``_request`` it is given to (a
+    second call raises), and settles it when that call returns. The engine
+    calls ``_request`` once per send (a retry, a re-send with a new token):
+    :func:`_tracked` binds and settles the tracker once, around them all.
+    """
+
+    __slots__ = ("_tracker",)
+
+    def __init__(self, tracker: Any) -> None:
+        self._tracker = tracker
+
+    def _bind(self) -> None:
+        pass
+
+    def _finalize(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:  # the attempts' own calls go to the caller's tracker
+        return getattr(self._tracker, name)
+
+
+async def _tracked(run: Coroutine[Any, Any, ClientResponse], options: dict[str, Any]) -> ClientResponse:
+    """``run`` with the ``upload_tracker`` of its ``options`` bound before anything is sent and settled when the
+    call is over, as aiohttp does around its one send: its outcome is the last send's; for a cache hit, nothing
+    was sent (``UploadAbortedError``, as aiohttp settles it when a middleware answers)."""
+    tracker = options["upload_tracker"]
+    if tracker is None:
+        return await run
+    options["upload_tracker"] = _EachSend(tracker)  # what each send gives aiohttp (none has begun)
+    try:
+        tracker._bind()  # a tracker already bound to another request: aiohttp's RuntimeError, nothing sent
+    except BaseException:
+        run.close()
+        raise
+    try:
+        return await run
+    finally:
+        tracker._finalize()
 
 
 async def _checked(run: Coroutine[Any, Any, ClientResponse], rule: RaiseForStatus) -> ClientResponse:

@@ -38,6 +38,7 @@ ENGINE_OPTIONS = frozenset(
         "on_event",
         "token_cache",
         "trusted_origins",
+        "cache",
     }
 )
 
