@@ -306,6 +306,14 @@ class ResponseCache:
         found = self.find(method, url, headers, identity)
         if found is ASK_STORE:
             found = await self.find_in_store(method, url, headers, identity)
+        if (
+            headers is not None
+            and (found[0] is None if found is not None else method.upper() in CACHEABLE_METHODS)
+            and "only-if-cached" in _directives(_ci(headers))
+        ):
+            # RFC 9111 5.2.1.7, as through(): nothing is to be sent, whatever is stored.
+            now = self._clock() if found is None else found[3]
+            return CacheLookup(self._unavailable(method, url, now), None, None, now, "", "")
         if found is None:
             return None
         if found[0] is not None:
