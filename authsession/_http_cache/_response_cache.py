@@ -141,7 +141,8 @@ class CacheLookup:
     Read-only by convention.
 
     Attributes:
-        response: A fresh stored response: return it; send nothing.
+        response: A fresh stored response, or the cache's own 504 to a request that allows only a
+            stored one (``only-if-cached``) when none will do: return it; send nothing.
         request_headers: The validators to add to the request (``If-None-Match``,
             ``If-Modified-Since``) when a stored response must be revalidated.
             Neither: nothing usable is stored (a miss); send the request as it is.
@@ -294,7 +295,9 @@ class ResponseCache:
         None for methods other than GET and HEAD, and for requests with their
         own ``Authorization``, ``Range`` or validators. Otherwise a
         :class:`CacheLookup`: a fresh response to return, validators to send,
-        or neither (a miss).
+        or neither (a miss). A GET or HEAD with ``Cache-Control: only-if-cached``
+        (its own ``Authorization``... included) is never to be sent: it gets a
+        fresh stored response or the cache's own 504, as through the sessions.
 
         Args:
             method: The request method.
