@@ -12,11 +12,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from conftest import Door
 from multidict import CIMultiDict
 from yarl import URL
 
-from authsession import AuthMiddleware, AuthorizedSession, CachedResponse, Event, ResponseCache
+from authsession import AuthMiddleware, AuthorizedSession, CachedResponse, Event, ResponseCache, StaticCredentials
 from authsession.testing import FakeOAuthServer
 
 
@@ -87,3 +89,74 @@ async def test_only_if_cached_gets_the_caches_504_by_hand_as_through_the_doors(
         assert oauth_server.api_served == served
     assert own_cache.stats == door_cache.stats
     assert own_cache.stats.misses == 1 + len(requests)
+
+
+# --- a 304 naming another version ------------------------------------------------------
+
+
+class Scripted:
+    """An API whose answers the test writes: each request takes the next one; the last one repeats."""
+
+    def __init__(self, *answers: tuple[int, bytes, dict[str, str]]) -> None:
+        self.answers = list(answers)
+        self.requests: list[web.Request] = []
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.requests.append(request)
+        status, body, headers = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return web.Response(status=status, body=None if status == 304 else body, headers=headers)
+
+    async def __aenter__(self) -> Scripted:
+        await self.server.start_server()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()
+
+
+def another_version() -> Scripted:
+    """A page stored stale with ETag "v2", whose revalidation is a 304 naming "v1" (a rollback), then "v1" itself."""
+    return Scripted(
+        (200, b"v2", {"Cache-Control": "max-age=0", "ETag": '"v2"'}),
+        (304, b"", {"Cache-Control": "max-age=60", "ETag": '"v1"'}),
+        (200, b"v1", {"Cache-Control": "max-age=60", "ETag": '"v1"'}),
+    )
+
+
+async def test_a_304_naming_another_version_is_no_revalidation_by_hand_either(door: Door) -> None:
+    """RFC 9111 4.3.4: a 304 naming another version confirms nothing stored. The doors send the request again
+    without validators (a miss); complete(), which cannot send, gives the stored page this once, not marked
+    revalidated, counted as a miss, not a revalidation: the caller can tell, and sends again to get the current one."""
+    credentials = StaticCredentials("token")
+    door_events: list[Event] = []
+    door_cache = ResponseCache(on_event=door_events.append)
+    async with another_version() as api, client(door, credentials, door_cache) as session:
+        for _ in range(2):
+            async with session.get(api.server.make_url("/page")) as response:
+                body = await response.read()
+        assert body == b"v1"
+        assert not isinstance(response, CachedResponse)
+    assert door_cache.stats.revalidations == 0
+    assert "revalidated" not in [event.reason for event in door_events]
+
+    own_events: list[Event] = []
+    own_cache = ResponseCache(on_event=own_events.append)
+    async with another_version() as api, AuthorizedSession(credentials) as sender:
+        url = api.server.make_url("/page")
+        await by_hand(own_cache, sender, url, None, "me")
+        answer, body = await by_hand(own_cache, sender, url, None, "me")
+        assert (body, answer.status) == (b"v2", 200)
+        assert isinstance(answer, CachedResponse)
+        assert not answer.revalidated  # the sign to send again: what the doors do
+        dropped = await own_cache.lookup("GET", url, None, "me")
+        assert dropped is not None
+        assert (dropped.response, dropped.request_headers, dropped.stored) == (None, None, None)
+        answer, body = await by_hand(own_cache, sender, url, None, "me")
+        assert body == b"v1"
+        assert "If-None-Match" not in api.requests[-1].headers
+    assert own_cache.stats.revalidations == 0
+    assert own_cache.stats.misses == 3  # the first, the 304 that confirmed nothing, and the one sent again
+    assert "revalidated" not in [event.reason for event in own_events]

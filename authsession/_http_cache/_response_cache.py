@@ -557,6 +557,13 @@ class ResponseCache:
         304 confirmed (releasing the 304), and drops the URL's responses after
         an unsafe method answered below 400. Any other response is returned
         untouched.
+
+        A 304 whose validators are not the stored response's (another ETag, an
+        older Last-Modified: RFC 9111 4.3.4) confirms some other version. The
+        sessions then send the request again without validators; this cannot:
+        it returns the stored response this once, its ``revalidated`` False
+        (True when the 304 confirmed it), drops it and counts a miss. Send the
+        request again without the validators for the current one.
         """
         if lookup is None:
             return await self.settle(None, method, url, headers, identity, response)
@@ -834,9 +841,11 @@ class ResponseCache:
         sent_at = getattr(response, SENT_AT, None)
         if sent_at is not None:
             started = _sent_then(sent_at, started, now)
-        if not selects(stored.header_map, response.headers):
+        confirmed = selects(stored.header_map, response.headers)
+        if not confirmed:
             # The 304 confirms some other version (RFC 9111 4.3.4). The sessions ask again without validators before
-            # this; code of its own calling complete() gets ours this once, kept no longer.
+            # this; code of its own calling complete() gets ours this once, kept no longer, and neither marked nor
+            # counted as revalidated: nothing was (a miss, as the sessions' request sent again counts).
             await self._delete(address)
         else:
             answer = response.headers
@@ -847,10 +856,15 @@ class ResponseCache:
                 since is not None and since != self._invalidations and self._outdated(address, since)
             ):
                 await self._put(address, slot, stored, now, since)
-        self._stats.revalidations += 1
-        self._emit(REVALIDATED, stored.method, url)
+        if confirmed:
+            self._stats.revalidations += 1
+            self._emit(REVALIDATED, stored.method, url)
+        else:
+            self._stats.misses += 1
+            if self._on_event is not None:  # told to the hook only, as settle() tells a miss
+                emit(self._on_event, Event("cache", MISS, 1, 0.0, stored.method, safe_url(url)), logged=False)
         age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
-        served = CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=True)
+        served = CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=confirmed)
         # The 304's own cookies (never stored) reach the cookie jar, as a live response's do.
         served._raw_cookie_headers = getattr(response, "_raw_cookie_headers", None)
         # aiohttp gave the 304 its session's fallback_charset_resolver: the body it confirmed reads with it too.
