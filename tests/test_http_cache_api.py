@@ -18,7 +18,7 @@ from conftest import Door
 from multidict import CIMultiDict
 from yarl import URL
 
-from authsession import AuthMiddleware, AuthorizedSession, CachedResponse, Event, ResponseCache, StaticCredentials
+from authsession import AuthMiddleware, AuthorizedSession, CachedResponse, Event, ResponseCache, StaticCredentials, cache_identity
 from authsession.testing import FakeOAuthServer
 
 
@@ -160,3 +160,59 @@ async def test_a_304_naming_another_version_is_no_revalidation_by_hand_either(do
     assert own_cache.stats.revalidations == 0
     assert own_cache.stats.misses == 3  # the first, the 304 that confirmed nothing, and the one sent again
     assert "revalidated" not in [event.reason for event in own_events]
+
+
+# --- invalidations -------------------------------------------------------------------------
+
+
+async def test_every_drop_the_readme_lists_is_counted_and_told(door: Door, oauth_server: FakeOAuthServer) -> None:
+    """README "Writes invalidate" lists three ways a URL's stored responses go: a write's answer, a 200 to HEAD
+    with other validators than the stored GET's, and ``invalidate(url)``. Each counts in ``stats.invalidations``
+    and is told as an ``"invalidated"`` event (its URL without the query, which may hold a key)."""
+    events: list[Event] = []
+    cache = ResponseCache(on_event=events.append)
+    url = cacheable(oauth_server, cache="max-age=60", validator="etag", key="secret-key")
+    credentials = oauth_server.credentials()
+    async with client(door, credentials, cache) as session:
+        async with AuthorizedSession(oauth_server.credentials()) as other_writer:
+            for drop in ("write", "head", "by hand"):
+                async with session.get(url) as response:
+                    await response.read()
+                if drop == "write":
+                    async with session.post(url, json={}) as response:
+                        assert response.status < 400
+                elif drop == "head":
+                    async with other_writer.post(url, json={}) as response:  # another version, not seen here
+                        assert response.status < 400
+                    async with session.head(url) as response:
+                        assert response.status == 200
+                else:
+                    await cache.invalidate(url)
+                found = await cache.lookup("GET", url, None, cache_identity(credentials))  # the session's
+                assert found is not None
+                assert found.stored is None
+    assert cache.stats.invalidations == 3
+    told = [event for event in events if event.reason == "invalidated"]
+    assert [event.method for event in told] == ["POST", "HEAD", None]
+    assert {event.url for event in told} == {str(url.with_query(None))}
+
+
+# --- the public names --------------------------------------------------------------------
+
+
+async def test_code_of_its_own_shares_the_sessions_entries_through_the_public_cache_identity(
+    door: Door, oauth_server: FakeOAuthServer
+) -> None:
+    """lookup() asks for "the credential identity (cache_identity)": ``authsession.cache_identity(credentials)``
+    is the one the sessions store under, so a client of its own and a session of the same credentials share."""
+    cache = ResponseCache()
+    url = cacheable(oauth_server, cache="max-age=60")
+    credentials = oauth_server.credentials()
+    async with client(door, credentials, cache) as session:
+        async with session.get(url) as response:
+            stored = await response.read()
+    async with AuthorizedSession(credentials) as sender:
+        answer, body = await by_hand(cache, sender, url, None, cache_identity(credentials))
+    assert isinstance(answer, CachedResponse)
+    assert body == stored
+    assert oauth_server.api_served == 1

@@ -75,7 +75,8 @@ MISS = "miss"
 REVALIDATED = "revalidated"
 #: A response was stored.
 STORED = "stored"
-#: An unsafe method dropped a URL's stored responses.
+#: A URL's stored responses were dropped, of every identity: an unsafe method's answer below 400, a 200 to HEAD with
+#: other validators than the stored GET's, or :meth:`ResponseCache.invalidate` (whose event has no method).
 INVALIDATED = "invalidated"
 CACHE_EVENTS = (HIT, MISS, REVALIDATED, STORED, INVALIDATED)
 
@@ -121,7 +122,8 @@ class ResponseCacheStats:
     revalidations: int = 0
     #: Responses stored (or replaced).
     stores: int = 0
-    #: Unsafe requests that dropped a URL's stored responses.
+    #: Drops of a URL's stored responses: unsafe requests answered below 400, 200s to HEAD with other validators
+    #: than the stored GET's, and calls of :meth:`ResponseCache.invalidate`.
     invalidations: int = 0
 
 
@@ -756,6 +758,8 @@ class ResponseCache:
                 modified is not None and modified != stored.get(hdrs.LAST_MODIFIED)
             ):
                 await self._delete(address)
+                self._stats.invalidations += 1
+                self._emit(INVALIDATED, "HEAD", url)
                 return
             if not (vouched or length is None or length == stored.get(hdrs.CONTENT_LENGTH)):
                 continue
@@ -1031,6 +1035,8 @@ class ResponseCache:
         address = _address(url)
         self._written_now((address,))
         await self._delete(address, invalidation=True)
+        self._stats.invalidations += 1
+        self._emit(INVALIDATED, None, url)
 
     async def _invalidate(self, url: URL, chain: Sequence[aiohttp.ClientResponse], method: str) -> None:
         """Drop the responses of ``url``, and of the same-origin URLs its answers name (RFC 9111 4.4).
@@ -1105,7 +1111,7 @@ class ResponseCache:
                 return seconds
         return None
 
-    def _emit(self, reason: str, method: str, url: URL) -> None:
+    def _emit(self, reason: str, method: str | None, url: URL) -> None:
         if self._on_event is None and not log.isEnabledFor(logging.DEBUG):
             return  # nobody listens: no event, no URL to clean (a miss must cost next to nothing)
         emit(self._on_event, Event("cache", reason, 1, 0.0, method, safe_url(url)))
