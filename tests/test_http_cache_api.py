@@ -12,13 +12,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import Door
 from multidict import CIMultiDict
 from yarl import URL
 
-from authsession import AuthMiddleware, AuthorizedSession, CachedResponse, Event, ResponseCache, StaticCredentials, cache_identity
+from authsession import (
+    AuthMiddleware,
+    AuthorizedSession,
+    CachedResponse,
+    Event,
+    ResponseCache,
+    ResponseCacheStats,
+    StaticCredentials,
+    cache_identity,
+)
 from authsession.testing import FakeOAuthServer
 
 
@@ -34,7 +44,7 @@ async def client(door: Door, credentials: Any, cache: ResponseCache) -> AsyncIte
 
 
 async def by_hand(
-    cache: ResponseCache, sender: aiohttp.ClientSession, url: URL, headers: dict[str, str] | None, identity: str
+    cache: ResponseCache, sender: aiohttp.ClientSession, url: URL | str, headers: dict[str, str] | None, identity: str
 ) -> tuple[Any, bytes]:
     """One GET the way a client of its own drives the cache; the answer and its body."""
     found = await cache.lookup("GET", url, headers, identity)
@@ -216,3 +226,52 @@ async def test_code_of_its_own_shares_the_sessions_entries_through_the_public_ca
     assert isinstance(answer, CachedResponse)
     assert body == stored
     assert oauth_server.api_served == 1
+
+
+# --- arguments ---------------------------------------------------------------------------
+
+
+async def test_lookup_and_complete_take_a_str_url_as_invalidate_does(oauth_server: FakeOAuthServer) -> None:
+    """A URL given as text (as aiohttp and invalidate() take it) is stored by complete() and served by lookup():
+    the hit failed with an AttributeError."""
+    cache = ResponseCache()
+    url = str(cacheable(oauth_server, cache="max-age=60"))
+    async with AuthorizedSession(oauth_server.credentials()) as sender:
+        _, stored = await by_hand(cache, sender, url, None, "me")
+        hit, body = await by_hand(cache, sender, url, None, "me")
+    assert isinstance(hit, CachedResponse)
+    assert (body, hit.url) == (stored, URL(url))
+    assert oauth_server.api_served == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "identity", "error", "message"),
+    [
+        ("GET", "/v1/things", "me", ValueError, r"lookup\(\) takes an absolute URL .* not '/v1/things'"),
+        ("GET", URL("v1/things"), "me", ValueError, r"lookup\(\) takes an absolute URL"),
+        ("GET", b"https://api.example.com/", "me", TypeError, r"lookup\(\) takes a URL .* got bytes"),
+        ("GET", "https://api.example.com/", None, TypeError, r"identity as a non-empty string .* got NoneType"),
+        ("GET", "https://api.example.com/", "", TypeError, r"identity as a non-empty string .* got an empty string"),
+        (b"GET", "https://api.example.com/", "me", TypeError, r"lookup\(\) takes the method as a string"),
+    ],
+)
+async def test_lookup_refuses_what_it_cannot_key_an_entry_by(
+    method: Any, url: Any, identity: Any, error: type[Exception], message: str
+) -> None:
+    """A relative URL (whose entry would serve another host's requests of the same path), a URL of another type,
+    no identity, a method not a string: refused at once, naming the argument, by lookup() and complete() alike.
+    An empty store let an empty identity through lookup() and failed in complete(), once the network had answered;
+    a relative URL was stored under its path."""
+    cache = ResponseCache()
+    with pytest.raises(error, match=message):
+        await cache.lookup(method, url, None, identity)
+    with pytest.raises(error, match=message.replace("lookup", "complete")):
+        await cache.complete(None, method, url, None, identity, None)  # type: ignore[arg-type]
+    assert cache.stats == ResponseCacheStats()
+
+
+@pytest.mark.parametrize("url", [123, None, b"https://api.example.com/"])
+async def test_invalidate_names_itself_when_given_no_url(url: Any) -> None:
+    """invalidate(123) said yarl's "Constructor parameter should be str": now what it takes."""
+    with pytest.raises(TypeError, match=r"invalidate\(\) takes a URL \(a str or a yarl.URL\), got"):
+        await ResponseCache().invalidate(url)

@@ -290,7 +290,7 @@ class ResponseCache:
     # --- before the request --------------------------------------------------------
 
     async def lookup(
-        self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str
+        self, method: str, url: str | URL, headers: Mapping[str, str] | None, identity: str
     ) -> CacheLookup | None:
         """What is stored for this request; None when the cache has nothing to do with it.
 
@@ -306,7 +306,12 @@ class ResponseCache:
             url: The absolute URL, query included.
             headers: The caller's request headers (before any credential is added).
             identity: The credential identity (:func:`cache_identity`; a digest, never a token).
+
+        Raises:
+            TypeError: ``method`` or ``identity`` is not a non-empty string, or ``url`` not a URL.
+            ValueError: ``url`` is relative (responses are stored under absolute URLs).
         """
+        url = _checked_request("lookup", method, url, identity)
         since = self._invalidations
         found = self.find(method, url, headers, identity)
         if found is ASK_STORE:
@@ -547,7 +552,7 @@ class ResponseCache:
         self,
         lookup: CacheLookup | None,
         method: str,
-        url: URL,
+        url: str | URL,
         headers: Mapping[str, str] | None,
         identity: str,
         response: aiohttp.ClientResponse,
@@ -566,7 +571,11 @@ class ResponseCache:
         it returns the stored response this once, its ``revalidated`` False
         (True when the 304 confirmed it), drops it and counts a miss. Send the
         request again without the validators for the current one.
+
+        Raises:
+            TypeError, ValueError: As :meth:`lookup`, for the same arguments.
         """
+        url = _checked_request("complete", method, url, identity)
         if lookup is None:
             return await self.settle(None, method, url, headers, identity, response)
         return await self.settle(lookup.found(), method, url, headers, identity, response, since=lookup._since)
@@ -1029,9 +1038,7 @@ class ResponseCache:
         With a SQLite or Redis store, that holds for every process that shares it (for 5 minutes).
         A relative URL is refused: responses are stored under absolute ones, and it would drop nothing.
         """
-        url = URL(url)
-        if not url.absolute:
-            raise ValueError(f"invalidate() takes an absolute URL (scheme and host), not {safe_url(url)!r}")
+        url = _absolute("invalidate", url)
         address = _address(url)
         self._written_now((address,))
         await self._delete(address, invalidation=True)
@@ -1167,6 +1174,31 @@ async def _or_closed(response: Any, step: Awaitable[T]) -> T:
     except BaseException:
         response.close()
         raise
+
+
+def _checked_request(call: str, method: object, url: object, identity: object) -> URL:
+    """The URL of a request given to ``call`` (``lookup``, ``complete``), its arguments checked: a wrong one would
+    fail later, at a hit or once the network answered, or key the entry where nothing finds it."""
+    if not isinstance(method, str) or not method:
+        raise TypeError(f"{call}() takes the method as a string ('GET'), got {method!r}")
+    if not isinstance(identity, str) or not identity:
+        # Its type only: an identity given by mistake may be a token.
+        raise TypeError(
+            f"{call}() takes the identity as a non-empty string (cache_identity(credentials)),"
+            f" got {'an empty string' if identity == '' else type(identity).__name__}"
+        )
+    return _absolute(call, url)
+
+
+def _absolute(call: str, url: object) -> URL:
+    """``url`` (a str or a yarl URL) as a URL, refused when relative: responses are stored under absolute URLs."""
+    if isinstance(url, str):
+        url = URL(url)
+    elif not isinstance(url, URL):
+        raise TypeError(f"{call}() takes a URL (a str or a yarl.URL), got {type(url).__name__}")
+    if not url.absolute:
+        raise ValueError(f"{call}() takes an absolute URL (scheme and host), not {safe_url(url)!r}")
+    return url
 
 
 def cache_identity(credentials: Any) -> str:
