@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import copy
+import pickle
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -275,3 +277,15 @@ async def test_invalidate_names_itself_when_given_no_url(url: Any) -> None:
     """invalidate(123) said yarl's "Constructor parameter should be str": now what it takes."""
     with pytest.raises(TypeError, match=r"invalidate\(\) takes a URL \(a str or a yarl.URL\), got"):
         await ResponseCache().invalidate(url)
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("copying", [copy.copy, copy.deepcopy, pickle.dumps], ids=["copy", "deepcopy", "pickle"])
+def test_a_cache_is_shared_not_copied(copying: Callable[[Any], Any]) -> None:
+    """copy.copy() made a cache that shared the original's store and stats but not its record of invalidations
+    (an answer begun before a write through one was stored after it through the other); deepcopy and pickle failed
+    on a lock. Each now says what to do instead."""
+    with pytest.raises(TypeError, match="ResponseCache is not copied or pickled: share the one instance"):
+        copying(ResponseCache())

@@ -1136,6 +1136,13 @@ class ResponseCache:
     def __repr__(self) -> str:
         return f"<ResponseCache store={type(self._store).__name__}>"
 
+    def __reduce__(self) -> Any:
+        # A copy would share the store and the stats but not the record of invalidations, which keeps answers
+        # begun before a write from being stored after it; a pickle would lose the memory store's locks.
+        raise TypeError(
+            "a ResponseCache is not copied or pickled: share the one instance (entries never cross identities)"
+        )
+
 
 #: How long each store call of the request in hand may take (its own timeout), when the store is not in memory.
 _STORE_BOUND: ContextVar[float | None] = ContextVar("authsession_store_bound", default=None)
