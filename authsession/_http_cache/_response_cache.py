@@ -69,7 +69,8 @@ Clock = Callable[[], float]
 #: ``Event.reason`` of the ``"cache"`` events: a stored response served without a request.
 HIT = "hit"
 #: A cacheable request no stored response answered: it went to the network and its answer was used, or it allowed
-#: only a stored response (``only-if-cached``) and got the cache's 504.
+#: only a stored response (``only-if-cached``) and got the cache's 504, or (``complete()``) a 304 confirmed another
+#: version than the stored one.
 MISS = "miss"
 #: A conditional request was answered 304: the stored response was served, renewed.
 REVALIDATED = "revalidated"
@@ -111,12 +112,16 @@ _MAX_URLS_REMEMBERED = 4096
 
 @dataclass
 class ResponseCacheStats:
-    """Counts of what a ResponseCache did."""
+    """Counts of what a ResponseCache did.
+
+    Each request the cache looked up counts once: a hit, a miss or a revalidation. One that raised counts in none.
+    """
 
     #: Stored responses served without a request.
     hits: int = 0
     #: Cacheable requests that went to the network and used its answer (nothing usable stored, or it changed),
-    #: and ``only-if-cached`` requests answered with the cache's 504.
+    #: ``only-if-cached`` requests answered with the cache's 504, and 304s that ``complete()`` was given naming
+    #: another version than the stored one.
     misses: int = 0
     #: Conditional requests answered 304: the stored response was served.
     revalidations: int = 0
