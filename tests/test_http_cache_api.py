@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import pickle
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -289,3 +290,22 @@ def test_a_cache_is_shared_not_copied(copying: Callable[[Any], Any]) -> None:
     on a lock. Each now says what to do instead."""
     with pytest.raises(TypeError, match="ResponseCache is not copied or pickled: share the one instance"):
         copying(ResponseCache())
+
+
+async def _told_later(event: Event) -> None:
+    """An event hook written as a coroutine function."""
+
+
+class _ToldLater:
+    async def __call__(self, event: Event) -> None:
+        """An event hook whose __call__ is a coroutine function."""
+
+
+@pytest.mark.parametrize(
+    "hook", [_told_later, _ToldLater(), functools.partial(_told_later)], ids=["def", "call", "partial"]
+)
+def test_an_async_event_hook_is_refused_at_construction(hook: Any) -> None:
+    """on_event is called, never awaited: an ``async def`` hook got no event, and each left a "coroutine was never
+    awaited" warning behind. Refused when the cache is made, saying so."""
+    with pytest.raises(TypeError, match="on_event must be a plain function, not a coroutine function"):
+        ResponseCache(on_event=hook)

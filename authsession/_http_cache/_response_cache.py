@@ -217,7 +217,8 @@ class ResponseCache:
             stale, to be revalidated rather than fetched again.
         max_variants: How many ``Vary`` variants are kept per URL and identity.
         on_event: Called with an :class:`Event` of kind ``"cache"`` for every
-            hit, miss, revalidation, store and invalidation.
+            hit, miss, revalidation, store and invalidation; a plain function
+            (it is not awaited).
         clock: Unix time (seconds); injectable for tests.
 
     Share one cache between sessions freely: entries never cross identities.
@@ -246,6 +247,9 @@ class ResponseCache:
             raise ValueError(f"keep_stale must be a number of seconds from 0 to 2**31, got {keep_stale!r}")
         if on_event is not None and not callable(on_event):
             raise TypeError("on_event must be callable")
+        if inspect.iscoroutinefunction(on_event) or inspect.iscoroutinefunction(type(on_event).__call__):
+            # Called, never awaited: every event would be lost, each with a "never awaited" warning.
+            raise TypeError("on_event must be a plain function, not a coroutine function: it is called, not awaited")
         if not callable(clock):
             raise TypeError(f"clock must be callable (Unix time in seconds), got {type(clock).__name__}")
         self._store: ResponseStore = store if store is not None else MemoryResponseStore()
