@@ -309,3 +309,62 @@ def test_an_async_event_hook_is_refused_at_construction(hook: Any) -> None:
     awaited" warning behind. Refused when the cache is made, saying so."""
     with pytest.raises(TypeError, match="on_event must be a plain function, not a coroutine function"):
         ResponseCache(on_event=hook)
+
+
+class Moved:
+    """An API whose ``/page`` is stored stale with an ETag, then redirects to ``/other``, which answers any request
+    with validators 304 (with none of its own: it confirms whatever was asked about)."""
+
+    def __init__(self) -> None:
+        self.pages = 0
+        self.seen: list[tuple[str, str | None]] = []
+        app = web.Application()
+        app.router.add_get("/page", self._page)
+        app.router.add_get("/other", self._other)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def _page(self, request: web.Request) -> web.Response:
+        self.seen.append((request.path, request.headers.get("If-None-Match")))
+        self.pages += 1
+        if self.pages == 1:
+            return web.Response(body=b"page", headers={"Cache-Control": "max-age=0", "ETag": '"a"'})
+        raise web.HTTPFound("/other")
+
+    async def _other(self, request: web.Request) -> web.Response:
+        self.seen.append((request.path, request.headers.get("If-None-Match")))
+        if "If-None-Match" in request.headers:
+            return web.Response(status=304)
+        return web.Response(body=b"other")
+
+    async def __aenter__(self) -> Moved:
+        await self.server.start_server()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.server.close()
+
+
+async def test_a_304_at_the_end_of_redirects_confirms_nothing_stored_by_hand_either(door: Door) -> None:
+    """A URL that now redirects: the doors keep the cache's validators off the hop to another URL and serve what it
+    leads to. By hand, aiohttp sends them down the redirect, and the other URL's 304 renewed the stored page as this
+    URL's answer. complete() now takes it as a 304 that confirmed nothing: the page this once, not revalidated, a
+    miss, dropped; sent again (without validators) the request gets where it leads."""
+    credentials = StaticCredentials("token")
+    async with Moved() as api, client(door, credentials, ResponseCache()) as session:
+        bodies = []
+        for _ in range(2):
+            async with session.get(api.server.make_url("/page")) as response:
+                bodies.append(await response.read())
+        assert bodies == [b"page", b"other"]
+        assert ("/other", None) in api.seen
+
+    cache = ResponseCache()
+    async with Moved() as api, AuthorizedSession(credentials) as sender:
+        url = api.server.make_url("/page")
+        await by_hand(cache, sender, url, None, "me")
+        answer, body = await by_hand(cache, sender, url, None, "me")
+        assert api.seen[-1] == ("/other", '"a"')  # aiohttp sent the validators down the redirect
+        assert (body, answer.revalidated) == (b"page", False)
+        answer, body = await by_hand(cache, sender, url, None, "me")
+        assert body == b"other"
+    assert (cache.stats.revalidations, cache.stats.misses, cache.stats.hits) == (0, 3, 0)

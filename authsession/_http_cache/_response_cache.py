@@ -575,11 +575,13 @@ class ResponseCache:
         untouched.
 
         A 304 whose validators are not the stored response's (another ETag, an
-        older Last-Modified: RFC 9111 4.3.4) confirms some other version. The
-        sessions then send the request again without validators; this cannot:
-        it returns the stored response this once, its ``revalidated`` False
-        (True when the 304 confirmed it), drops it and counts a miss. Send the
-        request again without the validators for the current one.
+        older Last-Modified: RFC 9111 4.3.4) confirms some other version, and
+        one reached through redirects another URL's. The sessions then send the
+        request again without validators (or keep them off a redirect); this
+        cannot: it returns the stored response this once, its ``revalidated``
+        False (True when the 304 confirmed it), drops it and counts a miss.
+        Send the request again without the validators for the current one
+        (with ``allow_redirects=False`` the validators go nowhere else).
 
         Raises:
             TypeError, ValueError: As :meth:`lookup`, for the same arguments.
@@ -863,7 +865,9 @@ class ResponseCache:
         sent_at = getattr(response, SENT_AT, None)
         if sent_at is not None:
             started = _sent_then(sent_at, started, now)
-        confirmed = selects(stored.header_map, response.headers)
+        # A 304 reached through redirects answers another URL: aiohttp sent it the validators (the sessions keep them
+        # off such a hop; a client of its own may not), and this URL's answer is now a redirect.
+        confirmed = not _history(response) and selects(stored.header_map, response.headers)
         if not confirmed:
             # The 304 confirms some other version (RFC 9111 4.3.4). The sessions ask again without validators before
             # this; code of its own calling complete() gets ours this once, kept no longer, and neither marked nor
