@@ -368,3 +368,41 @@ async def test_a_304_at_the_end_of_redirects_confirms_nothing_stored_by_hand_eit
         answer, body = await by_hand(cache, sender, url, None, "me")
         assert body == b"other"
     assert (cache.stats.revalidations, cache.stats.misses, cache.stats.hits) == (0, 3, 0)
+
+
+# --- stats ---------------------------------------------------------------------------------
+
+
+async def test_each_request_the_cache_looked_up_counts_once(door: Door, oauth_server: FakeOAuthServer) -> None:
+    """README "Events and stats": a hit, a miss or a revalidation per request the cache looked up, the same through
+    both doors and by hand; a request with its own Authorization is not the cache's and counts in none."""
+    fresh = cacheable(oauth_server, "fresh", cache="max-age=60")
+    stale = cacheable(oauth_server, "stale", cache="max-age=0", validator="etag")
+    plain = cacheable(oauth_server, "plain")
+    asked = [
+        (fresh, {}),  # miss
+        (fresh, {}),  # hit
+        (stale, {}),  # miss
+        (stale, {}),  # revalidation
+        (plain, {}),  # miss
+        (fresh, {"Cache-Control": "no-cache"}),  # miss: no validator to send
+        (plain, {"Cache-Control": "only-if-cached"}),  # miss: the cache's 504
+        (fresh, {"Authorization": "Bearer theirs"}),  # not the cache's
+    ]
+    expected = {"hits": 1, "misses": 5, "revalidations": 1}
+    door_events: list[Event] = []
+    door_cache = ResponseCache(on_event=door_events.append)
+    async with client(door, oauth_server.credentials(), door_cache) as session:
+        for url, headers in asked:
+            async with session.get(url, headers=headers) as response:
+                await response.read()
+    own_events: list[Event] = []
+    own_cache = ResponseCache(on_event=own_events.append)
+    async with AuthorizedSession(oauth_server.credentials()) as sender:
+        for url, headers in asked:
+            await by_hand(own_cache, sender, url, headers, "me")
+    for cache, events in ((door_cache, door_events), (own_cache, own_events)):
+        counted = {name: getattr(cache.stats, name) for name in expected}
+        assert counted == expected
+        told = [event.reason for event in events if event.reason in ("hit", "miss", "revalidated")]
+        assert len(told) == len(asked) - 1
