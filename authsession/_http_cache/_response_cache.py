@@ -1050,6 +1050,7 @@ class ResponseCache:
         Answers to requests of ``url`` already under way are not stored either: they may be older than the change.
         With a SQLite or Redis store, that holds for every process that shares it (for 5 minutes).
         A relative URL is refused: responses are stored under absolute ones, and it would drop nothing.
+        Counted in ``stats.invalidations`` and told as an ``"invalidated"`` event (whose method is None).
         """
         url = _absolute("invalidate", url)
         address = _address(url)
