@@ -12,6 +12,7 @@ import functools
 import pickle
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,7 @@ from authsession import (
     Event,
     ResponseCache,
     ResponseCacheStats,
+    SQLiteResponseStore,
     StaticCredentials,
     cache_identity,
 )
@@ -71,8 +73,9 @@ def cacheable(server: FakeOAuthServer, path: str = "things", **knobs: str) -> UR
 # --- only-if-cached ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 async def test_only_if_cached_gets_the_caches_504_by_hand_as_through_the_doors(
-    door: Door, oauth_server: FakeOAuthServer
+    door: Door, oauth_server: FakeOAuthServer, store: str, tmp_path: Path
 ) -> None:
     """RFC 9111 5.2.1.7: a request that allows only a stored response gets the cache's 504 when none will do
     (nothing stored, a stale one that would need revalidating, a request the cache would pass on: its own
@@ -81,7 +84,8 @@ async def test_only_if_cached_gets_the_caches_504_by_hand_as_through_the_doors(
     empty = cacheable(oauth_server, "empty", cache="max-age=60")
     stale = cacheable(oauth_server, "stale", cache="max-age=0", validator="etag")
     requests = [(empty, only), (stale, only), (empty, {**only, "Authorization": "Bearer mine"})]
-    door_cache, own_cache = ResponseCache(), ResponseCache()
+    stores = [SQLiteResponseStore(tmp_path / f"{name}.db") if store == "sqlite" else None for name in ("door", "own")]
+    door_cache, own_cache = (ResponseCache(each) for each in stores)
     async with client(door, oauth_server.credentials(), door_cache) as session:
         async with session.get(stale) as response:  # stored, stale at once, with an ETag
             await response.read()
@@ -102,6 +106,8 @@ async def test_only_if_cached_gets_the_caches_504_by_hand_as_through_the_doors(
         assert oauth_server.api_served == served
     assert own_cache.stats == door_cache.stats
     assert own_cache.stats.misses == 1 + len(requests)
+    await door_cache.close()
+    await own_cache.close()
 
 
 # --- a 304 naming another version ------------------------------------------------------
