@@ -1151,8 +1151,8 @@ class ResponseCache:
         return f"<ResponseCache store={type(self._store).__name__}>"
 
     def __reduce__(self) -> Any:
-        # A copy would share the store and the stats but not the record of invalidations, which keeps answers
-        # begun before a write from being stored after it; a pickle would lose the memory store's locks.
+        # A copy would share the store and the stats but not the count of invalidations, which keeps answers
+        # begun before a write from being stored after it; and the memory store's lock cannot be pickled.
         raise TypeError(
             "a ResponseCache is not copied or pickled: share the one instance (entries never cross identities)"
         )
