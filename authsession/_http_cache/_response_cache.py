@@ -1227,7 +1227,9 @@ def cache_identity(credentials: Any) -> str:
 
     Equal credentials (same client, scopes, audience...) share responses, in
     any process; a credential with no stable identity (a static token,
-    unknown google-auth kinds) gets a random identity: it shares with nobody.
+    unknown google-auth kinds) gets a random identity: it shares with nobody,
+    and each call gives another one (ask once per credential and keep it, as
+    a session does).
     """
     return token_cache_key(credentials) or "unshared:" + secrets.token_hex(16)
 
