@@ -309,6 +309,9 @@ class ResponseCache:
         or neither (a miss). A GET or HEAD with ``Cache-Control: only-if-cached``
         (its own ``Authorization``... included) is never to be sent: it gets a
         fresh stored response or the cache's own 504, as through the sessions.
+        A GET that sends content (a search API's query) is not to be looked up:
+        its answer is not the URL's, and the sessions pass it by; this cannot
+        see the body.
 
         Args:
             method: The request method.
