@@ -868,9 +868,11 @@ class ResponseCache:
         sent_at = getattr(response, SENT_AT, None)
         if sent_at is not None:
             started = _sent_then(sent_at, started, now)
-        # A 304 reached through redirects answers another URL: aiohttp sent it the validators (the sessions keep them
-        # off such a hop; a client of its own may not), and this URL's answer is now a redirect.
-        confirmed = not _history(response) and selects(stored.header_map, response.headers)
+        # A 304 reached through redirects to another URL answers for that one: aiohttp sent it the validators (the
+        # sessions keep them off such a hop; a client of its own may not), and this URL's answer is now a redirect.
+        confirmed = (not _history(response) or _address(response.url) == address) and selects(
+            stored.header_map, response.headers
+        )
         if not confirmed:
             # The 304 confirms some other version (RFC 9111 4.3.4). The sessions ask again without validators before
             # this; code of its own calling complete() gets ours this once, kept no longer, and neither marked nor
