@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import pickle
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from authsession import (
     AuthorizedSession,
     CachedResponse,
     Event,
+    MemoryResponseStore,
     ResponseCache,
     ResponseCacheStats,
     SQLiteResponseStore,
@@ -412,3 +414,25 @@ async def test_each_request_the_cache_looked_up_counts_once(door: Door, oauth_se
         assert counted == expected
         told = [event.reason for event in events if event.reason in ("hit", "miss", "revalidated")]
         assert len(told) == len(asked) - 1
+
+
+async def test_a_memory_store_serves_one_cache_at_a_time() -> None:
+    """Two ResponseCaches on one MemoryResponseStore each knew of their own invalidations only: a GET in flight
+    through one while a POST through the other was answered stored the page from before the write, served as fresh
+    afterwards. The second cache is refused, naming the way out; once the first is closed or gone, it is not."""
+    store = MemoryResponseStore()
+    first = ResponseCache(store)
+    with pytest.raises(ValueError, match="this MemoryResponseStore serves another ResponseCache"):
+        ResponseCache(store)
+    with pytest.raises(ValueError, match="serves another ResponseCache"):
+        ResponseCache(first.store)
+    await first.close()
+    second = ResponseCache(store)
+    del second
+    gc.collect()
+    third = ResponseCache(store)
+    default = ResponseCache()
+    with pytest.raises(ValueError, match="serves another ResponseCache"):
+        ResponseCache(default.store)
+    await third.close()
+    await default.close()

@@ -22,6 +22,7 @@ import logging
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -252,7 +253,18 @@ class ResponseCache:
             raise TypeError("on_event must be a plain function, not a coroutine function: it is called, not awaited")
         if not callable(clock):
             raise TypeError(f"clock must be callable (Unix time in seconds), got {type(clock).__name__}")
+        if isinstance(store, MemoryResponseStore):
+            other = _SERVING.get(store)
+            if other is not None and other() is not None:
+                # Each cache knows of its own invalidations only: an answer begun through one before a write
+                # through the other was stored after it, and served as fresh.
+                raise ValueError(
+                    "this MemoryResponseStore serves another ResponseCache (until that one is closed): share that"
+                    " cache, or give each its own store"
+                )
         self._store: ResponseStore = store if store is not None else MemoryResponseStore()
+        if isinstance(self._store, MemoryResponseStore):
+            _SERVING[self._store] = weakref.ref(self)
         # The memory store is asked directly, not through its coroutines (a subclass may override them).
         self._memory = self._store if type(self._store) is MemoryResponseStore else None
         # Whether the store merges a Vary variant with the slot's others in one step (ResponseStore's update).
@@ -1143,7 +1155,11 @@ class ResponseCache:
         emit(self._on_event, Event("cache", reason, 1, 0.0, method, safe_url(url)))
 
     async def close(self) -> None:
-        """Close the store."""
+        """Close the store (a memory store may then serve another cache)."""
+        if isinstance(self._store, MemoryResponseStore):
+            serving = _SERVING.get(self._store)
+            if serving is not None and serving() is self:
+                del _SERVING[self._store]
         await self._store.close()
 
     async def __aenter__(self) -> ResponseCache:
@@ -1162,6 +1178,9 @@ class ResponseCache:
             "a ResponseCache is not copied or pickled: share the one instance (entries never cross identities)"
         )
 
+
+#: The cache each memory store serves: one at a time (it has no record of invalidations that caches could share).
+_SERVING: weakref.WeakKeyDictionary[MemoryResponseStore, weakref.ref[ResponseCache]] = weakref.WeakKeyDictionary()
 
 #: How long each store call of the request in hand may take (its own timeout), when the store is not in memory.
 _STORE_BOUND: ContextVar[float | None] = ContextVar("authsession_store_bound", default=None)
