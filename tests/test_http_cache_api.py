@@ -421,7 +421,10 @@ async def test_a_memory_store_serves_one_cache_at_a_time() -> None:
     through one while a POST through the other was answered stored the page from before the write, served as fresh
     afterwards. The second cache is refused, naming the way out; once the first is closed or gone, it is not."""
     store = MemoryResponseStore()
-    first = ResponseCache(store)
+    with pytest.raises(ValueError, match="ttl_for pattern") as refused:
+        ResponseCache(store, ttl_for={"/v1/*": 60})
+    first = ResponseCache(store)  # the refused one, still held by its traceback, serves nothing
+    del refused
     with pytest.raises(ValueError, match="this MemoryResponseStore serves another ResponseCache"):
         ResponseCache(store)
     with pytest.raises(ValueError, match="serves another ResponseCache"):

@@ -263,8 +263,6 @@ class ResponseCache:
                     " cache, or give each its own store"
                 )
         self._store: ResponseStore = store if store is not None else MemoryResponseStore()
-        if isinstance(self._store, MemoryResponseStore):
-            _SERVING[self._store] = weakref.ref(self)
         # The memory store is asked directly, not through its coroutines (a subclass may override them).
         self._memory = self._store if type(self._store) is MemoryResponseStore else None
         # Whether the store merges a Vary variant with the slot's others in one step (ResponseStore's update).
@@ -297,6 +295,8 @@ class ResponseCache:
         self._forgotten = 0
         # URLs the store failed to drop (oldest first): nothing of theirs is served until a delete works.
         self._undropped: dict[str, None] = {}
+        if isinstance(self._store, MemoryResponseStore):  # last: a cache refused above (a bad ttl_for) serves nothing
+            _SERVING[self._store] = weakref.ref(self)
 
     @property
     def store(self) -> ResponseStore:
