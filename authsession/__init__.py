@@ -57,6 +57,7 @@ from ._http_cache import (
     ResponseStore,
     SQLiteResponseStore,
     StoredResponse,
+    cache_identity,
 )
 from ._identity import token_cache_key
 from ._jwt_bearer import JwtBearerCredentials
@@ -140,6 +141,7 @@ __all__ = [
     "TooManyRequests",
     "TransportError",
     "UnknownBackendResponse",
+    "cache_identity",
     "compute_backoff",
     "create_client_session",
     "create_tcp_connector",

@@ -24,7 +24,7 @@ class Event:
             for a refresh, the token request attempt (1 unless the endpoint failed;
             0 when a shared token cache supplied the token).
         delay: Seconds slept before the retry (0 for a refresh).
-        method: The request's method (None for a token refresh).
+        method: The request's method (None for a token refresh, and for ``ResponseCache.invalidate()``).
         url: The request's URL without query (None for a token refresh).
     """
 
@@ -42,7 +42,7 @@ EventHook = Callable[[Event], object]
 def emit(hook: EventHook | None, event: Event, *, logged: bool = True) -> None:
     """Log ``event`` at DEBUG (unless not ``logged``) and hand it to ``hook``; a failing hook is logged, not raised."""
     if logged and log.isEnabledFor(logging.DEBUG):
-        where = f" {event.method} {event.url}" if event.method else ""
+        where = "".join(f" {part}" for part in (event.method, event.url) if part)  # invalidate(): a URL alone
         log.debug(
             "%s (%s) attempt %d, delay %.3fs%s",
             event.kind,

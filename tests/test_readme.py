@@ -1,13 +1,21 @@
-"""The README's "Testing your service" examples run as written, in a user's project of their own."""
+"""The README's examples run as written: "Testing your service" in a user's project of their own, and
+"Caching responses"."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import re
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse
+
+from authsession import AuthMiddleware
+from authsession.testing import FakeOAuthServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -44,3 +52,28 @@ def test_readme_testing_examples_pass(pytester: pytest.Pytester) -> None:
         "asyncio_default_fixture_loop_scope=function",
     )
     result.assert_outcomes(passed=len(examples) + 1)
+
+
+@pytest.mark.parametrize("door", ["session", "middleware"])
+async def test_readme_caching_example_runs_and_serves_the_second_get_from_memory(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """The "Caching responses" example, as written (its URL on the fake API, which sends max-age=60), and with
+    ``aiohttp.ClientSession(middlewares=[AuthMiddleware(creds, cache=cache)])`` as the text after it says: the
+    second GET prints True and the API is asked once."""
+    section = README.read_text(encoding="utf-8").split("## Caching responses", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    catalog = oauth_server.api_url("v1/catalog") + "?cache=max-age%3D60"
+    code = block.replace("https://api.example.com/v1/catalog", catalog)
+    if door == "middleware":
+        code = code.replace(
+            "AuthorizedSession(creds, cache=cache)",
+            "aiohttp.ClientSession(middlewares=[AuthMiddleware(creds, cache=cache)])",
+        )
+    namespace: dict[str, Any] = {"aiohttp": aiohttp, "AuthMiddleware": AuthMiddleware}
+    exec("async def example(creds):\n" + "".join(f"    {line}\n" for line in code.splitlines()), namespace)  # noqa: S102
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        await namespace["example"](oauth_server.credentials())
+    assert printed.getvalue() == "True\n"
+    assert oauth_server.api_served == 1

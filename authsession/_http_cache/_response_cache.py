@@ -22,6 +22,7 @@ import logging
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -69,13 +70,15 @@ Clock = Callable[[], float]
 #: ``Event.reason`` of the ``"cache"`` events: a stored response served without a request.
 HIT = "hit"
 #: A cacheable request no stored response answered: it went to the network and its answer was used, or it allowed
-#: only a stored response (``only-if-cached``) and got the cache's 504.
+#: only a stored response (``only-if-cached``) and got the cache's 504, or (``complete()``) a 304 confirmed another
+#: version than the stored one.
 MISS = "miss"
 #: A conditional request was answered 304: the stored response was served, renewed.
 REVALIDATED = "revalidated"
 #: A response was stored.
 STORED = "stored"
-#: An unsafe method dropped a URL's stored responses.
+#: A URL's stored responses were dropped, of every identity: an unsafe method's answer below 400, a 200 to HEAD with
+#: other validators than the stored GET's, or :meth:`ResponseCache.invalidate` (whose event has no method).
 INVALIDATED = "invalidated"
 CACHE_EVENTS = (HIT, MISS, REVALIDATED, STORED, INVALIDATED)
 
@@ -110,18 +113,23 @@ _MAX_URLS_REMEMBERED = 4096
 
 @dataclass
 class ResponseCacheStats:
-    """Counts of what a ResponseCache did."""
+    """Counts of what a ResponseCache did.
+
+    Each request the cache looked up counts once: a hit, a miss or a revalidation. One that raised counts in none.
+    """
 
     #: Stored responses served without a request.
     hits: int = 0
     #: Cacheable requests that went to the network and used its answer (nothing usable stored, or it changed),
-    #: and ``only-if-cached`` requests answered with the cache's 504.
+    #: ``only-if-cached`` requests answered with the cache's 504, and 304s that ``complete()`` was given naming
+    #: another version than the stored one.
     misses: int = 0
     #: Conditional requests answered 304: the stored response was served.
     revalidations: int = 0
     #: Responses stored (or replaced).
     stores: int = 0
-    #: Unsafe requests that dropped a URL's stored responses.
+    #: Drops of a URL's stored responses: unsafe requests answered below 400, 200s to HEAD with other validators
+    #: than the stored GET's, and calls of :meth:`ResponseCache.invalidate`.
     invalidations: int = 0
 
 
@@ -141,7 +149,8 @@ class CacheLookup:
     Read-only by convention.
 
     Attributes:
-        response: A fresh stored response: return it; send nothing.
+        response: A fresh stored response, or the cache's own 504 to a request that allows only a
+            stored one (``only-if-cached``) when none will do: return it; send nothing.
         request_headers: The validators to add to the request (``If-None-Match``,
             ``If-Modified-Since``) when a stored response must be revalidated.
             Neither: nothing usable is stored (a miss); send the request as it is.
@@ -209,7 +218,8 @@ class ResponseCache:
             stale, to be revalidated rather than fetched again.
         max_variants: How many ``Vary`` variants are kept per URL and identity.
         on_event: Called with an :class:`Event` of kind ``"cache"`` for every
-            hit, miss, revalidation, store and invalidation.
+            hit, miss, revalidation, store and invalidation; a plain function
+            (it is not awaited).
         clock: Unix time (seconds); injectable for tests.
 
     Share one cache between sessions freely: entries never cross identities.
@@ -238,8 +248,20 @@ class ResponseCache:
             raise ValueError(f"keep_stale must be a number of seconds from 0 to 2**31, got {keep_stale!r}")
         if on_event is not None and not callable(on_event):
             raise TypeError("on_event must be callable")
+        if inspect.iscoroutinefunction(on_event) or inspect.iscoroutinefunction(type(on_event).__call__):
+            # Called, never awaited: every event would be lost, each with a "never awaited" warning.
+            raise TypeError("on_event must be a plain function, not a coroutine function: it is called, not awaited")
         if not callable(clock):
             raise TypeError(f"clock must be callable (Unix time in seconds), got {type(clock).__name__}")
+        if isinstance(store, MemoryResponseStore):
+            other = _SERVING.get(store)
+            if other is not None and other() is not None:
+                # Each cache knows of its own invalidations only: an answer begun through one before a write
+                # through the other was stored after it, and served as fresh.
+                raise ValueError(
+                    "this MemoryResponseStore serves another ResponseCache (until that one is closed): share that"
+                    " cache, or give each its own store"
+                )
         self._store: ResponseStore = store if store is not None else MemoryResponseStore()
         # The memory store is asked directly, not through its coroutines (a subclass may override them).
         self._memory = self._store if type(self._store) is MemoryResponseStore else None
@@ -273,6 +295,8 @@ class ResponseCache:
         self._forgotten = 0
         # URLs the store failed to drop (oldest first): nothing of theirs is served until a delete works.
         self._undropped: dict[str, None] = {}
+        if isinstance(self._store, MemoryResponseStore):  # last: a cache refused above (a bad ttl_for) serves nothing
+            _SERVING[self._store] = weakref.ref(self)
 
     @property
     def store(self) -> ResponseStore:
@@ -287,25 +311,43 @@ class ResponseCache:
     # --- before the request --------------------------------------------------------
 
     async def lookup(
-        self, method: str, url: URL, headers: Mapping[str, str] | None, identity: str
+        self, method: str, url: str | URL, headers: Mapping[str, str] | None, identity: str
     ) -> CacheLookup | None:
         """What is stored for this request; None when the cache has nothing to do with it.
 
         None for methods other than GET and HEAD, and for requests with their
         own ``Authorization``, ``Range`` or validators. Otherwise a
         :class:`CacheLookup`: a fresh response to return, validators to send,
-        or neither (a miss).
+        or neither (a miss). A GET or HEAD with ``Cache-Control: only-if-cached``
+        (its own ``Authorization``... included) is never to be sent: it gets a
+        fresh stored response or the cache's own 504, as through the sessions.
+        A GET that sends content (a search API's query) is not to be looked up:
+        its answer is not the URL's, and the sessions pass it by; this cannot
+        see the body.
 
         Args:
             method: The request method.
             url: The absolute URL, query included.
             headers: The caller's request headers (before any credential is added).
             identity: The credential identity (:func:`cache_identity`; a digest, never a token).
+
+        Raises:
+            TypeError: ``method`` or ``identity`` is not a non-empty string, or ``url`` not a URL.
+            ValueError: ``url`` is relative (responses are stored under absolute URLs).
         """
+        url = _checked_request("lookup", method, url, identity)
         since = self._invalidations
         found = self.find(method, url, headers, identity)
         if found is ASK_STORE:
             found = await self.find_in_store(method, url, headers, identity)
+        if (
+            headers is not None
+            and (found[0] is None if found is not None else method.upper() in CACHEABLE_METHODS)
+            and "only-if-cached" in _directives(_ci(headers))
+        ):
+            # RFC 9111 5.2.1.7, as through(): nothing is to be sent, whatever is stored.
+            now = self._clock() if found is None else found[3]
+            return CacheLookup(self._unavailable(method, url, now), None, None, now, "", "")
         if found is None:
             return None
         if found[0] is not None:
@@ -546,7 +588,7 @@ class ResponseCache:
         self,
         lookup: CacheLookup | None,
         method: str,
-        url: URL,
+        url: str | URL,
         headers: Mapping[str, str] | None,
         identity: str,
         response: aiohttp.ClientResponse,
@@ -558,7 +600,20 @@ class ResponseCache:
         304 confirmed (releasing the 304), and drops the URL's responses after
         an unsafe method answered below 400. Any other response is returned
         untouched.
+
+        A 304 whose validators are not the stored response's (another ETag, an
+        older Last-Modified: RFC 9111 4.3.4) confirms some other version, and
+        one reached through redirects another URL's. The sessions then send the
+        request again without validators (or keep them off a redirect); this
+        cannot: it returns the stored response this once, its ``revalidated``
+        False (True when the 304 confirmed it), drops it and counts a miss.
+        Send the request again without the validators for the current one
+        (with ``allow_redirects=False`` the validators go nowhere else).
+
+        Raises:
+            TypeError, ValueError: As :meth:`lookup`, for the same arguments.
         """
+        url = _checked_request("complete", method, url, identity)
         if lookup is None:
             return await self.settle(None, method, url, headers, identity, response)
         return await self.settle(lookup.found(), method, url, headers, identity, response, since=lookup._since)
@@ -750,6 +805,8 @@ class ResponseCache:
                 modified is not None and modified != stored.get(hdrs.LAST_MODIFIED)
             ):
                 await self._delete(address)
+                self._stats.invalidations += 1
+                self._emit(INVALIDATED, "HEAD", url)
                 return
             if not (vouched or length is None or length == stored.get(hdrs.CONTENT_LENGTH)):
                 continue
@@ -835,9 +892,15 @@ class ResponseCache:
         sent_at = getattr(response, SENT_AT, None)
         if sent_at is not None:
             started = _sent_then(sent_at, started, now)
-        if not selects(stored.header_map, response.headers):
+        # A 304 reached through redirects to another URL answers for that one: aiohttp sent it the validators (the
+        # sessions keep them off such a hop; a client of its own may not), and this URL's answer is now a redirect.
+        confirmed = (not _history(response) or _address(response.url) == address) and selects(
+            stored.header_map, response.headers
+        )
+        if not confirmed:
             # The 304 confirms some other version (RFC 9111 4.3.4). The sessions ask again without validators before
-            # this; code of its own calling complete() gets ours this once, kept no longer.
+            # this; code of its own calling complete() gets ours this once, kept no longer, and neither marked nor
+            # counted as revalidated: nothing was (a miss, as the sessions' request sent again counts).
             await self._delete(address)
         else:
             answer = response.headers
@@ -848,10 +911,15 @@ class ResponseCache:
                 since is not None and since != self._invalidations and self._outdated(address, since)
             ):
                 await self._put(address, slot, stored, now, since)
-        self._stats.revalidations += 1
-        self._emit(REVALIDATED, stored.method, url)
+        if confirmed:
+            self._stats.revalidations += 1
+            self._emit(REVALIDATED, stored.method, url)
+        else:
+            self._stats.misses += 1
+            if self._on_event is not None:  # told to the hook only, as settle() tells a miss
+                emit(self._on_event, Event("cache", MISS, 1, 0.0, stored.method, safe_url(url)), logged=False)
         age = current_age(stored.header_map, stored.request_time, stored.response_time, now)
-        served = CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=True)
+        served = CachedResponse(stored, url, age=age, request_headers=request_headers, revalidated=confirmed)
         # The 304's own cookies (never stored) reach the cookie jar, as a live response's do.
         served._raw_cookie_headers = getattr(response, "_raw_cookie_headers", None)
         # aiohttp gave the 304 its session's fallback_charset_resolver: the body it confirmed reads with it too.
@@ -1011,13 +1079,14 @@ class ResponseCache:
         Answers to requests of ``url`` already under way are not stored either: they may be older than the change.
         With a SQLite or Redis store, that holds for every process that shares it (for 5 minutes).
         A relative URL is refused: responses are stored under absolute ones, and it would drop nothing.
+        Counted in ``stats.invalidations`` and told as an ``"invalidated"`` event (whose method is None).
         """
-        url = URL(url)
-        if not url.absolute:
-            raise ValueError(f"invalidate() takes an absolute URL (scheme and host), not {safe_url(url)!r}")
+        url = _absolute("invalidate", url)
         address = _address(url)
         self._written_now((address,))
         await self._delete(address, invalidation=True)
+        self._stats.invalidations += 1
+        self._emit(INVALIDATED, None, url)
 
     async def _invalidate(self, url: URL, chain: Sequence[aiohttp.ClientResponse], method: str) -> None:
         """Drop the responses of ``url``, and of the same-origin URLs its answers name (RFC 9111 4.4).
@@ -1092,13 +1161,17 @@ class ResponseCache:
                 return seconds
         return None
 
-    def _emit(self, reason: str, method: str, url: URL) -> None:
+    def _emit(self, reason: str, method: str | None, url: URL) -> None:
         if self._on_event is None and not log.isEnabledFor(logging.DEBUG):
             return  # nobody listens: no event, no URL to clean (a miss must cost next to nothing)
         emit(self._on_event, Event("cache", reason, 1, 0.0, method, safe_url(url)))
 
     async def close(self) -> None:
-        """Close the store."""
+        """Close the store (a memory store may then serve another cache)."""
+        if isinstance(self._store, MemoryResponseStore):
+            serving = _SERVING.get(self._store)
+            if serving is not None and serving() is self:
+                del _SERVING[self._store]
         await self._store.close()
 
     async def __aenter__(self) -> ResponseCache:
@@ -1110,6 +1183,16 @@ class ResponseCache:
     def __repr__(self) -> str:
         return f"<ResponseCache store={type(self._store).__name__}>"
 
+    def __reduce__(self) -> Any:
+        # A copy would share the store and the stats but not the count of invalidations, which keeps answers
+        # begun before a write from being stored after it; and the memory store's lock cannot be pickled.
+        raise TypeError(
+            "a ResponseCache is not copied or pickled: share the one instance (entries never cross identities)"
+        )
+
+
+#: The cache each memory store serves: one at a time (it has no record of invalidations that caches could share).
+_SERVING: weakref.WeakKeyDictionary[MemoryResponseStore, weakref.ref[ResponseCache]] = weakref.WeakKeyDictionary()
 
 #: How long each store call of the request in hand may take (its own timeout), when the store is not in memory.
 _STORE_BOUND: ContextVar[float | None] = ContextVar("authsession_store_bound", default=None)
@@ -1150,12 +1233,39 @@ async def _or_closed(response: Any, step: Awaitable[T]) -> T:
         raise
 
 
+def _checked_request(call: str, method: object, url: object, identity: object) -> URL:
+    """The URL of a request given to ``call`` (``lookup``, ``complete``), its arguments checked: a wrong one would
+    fail later, at a hit or once the network answered, or key the entry where nothing finds it."""
+    if not isinstance(method, str) or not method:
+        raise TypeError(f"{call}() takes the method as a string ('GET'), got {method!r}")
+    if not isinstance(identity, str) or not identity:
+        # Its type only: an identity given by mistake may be a token.
+        raise TypeError(
+            f"{call}() takes the identity as a non-empty string (cache_identity(credentials)),"
+            f" got {'an empty string' if identity == '' else type(identity).__name__}"
+        )
+    return _absolute(call, url)
+
+
+def _absolute(call: str, url: object) -> URL:
+    """``url`` (a str or a yarl URL) as a URL, refused when relative: responses are stored under absolute URLs."""
+    if isinstance(url, str):
+        url = URL(url)
+    elif not isinstance(url, URL):
+        raise TypeError(f"{call}() takes a URL (a str or a yarl.URL), got {type(url).__name__}")
+    if not url.absolute:
+        raise ValueError(f"{call}() takes an absolute URL (scheme and host), not {safe_url(url)!r}")
+    return url
+
+
 def cache_identity(credentials: Any) -> str:
     """Whose responses are whose: the credential's token cache key, or one of its own for a credential without one.
 
     Equal credentials (same client, scopes, audience...) share responses, in
     any process; a credential with no stable identity (a static token,
-    unknown google-auth kinds) gets a random identity: it shares with nobody.
+    unknown google-auth kinds) gets a random identity: it shares with nobody,
+    and each call gives another one (ask once per credential and keep it, as
+    a session does).
     """
     return token_cache_key(credentials) or "unshared:" + secrets.token_hex(16)
 
