@@ -176,6 +176,31 @@ class TokenExchangeCredentials(_OAuth2Credentials):
         self.issued_token_type = issued if isinstance(issued, str) else None
         return token
 
+    @property
+    def grant_id(self) -> str | None:
+        """The names in their stores of the subject's and actor's grants that have one (sign-ins'); None if none."""
+        names = [name for name in map(_grant_id, self._sources()) if name is not None]
+        return "\n".join(names) if names else None
+
+    @property
+    def sign_in_id(self) -> str | None:
+        """Which sign-ins the subject's and actor's tokens belong to, for those of a stored sign-in; None until known.
+
+        A response cache keeps the exchanged tokens' responses apart by it: the identity alone is the same
+        whoever signs in (see ``RefreshTokenCredentials.sign_in_id``).
+        """
+        ids = []
+        for source in self._sources():
+            if _grant_id(source) is not None:
+                sign_in = getattr(source.credentials, "sign_in_id", None)
+                if sign_in is None:
+                    return None
+                ids.append(sign_in)
+        return "\n".join(ids) if ids else None
+
+    def _sources(self) -> tuple[Source, ...]:
+        return (self._subject,) if self._actor is None else (self._subject, self._actor)
+
     def cache_identity(self) -> dict[str, Any] | None:
         """The exchange's parameters and the identities of the subject and actor; None if either has none."""
         identity = super().cache_identity()
@@ -199,3 +224,8 @@ class TokenExchangeCredentials(_OAuth2Credentials):
         return (
             f"<TokenExchangeCredentials subject={type(self.subject).__name__}{actor} audience={list(self.audience)!r}>"
         )
+
+
+def _grant_id(source: Source) -> str | None:
+    """The name in its store of the grant a source's tokens come from (a sign-in's), if it has one."""
+    return getattr(source.credentials, "grant_id", None)

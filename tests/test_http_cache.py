@@ -33,6 +33,7 @@ from authsession import (
     AuthorizedSession,
     CachedResponse,
     DeadlineExceededError,
+    DPoPCredentials,
     Event,
     FileTokenCache,
     MemoryResponseStore,
@@ -42,6 +43,7 @@ from authsession import (
     SignIn,
     SQLiteResponseStore,
     StaticCredentials,
+    TokenExchangeCredentials,
     deadline,
     discover,
 )
@@ -1124,6 +1126,32 @@ async def test_a_sign_in_replaced_by_another_process_is_not_served_the_old_ones_
     assert credentials.sign_in_id not in (None, before)
     assert not isinstance(moved, CachedResponse)
     assert isinstance(hit, CachedResponse)
+
+
+@pytest.mark.parametrize("wrapped", ["dpop", "exchange"])
+async def test_a_new_sign_in_through_dpop_or_an_exchange_is_not_served_the_previous_ones_responses(
+    door: str, wrapped: str, provider: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """A sign-in's credentials inside DPoPCredentials (with the key kept, as the refresh token it binds is) or as
+    the subject of a token exchange have one identity whoever signs in: after a sign-out, the next person's sign-in
+    is not served what was stored for the previous one."""
+    sign_in = await _signing_in(provider, tmp_path)
+    cache = ResponseCache()
+    url = cacheable(provider, "me", cache="private, max-age=600")
+    key = provider.new_dpop_key()
+    served = []
+    for _ in range(2):
+        signed_in = await sign_in.with_browser(open_browser=provider.open_browser)
+        credentials: Any
+        if wrapped == "dpop":
+            credentials = DPoPCredentials(signed_in, key=key.pem)
+        else:
+            credentials = TokenExchangeCredentials(provider.token_url, signed_in, client_id=provider.client_id)
+        async with client(door, credentials, cache, token_cache=None) as session:
+            served += [(await fetch(session, url))[0] for _ in range(2)]
+        await sign_in.sign_out()
+    assert [isinstance(response, CachedResponse) for response in served] == [False, True, False, True]
+    assert provider.api_served == 2
 
 
 async def test_a_post_invalidates_the_url_for_every_identity(door: str, oauth_server: FakeOAuthServer) -> None:
