@@ -7,6 +7,7 @@ Each behaviour runs through ``AuthorizedSession(creds, cache=...)`` and through
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import logging
 import math
@@ -77,9 +78,9 @@ def door(request: pytest.FixtureRequest) -> str:
 @asynccontextmanager
 async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
     """A session through ``door`` with ``cache``; ``trace_configs``, ``headers``, ``cookie_jar``,
-    ``fallback_charset_resolver``, ``connector`` and ``auto_decompress`` go to the ClientSession, the rest to the
-    door."""
-    to_aiohttp = ("trace_configs", "headers", "cookie_jar", "fallback_charset_resolver", "connector")
+    ``fallback_charset_resolver``, ``connector``, ``timeout`` and ``auto_decompress`` go to the ClientSession, the
+    rest to the door."""
+    to_aiohttp = ("trace_configs", "headers", "cookie_jar", "fallback_charset_resolver", "connector", "timeout")
     aiohttp_options = {name: options.pop(name) for name in to_aiohttp if name in options}
     if door == "session":
         async with AuthorizedSession(credentials, cache=cache, **aiohttp_options, **options) as session:
@@ -2242,14 +2243,16 @@ async def test_every_event_but_a_miss_is_logged_at_debug(
 
 class Flaky(MemoryResponseStore):
     """A store of one's own whose calls raise while ``down`` names them, and take 5 s (far slower than a request's
-    timeout) while ``stalled`` does (``get``, ``set``, ``update``, ``delete``)."""
+    timeout) while ``stalled`` does (``get``, ``set``, ``update``, ``delete``); ``calls`` counts them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.down: set[str] = set()
         self.stalled: set[str] = set()
+        self.calls: collections.Counter[str] = collections.Counter()
 
     async def _misbehave(self, call: str) -> None:
+        self.calls[call] += 1
         if call in self.stalled:
             await asyncio.sleep(5)
         if call in self.down:
@@ -2432,9 +2435,10 @@ async def test_a_slow_store_holds_no_request_past_its_timeout(
 ) -> None:
     """A store call slower than the request's own timeout waits no longer than that: the request ends soon after
     (AuthorizedSession with the network's answer, a miss; through AuthMiddleware aiohttp's own timer raises), and the
-    store serves again once it answers."""
+    store serves again once it answers, after its time left alone."""
+    clock = Clock()
     store = Flaky()
-    cache = ResponseCache(store=store)
+    cache = ResponseCache(store=store, clock=clock)
     url = cacheable(oauth_server, cache="max-age=60")
     async with client(door, oauth_server.credentials(), cache) as session:
         await fetch(session, oauth_server.api_url("warm"))  # the token, first
@@ -2448,8 +2452,42 @@ async def test_a_slow_store_holds_no_request_past_its_timeout(
             assert response.status == 200
         assert time.monotonic() - started < 3
         store.stalled = set()
+        clock.now += 5
         await fetch(session, url)
         hit, _ = await fetch(session, url)
+    assert isinstance(hit, CachedResponse)
+
+
+async def test_a_store_that_hangs_costs_one_timeout_not_one_per_request(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A store whose calls hang (a paused Redis), each cut short at the request's own timeout, is left alone for
+    retry_after (5 s) after the first: the next requests neither wait for it nor (through AuthMiddleware, whose
+    aiohttp times the store's calls with the send) fail; then it is asked again. (The session's timeout: a
+    middleware sees no other.)"""
+    clock = Clock()
+    store = Flaky()
+    cache = ResponseCache(store=store, clock=clock)
+    url = cacheable(oauth_server, cache="max-age=60")
+    timeout = aiohttp.ClientTimeout(total=0.5)
+    async with client(door, oauth_server.credentials(), cache, timeout=timeout) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.stalled = {"get", "set", "update", "delete"}
+        store.calls.clear()
+        outcomes: list[int | str] = []
+        for _ in range(4):
+            try:
+                response, _ = await fetch(session, url)
+                outcomes.append(response.status)
+            except asyncio.TimeoutError:  # aiohttp's, which is TimeoutError from Python 3.11 on
+                outcomes.append("timeout")
+        asked = sum(store.calls.values())
+        store.stalled = set()
+        clock.now += 5
+        await fetch(session, url)
+        hit, _ = await fetch(session, url)
+    assert outcomes[1:] == [200, 200, 200]
+    assert asked == 1
     assert isinstance(hit, CachedResponse)
 
 

@@ -102,6 +102,9 @@ _RESOURCE_ERRORS = frozenset(status for status in CACHEABLE_STATUSES if 400 <= s
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
 
+# Seconds a store that took too long is left alone, unless it says otherwise (the SQLite and Redis stores' retry_after).
+_REST = 5.0
+
 # URLs a ResponseCache remembers in each of its two records: those invalidated lately (past it, it forgets them all,
 # and every request under way counts as begun before an invalidation of its URL), and those its store failed to drop
 # (past it, the oldest is forgotten).
@@ -262,6 +265,10 @@ class ResponseCache:
         self._get_slots: dict[str, str] = {}
         # Kinds of store calls ("read", "write") that raised, none of that kind having worked since (warned once).
         self._store_failing: set[str] = set()
+        # Until when (the clock's time) the store is left alone after a call of it took too long (see _too_slow), and
+        # for how long: the store's own retry_after, which it cannot apply to a call the cache cut short.
+        self._resting_until = 0.0
+        self._rest = float(getattr(getattr(self._store, "_outages", None), "retry_after", _REST))
         # Locks for merging Vary variants, by event loop, URL and slot, with how many use each (dropped at 0).
         self._merging: dict[tuple[int, str, str], tuple[asyncio.Lock, int]] = {}
         # Invalidations so far (next() is atomic: a cache may serve several threads), the count at each URL's last
@@ -905,8 +912,10 @@ class ResponseCache:
     # exception's text is not logged (a backend's may hold a URL with its password).
 
     async def _get(self, address: str, slot: str) -> Sequence[StoredResponse]:
+        if self._resting_until and self._resting():
+            return ()
         try:
-            variants = await _bounded(self._store.get(address, slot))
+            variants = await self._bounded(self._store.get(address, slot))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "nothing stored"
             self._failed("read", "get", exc)
             return ()
@@ -918,12 +927,14 @@ class ResponseCache:
     # arrive hid another process's invalidation made meanwhile, and the page from before that write was stored.
 
     async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float, asked: float) -> bool:
+        if self._resting_until and self._resting():
+            return False
         store: Any = self._store
         try:
             if self._writes_begun:
-                kept = await _bounded(store.set(address, slot, variants, ttl, begun=self._clock() - asked))
+                kept = await self._bounded(store.set(address, slot, variants, ttl, begun=self._clock() - asked))
             else:
-                kept = await _bounded(store.set(address, slot, variants, ttl))
+                kept = await self._bounded(store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
             return False
@@ -931,12 +942,14 @@ class ResponseCache:
         return kept is not False  # False: the store kept nothing (more than its bound, an invalidation since)
 
     async def _update(self, address: str, slot: str, change: Change, asked: float) -> bool:
+        if self._resting_until and self._resting():
+            return False
         store: Any = self._store
         try:
             if self._writes_begun:
-                kept = await _bounded(store.update(address, slot, change, begun=self._clock() - asked))
+                kept = await self._bounded(store.update(address, slot, change, begun=self._clock() - asked))
             else:
-                kept = await _bounded(store.update(address, slot, change))
+                kept = await self._bounded(store.update(address, slot, change))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "update", exc)
             return False
@@ -950,10 +963,12 @@ class ResponseCache:
         """
         store: Any = self._store
         try:
-            if invalidation and self._invalidates:
-                dropped = await _bounded(store.invalidate(address)) is not False
+            if self._resting_until and self._resting():
+                dropped = False
+            elif invalidation and self._invalidates:
+                dropped = await self._bounded(store.invalidate(address)) is not False
             else:
-                dropped = await _bounded(store.delete(address)) is not False
+                dropped = await self._bounded(store.delete(address)) is not False
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not dropped"
             self._failed("write", "delete", exc)
             dropped = False
@@ -985,6 +1000,26 @@ class ResponseCache:
                 call,
                 type(exc).__name__,
             )
+
+    def _bounded(self, call: Awaitable[T]) -> Awaitable[T]:
+        """A store call, cut short with a TimeoutError past the bound of the request in hand, if it has one."""
+        bound = _STORE_BOUND.get()
+        return call if bound is None else _within(bound, call, self._too_slow)
+
+    def _too_slow(self) -> None:
+        """A store call held a request about as long as its timeout, as a store that hangs does (a paused Redis).
+
+        The store never saw it fail (it was cut short), so every request would ask it again, each kept waiting
+        (through AuthMiddleware, failed by aiohttp's timer): it is left alone a while instead, reads and writes.
+        """
+        self._resting_until = self._clock() + self._rest
+
+    def _resting(self) -> bool:
+        """Whether the store is left alone for now, after a call of it took too long."""
+        if self._clock() < self._resting_until:
+            return True
+        self._resting_until = 0.0
+        return False
 
     def _works(self, kind: str) -> None:
         if kind in self._store_failing:
@@ -1114,15 +1149,24 @@ async def _bounding_store_calls(seconds: float, through: Awaitable[T]) -> T:
         _STORE_BOUND.reset(token)
 
 
-def _bounded(call: Awaitable[T]) -> Awaitable[T]:
-    """A store call, cut short with a TimeoutError past the bound of the request in hand, if it has one."""
-    bound = _STORE_BOUND.get()
-    return call if bound is None else _within(bound, call)
+async def _within(seconds: float, call: Awaitable[T], too_slow: Callable[[], None]) -> T:
+    """``call``, cut short past ``seconds``; ``too_slow()`` is told when it times out, or is cancelled past half.
 
-
-async def _within(seconds: float, call: Awaitable[T]) -> T:
-    async with timeout_after(seconds):
-        return await call
+    Through AuthMiddleware aiohttp's own timer bounds the store's calls as well, and, started a moment before
+    this one, fires first: the task is cancelled rather than this timer expiring.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with timeout_after(seconds):
+            return await call
+    except TimeoutError:
+        too_slow()
+        raise
+    except asyncio.CancelledError:
+        if loop.time() - started >= seconds / 2:
+            too_slow()
+        raise
 
 
 async def _or_closed(response: Any, step: Awaitable[T]) -> T:
