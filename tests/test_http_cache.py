@@ -2491,6 +2491,30 @@ async def test_a_store_that_hangs_costs_one_timeout_not_one_per_request(
     assert isinstance(hit, CachedResponse)
 
 
+@pytest.mark.parametrize("total", [180, None])
+async def test_a_store_that_hangs_under_a_deadline_costs_half_of_it_never_the_request(
+    door: str, total: float | None, oauth_server: FakeOAuthServer
+) -> None:
+    """Under a deadline shorter than the request's timeout (or without one), a store whose calls hang is given up at
+    half of what is left of it: the network answers in the other half (the deadline failed every request), and the
+    store is left alone for retry_after."""
+    store = Flaky()
+    cache = ResponseCache(store=store)
+    url = cacheable(oauth_server, cache="max-age=60")
+    timeout = aiohttp.ClientTimeout(total=total)
+    async with client(door, oauth_server.credentials(), cache, timeout=timeout) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.stalled = {"get", "set", "update", "delete"}
+        store.calls.clear()
+        statuses = []
+        for _ in range(3):
+            async with deadline(2):
+                response, _ = await fetch(session, url)
+            statuses.append(response.status)
+    assert statuses == [200, 200, 200]
+    assert sum(store.calls.values()) == 1
+
+
 async def test_no_cache_means_no_cache(door: str, oauth_server: FakeOAuthServer) -> None:
     """Without cache= (the default), cacheable responses are fetched every time."""
     url = cacheable(oauth_server, cache="max-age=60")

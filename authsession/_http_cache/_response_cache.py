@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import itertools
 import logging
+import math
 import re
 import secrets
 import time
@@ -34,7 +35,7 @@ from aiohttp.tracing import Trace
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
-from .._deadline import timeout_after
+from .._deadline import DEADLINE, timeout_after
 from .._events import Event, EventHook, emit
 from .._identity import token_cache_key
 from .._transport import safe_url
@@ -101,6 +102,9 @@ _RESOURCE_ERRORS = frozenset(status for status in CACHEABLE_STATUSES if 400 <= s
 
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
+
+# Seconds a store call must have run, when it is given up, for the store to be left alone (see _within).
+_HUNG = 0.05
 
 # Seconds a store that took too long is left alone, unless it says otherwise (the SQLite and Redis stores' retry_after).
 _REST = 5.0
@@ -389,8 +393,11 @@ class ResponseCache:
         else:
             if memory is None and _STORE_BOUND.get() is None:
                 # aiohttp's timer bounds each send, not the store's calls around it: each of those waits no longer
-                # than the request's own timeout either, as a wait for a token does (a slower one costs a miss).
+                # than the request's own timeout either, as a wait for a token does (a slower one costs a miss),
+                # nor past half of what is left of a deadline in force (see _bounded).
                 bound = door.time_left(options)
+                if bound is None and DEADLINE.get() is not None:
+                    bound = math.inf
                 if bound is not None:
                     again = self.through(engine, door, method, url, headers, options)
                     return await _bounding_store_calls(bound, again)
@@ -1002,9 +1009,18 @@ class ResponseCache:
             )
 
     def _bounded(self, call: Awaitable[T]) -> Awaitable[T]:
-        """A store call, cut short with a TimeoutError past the bound of the request in hand, if it has one."""
+        """A store call, cut short with a TimeoutError past the bound of the request in hand, if it has one.
+
+        Under a deadline, also past half of what is left of it: the deadline would cancel a store that hangs
+        and fail the request with it, where half leaves the network time to answer.
+        """
         bound = _STORE_BOUND.get()
-        return call if bound is None else _within(bound, call, self._too_slow)
+        if bound is None:
+            return call
+        deadline = DEADLINE.get()
+        if deadline is not None:
+            bound = min(bound, deadline.remaining() / 2)
+        return _within(bound, call, self._too_slow)
 
     def _too_slow(self) -> None:
         """A store call held a request about as long as its timeout, as a store that hangs does (a paused Redis).
@@ -1160,11 +1176,10 @@ async def _within(seconds: float, call: Awaitable[T], too_slow: Callable[[], Non
     try:
         async with timeout_after(seconds):
             return await call
-    except TimeoutError:
-        too_slow()
-        raise
-    except asyncio.CancelledError:
-        if loop.time() - started >= seconds / 2:
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        # Given up sooner than _HUNG, a call says little of the store: a request's budget was nearly spent.
+        took = loop.time() - started
+        if took >= _HUNG and (took >= seconds / 2 or not isinstance(exc, asyncio.CancelledError)):
             too_slow()
         raise
 
