@@ -2458,26 +2458,28 @@ async def test_a_slow_store_holds_no_request_past_its_timeout(
     assert isinstance(hit, CachedResponse)
 
 
+@pytest.mark.parametrize("whose", ["session", "request"])
 async def test_a_store_that_hangs_costs_one_timeout_not_one_per_request(
-    door: str, oauth_server: FakeOAuthServer
+    door: str, whose: str, oauth_server: FakeOAuthServer
 ) -> None:
-    """A store whose calls hang (a paused Redis), each cut short at the request's own timeout, is left alone for
-    retry_after (5 s) after the first: the next requests neither wait for it nor (through AuthMiddleware, whose
-    aiohttp times the store's calls with the send) fail; then it is asked again. (The session's timeout: a
-    middleware sees no other.)"""
+    """A store whose calls hang (a paused Redis), each cut short at the timeout (the session's or the request's
+    own), is left alone for retry_after (5 s) after the first: the next requests neither wait for it nor (through
+    AuthMiddleware, whose aiohttp times the store's calls with the send) fail; then it is asked again."""
     clock = Clock()
     store = Flaky()
     cache = ResponseCache(store=store, clock=clock)
     url = cacheable(oauth_server, cache="max-age=60")
     timeout = aiohttp.ClientTimeout(total=0.5)
-    async with client(door, oauth_server.credentials(), cache, timeout=timeout) as session:
+    per_request = {"timeout": timeout} if whose == "request" else {}
+    per_session = {"timeout": timeout} if whose == "session" else {}
+    async with client(door, oauth_server.credentials(), cache, **per_session) as session:
         await fetch(session, oauth_server.api_url("warm"))  # the token, first
         store.stalled = {"get", "set", "update", "delete"}
         store.calls.clear()
         outcomes: list[int | str] = []
         for _ in range(4):
             try:
-                response, _ = await fetch(session, url)
+                response, _ = await fetch(session, url, **per_request)
                 outcomes.append(response.status)
             except asyncio.TimeoutError:  # aiohttp's, which is TimeoutError from Python 3.11 on
                 outcomes.append("timeout")

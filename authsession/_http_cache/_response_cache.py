@@ -103,7 +103,8 @@ _RESOURCE_ERRORS = frozenset(status for status in CACHEABLE_STATUSES if 400 <= s
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
 
-# Seconds a store call must have run, when it is given up, for the store to be left alone (see _within).
+# Seconds a store call must have run, when it is given up, for the store to be left alone (see _within): far
+# more than a store that works takes.
 _HUNG = 0.05
 
 # Seconds a store that took too long is left alone, unless it says otherwise (the SQLite and Redis stores' retry_after).
@@ -1166,20 +1167,20 @@ async def _bounding_store_calls(seconds: float, through: Awaitable[T]) -> T:
 
 
 async def _within(seconds: float, call: Awaitable[T], too_slow: Callable[[], None]) -> T:
-    """``call``, cut short past ``seconds``; ``too_slow()`` is told when it times out, or is cancelled past half.
+    """``call``, cut short past ``seconds``; ``too_slow()`` is told when it is given up after ``_HUNG`` or more.
 
-    Through AuthMiddleware aiohttp's own timer bounds the store's calls as well, and, started a moment before
-    this one, fires first: the task is cancelled rather than this timer expiring.
+    Given up: timed out here, or cancelled. Through AuthMiddleware aiohttp's own timer bounds the store's calls
+    as well, and fires first (it started a moment before this one, or it is a request's own ``timeout=``, which
+    a middleware does not see): the task is cancelled rather than this timer expiring.
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         async with timeout_after(seconds):
             return await call
-    except (TimeoutError, asyncio.CancelledError) as exc:
-        # Given up sooner than _HUNG, a call says little of the store: a request's budget was nearly spent.
-        took = loop.time() - started
-        if took >= _HUNG and (took >= seconds / 2 or not isinstance(exc, asyncio.CancelledError)):
+    except (TimeoutError, asyncio.CancelledError):
+        # Given up sooner, a call says little of the store: a request's budget was nearly spent.
+        if loop.time() - started >= _HUNG:
             too_slow()
         raise
 
