@@ -1135,7 +1135,8 @@ async def test_a_new_sign_in_through_dpop_or_an_exchange_is_not_served_the_previ
 ) -> None:
     """A sign-in's credentials inside DPoPCredentials (with the key kept, as the refresh token it binds is) or as
     the subject of a token exchange have one identity whoever signs in: after a sign-out, the next person's sign-in
-    is not served what was stored for the previous one."""
+    is not served what was stored for the previous one. (An exchange is cached once it has exchanged a token: whose
+    its tokens are is not known before.)"""
     sign_in = await _signing_in(provider, tmp_path)
     cache = ResponseCache()
     url = cacheable(provider, "me", cache="private, max-age=600")
@@ -1149,10 +1150,34 @@ async def test_a_new_sign_in_through_dpop_or_an_exchange_is_not_served_the_previ
         else:
             credentials = TokenExchangeCredentials(provider.token_url, signed_in, client_id=provider.client_id)
         async with client(door, credentials, cache, token_cache=None) as session:
-            served += [(await fetch(session, url))[0] for _ in range(2)]
+            served += [(await fetch(session, url))[0] for _ in range(3)]
         await sign_in.sign_out()
-    assert [isinstance(response, CachedResponse) for response in served] == [False, True, False, True]
-    assert provider.api_served == 2
+    once = [False, True, True] if wrapped == "dpop" else [False, False, True]
+    assert [isinstance(response, CachedResponse) for response in served] == once * 2
+
+
+async def test_an_exchange_keeps_its_answers_under_the_sign_in_its_token_was_exchanged_for(
+    door: str, provider: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """The subject of a token exchange, used elsewhere too, takes the next person's sign-in while the exchanged
+    token in hand is still the previous person's: what that token is answered is not kept for the next person."""
+    sign_in = await _signing_in(provider, tmp_path)
+    cache = ResponseCache()
+    url = cacheable(provider, "me", cache="private, max-age=600")
+    subject = await sign_in.with_browser(open_browser=provider.open_browser)
+    exchange = TokenExchangeCredentials(provider.token_url, subject, client_id=provider.client_id)
+    async with client(door, exchange, cache, token_cache=None) as session:
+        await fetch(session, provider.api_url("first"))  # exchanged for the first person's token
+        await sign_in.sign_out()
+        second = await sign_in.with_browser(open_browser=provider.open_browser)
+        async with client(door, subject, None, token_cache=None) as elsewhere:
+            await fetch(elsewhere, provider.api_url("other"))  # revoked: refreshed from the store, the second's
+        assert subject.sign_in_id == second.sign_in_id
+        await fetch(session, url)  # still with the first person's exchanged token
+        provider.revoke_all()  # that one too: exchanged again, for the second person's
+        await fetch(session, provider.api_url("again"))
+        theirs, _ = await fetch(session, url)
+    assert not isinstance(theirs, CachedResponse)
 
 
 async def test_a_post_invalidates_the_url_for_every_identity(door: str, oauth_server: FakeOAuthServer) -> None:
