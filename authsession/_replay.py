@@ -74,6 +74,11 @@ class Replay:
         self.probed = False
         self.hooked = False
 
+    async def first(self, sent: Headers) -> ClientResponse:
+        """The first send, with ``sent`` after a wait for them, then what its outcome calls for, until done."""
+        outcome = await self._send(sent)
+        return await self.settle(outcome, sent, self._ask_hook(outcome))
+
     async def settle(self, outcome: Outcome, sent: Headers | None, asks_again: bool) -> ClientResponse:
         """Carry on from ``outcome``, the result of a send that carried ``sent``, until done.
 

@@ -41,6 +41,7 @@ from authsession import (
     RedisResponseStore,
     ResponseCache,
     ResponseCacheStats,
+    RetryPolicy,
     SignIn,
     SQLiteResponseStore,
     StaticCredentials,
@@ -157,20 +158,28 @@ async def test_a_hit_costs_no_token_no_connection_and_no_rate_limit_slot(
     assert oauth_server.api_served == 1
 
 
-@pytest.mark.parametrize("wait", ["retry-after", "rate limit"])
+@pytest.mark.parametrize("wait", ["retry-after", "rate limit", "token"])
 async def test_a_wait_before_the_send_is_not_counted_as_the_stored_response_age(
     door: str, wait: str, oauth_server: FakeOAuthServer
 ) -> None:
-    """A response sent after 2 s or more of waiting (a 503's Retry-After, the client's rate limit) is stored as
-    new: its age counts from when it went out (RFC 9111 4.2.3), so the wait does not eat its max-age of 3 s."""
+    """A response sent after 2 s or more of waiting (a 503's Retry-After, the client's rate limit, the first token,
+    a retry's turn in the rate limit) is stored as new: its age counts from when it went out (RFC 9111 4.2.3), so
+    the wait does not eat its max-age of 3 s."""
     cache = ResponseCache()
     url = cacheable(oauth_server, cache="max-age=3")
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"token_cache": None}
     if wait == "rate limit":
         options["rate_limit"] = 0.4  # one start per 2.5 s: the second request queues
+    elif wait == "retry in the rate limit":
+        options["rate_limit"] = 0.5  # the first send at once, the retry 2 s later
+        options["retry"] = RetryPolicy(attempts=2, initial=0.01, max_delay=0.01)
     async with client(door, oauth_server.credentials(), cache, **options) as session:
         if wait == "rate limit":
             await fetch(session, cacheable(oauth_server, "other", cache="max-age=3"))
+        elif wait == "retry in the rate limit":
+            oauth_server.fail_api_next(1, status=503)
+        elif wait == "token":
+            oauth_server.token_latency = 2
         else:
             oauth_server.fail_api_next(1, status=503, headers={"Retry-After": "2"})
         started = time.monotonic()
