@@ -158,7 +158,7 @@ async def test_a_hit_costs_no_token_no_connection_and_no_rate_limit_slot(
     assert oauth_server.api_served == 1
 
 
-@pytest.mark.parametrize("wait", ["retry-after", "rate limit", "token"])
+@pytest.mark.parametrize("wait", ["retry-after", "rate limit", "token", "retry in the rate limit"])
 async def test_a_wait_before_the_send_is_not_counted_as_the_stored_response_age(
     door: str, wait: str, oauth_server: FakeOAuthServer
 ) -> None:
@@ -171,7 +171,7 @@ async def test_a_wait_before_the_send_is_not_counted_as_the_stored_response_age(
     if wait == "rate limit":
         options["rate_limit"] = 0.4  # one start per 2.5 s: the second request queues
     elif wait == "retry in the rate limit":
-        options["rate_limit"] = 0.5  # the first send at once, the retry 2 s later
+        options["rate_limit"] = 0.4  # the first send at once, the retry 2.5 s later
         options["retry"] = RetryPolicy(attempts=2, initial=0.01, max_delay=0.01)
     async with client(door, oauth_server.credentials(), cache, **options) as session:
         if wait == "rate limit":
