@@ -2527,6 +2527,26 @@ async def test_a_store_that_hangs_costs_one_timeout_not_one_per_request(
     assert isinstance(hit, CachedResponse)
 
 
+async def test_a_request_cancelled_while_the_store_answers_leaves_the_store_in_use(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A caller that gives up on a request (its own asyncio timeout) while a store call is slow says nothing of the
+    store through AuthorizedSession: the next request uses it. Through AuthMiddleware that looks like aiohttp's own
+    timer firing on a store that hangs (a request's timeout= is not seen there): the store is left alone a while."""
+    store = Flaky()
+    cache = ResponseCache(store=store)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.stalled = {"get"}
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(fetch(session, url), 0.3)
+        store.stalled = set()
+        await fetch(session, url)
+        again, _ = await fetch(session, url)
+    assert isinstance(again, CachedResponse) is (door == "session")
+
+
 @pytest.mark.parametrize("total", [180, None])
 async def test_a_store_that_hangs_under_a_deadline_costs_half_of_it_never_the_request(
     door: str, total: float | None, oauth_server: FakeOAuthServer

@@ -401,7 +401,7 @@ class ResponseCache:
                     bound = math.inf
                 if bound is not None:
                     again = self.through(engine, door, method, url, headers, options)
-                    return await _bounding_store_calls(bound, again)
+                    return await _bounding_store_calls(bound, options is None, again)
             found = self.find(method, target, seen, identity, options)
             if found is ASK_STORE:
                 found = await self.find_in_store(method, target, seen, identity, options)
@@ -1015,13 +1015,14 @@ class ResponseCache:
         Under a deadline, also past half of what is left of it: the deadline would cancel a store that hangs
         and fail the request with it, where half leaves the network time to answer.
         """
-        bound = _STORE_BOUND.get()
-        if bound is None:
+        bounds = _STORE_BOUND.get()
+        if bounds is None:
             return call
+        bound, timed_outside = bounds
         deadline = DEADLINE.get()
         if deadline is not None:
             bound = min(bound, deadline.remaining() / 2)
-        return _within(bound, call, self._too_slow)
+        return _within(bound, call, self._too_slow, timed_outside)
 
     def _too_slow(self) -> None:
         """A store call held a request about as long as its timeout, as a store that hangs does (a paused Redis).
@@ -1151,36 +1152,42 @@ class ResponseCache:
         return f"<ResponseCache store={type(self._store).__name__}>"
 
 
-#: How long each store call of the request in hand may take (its own timeout), when the store is not in memory.
-_STORE_BOUND: ContextVar[float | None] = ContextVar("authsession_store_bound", default=None)
+#: How long each store call of the request in hand may take (its own timeout), when the store is not in memory, and
+#: whether a timer the cache does not see may cut it short (AuthMiddleware's aiohttp: see _within).
+_STORE_BOUND: ContextVar[tuple[float, bool] | None] = ContextVar("authsession_store_bound", default=None)
 
 T = TypeVar("T")
 
 
-async def _bounding_store_calls(seconds: float, through: Awaitable[T]) -> T:
-    """``through``, with each of its store calls bounded by ``seconds``."""
-    token = _STORE_BOUND.set(seconds)
+async def _bounding_store_calls(seconds: float, timed_outside: bool, through: Awaitable[T]) -> T:
+    """``through``, with each of its store calls bounded by ``seconds`` (``timed_outside``: see _STORE_BOUND)."""
+    token = _STORE_BOUND.set((seconds, timed_outside))
     try:
         return await through
     finally:
         _STORE_BOUND.reset(token)
 
 
-async def _within(seconds: float, call: Awaitable[T], too_slow: Callable[[], None]) -> T:
+async def _within(seconds: float, call: Awaitable[T], too_slow: Callable[[], None], timed_outside: bool) -> T:
     """``call``, cut short past ``seconds``; ``too_slow()`` is told when it is given up after ``_HUNG`` or more.
 
-    Given up: timed out here, or cancelled. Through AuthMiddleware aiohttp's own timer bounds the store's calls
-    as well, and fires first (it started a moment before this one, or it is a request's own ``timeout=``, which
-    a middleware does not see): the task is cancelled rather than this timer expiring.
+    Given up: timed out here or, ``timed_outside``, cancelled. Through AuthMiddleware aiohttp's own timer bounds
+    the store's calls as well, and fires first (it started a moment before this one, or it is a request's own
+    ``timeout=``, which a middleware does not see): the task is cancelled rather than this timer expiring. (A
+    cancellation through AuthorizedSession is the caller's, and says nothing of the store.)
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         async with timeout_after(seconds):
             return await call
-    except (TimeoutError, asyncio.CancelledError):
+    except TimeoutError:
         # Given up sooner, a call says little of the store: a request's budget was nearly spent.
         if loop.time() - started >= _HUNG:
+            too_slow()
+        raise
+    except asyncio.CancelledError:
+        if timed_outside and loop.time() - started >= _HUNG:
             too_slow()
         raise
 
