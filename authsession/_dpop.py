@@ -262,6 +262,20 @@ class DPoPCredentials(BaseCredentials):
         """The wrapped grant's identity, which includes the key's thumbprint."""
         return self.credentials.cache_identity()
 
+    @property
+    def grant_id(self) -> str | None:
+        """The wrapped grant's name in its store (a sign-in's), if it has one."""
+        return getattr(self.credentials, "grant_id", None)
+
+    @property
+    def sign_in_id(self) -> str | None:
+        """Which sign-in the wrapped grant's tokens belong to (see ``RefreshTokenCredentials.sign_in_id``).
+
+        A response cache keeps each sign-in's responses apart by it: the identity alone is the same for
+        whoever signs in, as the DPoP key is when it is kept with the refresh token it is bound to.
+        """
+        return getattr(self.credentials, "sign_in_id", None)
+
     def request_headers(self, method: str, url: URL, headers: Mapping[str, str]) -> Mapping[str, str]:
         """The credential headers for one send: ``headers`` plus a fresh proof when the token is a DPoP token."""
         authorization = headers.get("Authorization")

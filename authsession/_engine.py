@@ -217,6 +217,9 @@ class Engine:
             sent = self.tokens.headers_now()
             if sent is None:
                 sent = await self.wait_for_token(door, method, url, options)
+                # Sent after a wait, as a re-send is: dated from its send (a response cache counts its age from
+                # there), then seen through as a re-send's outcome is.
+                return await Replay(self, door, method, url, headers, options).first(sent)
         try:
             if self.limiter is None and (sent is None or sent is self._plain):
                 response = await door.send(method, url, headers, sent, options)  # self.send, inlined: the hot path

@@ -34,7 +34,7 @@ from google.auth import exceptions as google_exceptions
 from ._challenge import refresh_can_help
 from ._deadline import current_deadline
 from ._events import Event, emit
-from ._http_cache._response import mark_sent
+from ._http_cache._response import SENT_AT, mark_sent
 from ._tokens import Headers
 
 if TYPE_CHECKING:
@@ -73,6 +73,11 @@ class Replay:
         self.resends = 0
         self.probed = False
         self.hooked = False
+
+    async def first(self, sent: Headers) -> ClientResponse:
+        """The first send, with ``sent`` after a wait for them, then what its outcome calls for, until done."""
+        outcome = await self._send(sent)
+        return await self.settle(outcome, sent, self._ask_hook(outcome))
 
     async def settle(self, outcome: Outcome, sent: Headers | None, asks_again: bool) -> ClientResponse:
         """Carry on from ``outcome``, the result of a send that carried ``sent``, until done.
@@ -223,7 +228,8 @@ class Replay:
             response = await self.engine.send(self.door, self.method, self.url, self.headers, sent, self.options)
         except Exception as exc:  # noqa: BLE001 - the verdict decides whether it is retried or raised
             return exc
-        mark_sent(response, at)  # sent after a back-off or a refresh: a response cache dates it from here
+        if getattr(response, SENT_AT, None) is None:  # dated after its turn in the rate limit already
+            mark_sent(response, at)  # sent after a back-off or a refresh: a response cache dates it from here
         return response
 
 

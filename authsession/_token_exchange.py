@@ -115,6 +115,8 @@ class TokenExchangeCredentials(_OAuth2Credentials):
         #: ``issued_token_type`` of the last exchange.
         self.issued_token_type: str | None = None
         self._reused = False
+        # The sign-ins of the subject's and actor's tokens the token in hand was exchanged for (see sign_in_id).
+        self._sign_ins: str | None = None
         # An exchanged token that is not an access token (RFC 8693 2.2.1) says token_type "N_A"; it is sent as Bearer.
         self._token_types = frozenset({"bearer", "n_a"})
 
@@ -157,6 +159,7 @@ class TokenExchangeCredentials(_OAuth2Credentials):
 
     async def _exchange(self, request: Any, *, fresh: bool) -> Token:
         subject_token, reused = await self._token_of(self._subject, request, fresh=fresh)
+        sign_ins = [_sign_in_of(self._subject)]
         form: dict[str, str] = {
             "grant_type": TOKEN_EXCHANGE,
             "subject_token": subject_token,
@@ -164,6 +167,7 @@ class TokenExchangeCredentials(_OAuth2Credentials):
         }
         if self._actor is not None:
             form["actor_token"], actor_reused = await self._token_of(self._actor, request, fresh=fresh)
+            sign_ins.append(_sign_in_of(self._actor))
             form["actor_token_type"] = self.actor_token_type
             reused = reused or actor_reused
         self._reused = reused
@@ -172,9 +176,31 @@ class TokenExchangeCredentials(_OAuth2Credentials):
         # RFC 8693 2.1 allows several audience and resource values: repeated fields.
         repeated = [("audience", value) for value in self.audience] + [("resource", value) for value in self.resource]
         parsed, token = await self._grant(request, form, repeated=repeated)
+        self._sign_ins = None if None in sign_ins else "\n".join([name for name in sign_ins if name]) or None
         issued = parsed.raw.get("issued_token_type")
         self.issued_token_type = issued if isinstance(issued, str) else None
         return token
+
+    @property
+    def grant_id(self) -> str | None:
+        """The names in their stores of the subject's and actor's grants that have one (sign-ins'); None if none."""
+        names = [name for name in map(_grant_id, self._sources()) if name is not None]
+        return "\n".join(names) if names else None
+
+    @property
+    def sign_in_id(self) -> str | None:
+        """Which sign-ins the subject's and actor's tokens exchanged for the token in hand belonged to, for those of
+        a stored sign-in; None before the first exchange.
+
+        A response cache keeps the exchanged tokens' responses apart by it: the identity alone is the same
+        whoever signs in (see ``RefreshTokenCredentials.sign_in_id``). Read when the exchange is made, not
+        since: the subject may take another person's sign-in (used elsewhere too) while the token in hand,
+        and what it is answered, is still the previous person's.
+        """
+        return self._sign_ins
+
+    def _sources(self) -> tuple[Source, ...]:
+        return (self._subject,) if self._actor is None else (self._subject, self._actor)
 
     def cache_identity(self) -> dict[str, Any] | None:
         """The exchange's parameters and the identities of the subject and actor; None if either has none."""
@@ -199,3 +225,16 @@ class TokenExchangeCredentials(_OAuth2Credentials):
         return (
             f"<TokenExchangeCredentials subject={type(self.subject).__name__}{actor} audience={list(self.audience)!r}>"
         )
+
+
+def _sign_in_of(source: Source) -> str | None:
+    """The sign-in a source's token belongs to; "" when it is not a stored sign-in's, None when it is not known."""
+    if _grant_id(source) is None:
+        return ""
+    sign_in = getattr(source.credentials, "sign_in_id", None)
+    return sign_in if isinstance(sign_in, str) else None
+
+
+def _grant_id(source: Source) -> str | None:
+    """The name in its store of the grant a source's tokens come from (a sign-in's), if it has one."""
+    return getattr(source.credentials, "grant_id", None)

@@ -7,6 +7,7 @@ Each behaviour runs through ``AuthorizedSession(creds, cache=...)`` and through
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import itertools
 import logging
@@ -34,15 +35,18 @@ from authsession import (
     AuthorizedSession,
     CachedResponse,
     DeadlineExceededError,
+    DPoPCredentials,
     Event,
     FileTokenCache,
     MemoryResponseStore,
     RedisResponseStore,
     ResponseCache,
     ResponseCacheStats,
+    RetryPolicy,
     SignIn,
     SQLiteResponseStore,
     StaticCredentials,
+    TokenExchangeCredentials,
     deadline,
     discover,
 )
@@ -76,9 +80,17 @@ def door(request: pytest.FixtureRequest) -> str:
 @asynccontextmanager
 async def client(door: str, credentials: Any, cache: ResponseCache | None, **options: Any) -> AsyncIterator[Any]:
     """A session through ``door`` with ``cache``; ``trace_configs``, ``headers``, ``cookie_jar``,
-    ``fallback_charset_resolver``, ``connector``, ``read_bufsize`` and ``auto_decompress`` go to the ClientSession,
-    the rest to the door."""
-    to_aiohttp = ("trace_configs", "headers", "cookie_jar", "fallback_charset_resolver", "connector", "read_bufsize")
+    ``fallback_charset_resolver``, ``connector``, ``read_bufsize``, ``timeout`` and ``auto_decompress`` go to the
+    ClientSession, the rest to the door."""
+    to_aiohttp = (
+        "trace_configs",
+        "headers",
+        "cookie_jar",
+        "fallback_charset_resolver",
+        "connector",
+        "read_bufsize",
+        "timeout",
+    )
     aiohttp_options = {name: options.pop(name) for name in to_aiohttp if name in options}
     if door == "session":
         async with AuthorizedSession(credentials, cache=cache, **aiohttp_options, **options) as session:
@@ -155,20 +167,28 @@ async def test_a_hit_costs_no_token_no_connection_and_no_rate_limit_slot(
     assert oauth_server.api_served == 1
 
 
-@pytest.mark.parametrize("wait", ["retry-after", "rate limit"])
+@pytest.mark.parametrize("wait", ["retry-after", "rate limit", "token", "retry in the rate limit"])
 async def test_a_wait_before_the_send_is_not_counted_as_the_stored_response_age(
     door: str, wait: str, oauth_server: FakeOAuthServer
 ) -> None:
-    """A response sent after 2 s or more of waiting (a 503's Retry-After, the client's rate limit) is stored as
-    new: its age counts from when it went out (RFC 9111 4.2.3), so the wait does not eat its max-age of 3 s."""
+    """A response sent after 2 s or more of waiting (a 503's Retry-After, the client's rate limit, the first token,
+    a retry's turn in the rate limit) is stored as new: its age counts from when it went out (RFC 9111 4.2.3), so
+    the wait does not eat its max-age of 3 s."""
     cache = ResponseCache()
     url = cacheable(oauth_server, cache="max-age=3")
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"token_cache": None}
     if wait == "rate limit":
         options["rate_limit"] = 0.4  # one start per 2.5 s: the second request queues
+    elif wait == "retry in the rate limit":
+        options["rate_limit"] = 0.4  # the first send at once, the retry 2.5 s later
+        options["retry"] = RetryPolicy(attempts=2, initial=0.01, max_delay=0.01)
     async with client(door, oauth_server.credentials(), cache, **options) as session:
         if wait == "rate limit":
             await fetch(session, cacheable(oauth_server, "other", cache="max-age=3"))
+        elif wait == "retry in the rate limit":
+            oauth_server.fail_api_next(1, status=503)
+        elif wait == "token":
+            oauth_server.token_latency = 2
         else:
             oauth_server.fail_api_next(1, status=503, headers={"Retry-After": "2"})
         started = time.monotonic()
@@ -1146,6 +1166,57 @@ async def test_a_sign_in_replaced_by_another_process_is_not_served_the_old_ones_
     assert credentials.sign_in_id not in (None, before)
     assert not isinstance(moved, CachedResponse)
     assert isinstance(hit, CachedResponse)
+
+
+@pytest.mark.parametrize("wrapped", ["dpop", "exchange"])
+async def test_a_new_sign_in_through_dpop_or_an_exchange_is_not_served_the_previous_ones_responses(
+    door: str, wrapped: str, provider: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """A sign-in's credentials inside DPoPCredentials (with the key kept, as the refresh token it binds is) or as
+    the subject of a token exchange have one identity whoever signs in: after a sign-out, the next person's sign-in
+    is not served what was stored for the previous one. (An exchange is cached once it has exchanged a token: whose
+    its tokens are is not known before.)"""
+    sign_in = await _signing_in(provider, tmp_path)
+    cache = ResponseCache()
+    url = cacheable(provider, "me", cache="private, max-age=600")
+    key = provider.new_dpop_key()
+    served = []
+    for _ in range(2):
+        signed_in = await sign_in.with_browser(open_browser=provider.open_browser)
+        credentials: Any
+        if wrapped == "dpop":
+            credentials = DPoPCredentials(signed_in, key=key.pem)
+        else:
+            credentials = TokenExchangeCredentials(provider.token_url, signed_in, client_id=provider.client_id)
+        async with client(door, credentials, cache, token_cache=None) as session:
+            served += [(await fetch(session, url))[0] for _ in range(3)]
+        await sign_in.sign_out()
+    once = [False, True, True] if wrapped == "dpop" else [False, False, True]
+    assert [isinstance(response, CachedResponse) for response in served] == once * 2
+
+
+async def test_an_exchange_keeps_its_answers_under_the_sign_in_its_token_was_exchanged_for(
+    door: str, provider: FakeOAuthServer, tmp_path: Path
+) -> None:
+    """The subject of a token exchange, used elsewhere too, takes the next person's sign-in while the exchanged
+    token in hand is still the previous person's: what that token is answered is not kept for the next person."""
+    sign_in = await _signing_in(provider, tmp_path)
+    cache = ResponseCache()
+    url = cacheable(provider, "me", cache="private, max-age=600")
+    subject = await sign_in.with_browser(open_browser=provider.open_browser)
+    exchange = TokenExchangeCredentials(provider.token_url, subject, client_id=provider.client_id)
+    async with client(door, exchange, cache, token_cache=None) as session:
+        await fetch(session, provider.api_url("first"))  # exchanged for the first person's token
+        await sign_in.sign_out()
+        second = await sign_in.with_browser(open_browser=provider.open_browser)
+        async with client(door, subject, None, token_cache=None) as elsewhere:
+            await fetch(elsewhere, provider.api_url("other"))  # revoked: refreshed from the store, the second's
+        assert subject.sign_in_id == second.sign_in_id
+        await fetch(session, url)  # still with the first person's exchanged token
+        provider.revoke_all()  # that one too: exchanged again, for the second person's
+        await fetch(session, provider.api_url("again"))
+        theirs, _ = await fetch(session, url)
+    assert not isinstance(theirs, CachedResponse)
 
 
 async def test_a_post_invalidates_the_url_for_every_identity(door: str, oauth_server: FakeOAuthServer) -> None:
@@ -2350,14 +2421,16 @@ async def test_every_event_but_a_miss_is_logged_at_debug(
 
 class Flaky(MemoryResponseStore):
     """A store of one's own whose calls raise while ``down`` names them, and take 5 s (far slower than a request's
-    timeout) while ``stalled`` does (``get``, ``set``, ``update``, ``delete``)."""
+    timeout) while ``stalled`` does (``get``, ``set``, ``update``, ``delete``); ``calls`` counts them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.down: set[str] = set()
         self.stalled: set[str] = set()
+        self.calls: collections.Counter[str] = collections.Counter()
 
     async def _misbehave(self, call: str) -> None:
+        self.calls[call] += 1
         if call in self.stalled:
             await asyncio.sleep(5)
         if call in self.down:
@@ -2540,9 +2613,10 @@ async def test_a_slow_store_holds_no_request_past_its_timeout(
 ) -> None:
     """A store call slower than the request's own timeout waits no longer than that: the request ends soon after
     (AuthorizedSession with the network's answer, a miss; through AuthMiddleware aiohttp's own timer raises), and the
-    store serves again once it answers."""
+    store serves again once it answers, after its time left alone."""
+    clock = Clock()
     store = Flaky()
-    cache = ResponseCache(store=store)
+    cache = ResponseCache(store=store, clock=clock)
     url = cacheable(oauth_server, cache="max-age=60")
     async with client(door, oauth_server.credentials(), cache) as session:
         await fetch(session, oauth_server.api_url("warm"))  # the token, first
@@ -2556,9 +2630,89 @@ async def test_a_slow_store_holds_no_request_past_its_timeout(
             assert response.status == 200
         assert time.monotonic() - started < 3
         store.stalled = set()
+        clock.now += 5
         await fetch(session, url)
         hit, _ = await fetch(session, url)
     assert isinstance(hit, CachedResponse)
+
+
+@pytest.mark.parametrize("whose", ["session", "request"])
+async def test_a_store_that_hangs_costs_one_timeout_not_one_per_request(
+    door: str, whose: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A store whose calls hang (a paused Redis), each cut short at the timeout (the session's or the request's
+    own), is left alone for retry_after (5 s) after the first: the next requests neither wait for it nor (through
+    AuthMiddleware, whose aiohttp times the store's calls with the send) fail; then it is asked again."""
+    clock = Clock()
+    store = Flaky()
+    cache = ResponseCache(store=store, clock=clock)
+    url = cacheable(oauth_server, cache="max-age=60")
+    timeout = aiohttp.ClientTimeout(total=0.5)
+    per_request = {"timeout": timeout} if whose == "request" else {}
+    per_session = {"timeout": timeout} if whose == "session" else {}
+    async with client(door, oauth_server.credentials(), cache, **per_session) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.stalled = {"get", "set", "update", "delete"}
+        store.calls.clear()
+        outcomes: list[int | str] = []
+        for _ in range(4):
+            try:
+                response, _ = await fetch(session, url, **per_request)
+                outcomes.append(response.status)
+            except asyncio.TimeoutError:  # aiohttp's, which is TimeoutError from Python 3.11 on
+                outcomes.append("timeout")
+        asked = sum(store.calls.values())
+        store.stalled = set()
+        clock.now += 5
+        await fetch(session, url)
+        hit, _ = await fetch(session, url)
+    assert outcomes[1:] == [200, 200, 200]
+    assert asked == 1
+    assert isinstance(hit, CachedResponse)
+
+
+async def test_a_request_cancelled_while_the_store_answers_leaves_the_store_in_use(
+    door: str, oauth_server: FakeOAuthServer
+) -> None:
+    """A caller that gives up on a request (its own asyncio timeout) while a store call is slow says nothing of the
+    store through AuthorizedSession: the next request uses it. Through AuthMiddleware that looks like aiohttp's own
+    timer firing on a store that hangs (a request's timeout= is not seen there): the store is left alone a while."""
+    store = Flaky()
+    cache = ResponseCache(store=store)
+    url = cacheable(oauth_server, cache="max-age=60")
+    async with client(door, oauth_server.credentials(), cache) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.stalled = {"get"}
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(fetch(session, url), 0.3)
+        store.stalled = set()
+        await fetch(session, url)
+        again, _ = await fetch(session, url)
+    assert isinstance(again, CachedResponse) is (door == "session")
+
+
+@pytest.mark.parametrize("total", [180, None])
+async def test_a_store_that_hangs_under_a_deadline_costs_half_of_it_never_the_request(
+    door: str, total: float | None, oauth_server: FakeOAuthServer
+) -> None:
+    """Under a deadline shorter than the request's timeout (or without one), a store whose calls hang is given up at
+    half of what is left of it: the network answers in the other half (the deadline failed every request), and the
+    store is left alone for retry_after."""
+    store = Flaky()
+    cache = ResponseCache(store=store)
+    url = cacheable(oauth_server, cache="max-age=60")
+    timeout = aiohttp.ClientTimeout(total=total)
+    async with client(door, oauth_server.credentials(), cache, timeout=timeout) as session:
+        await fetch(session, oauth_server.api_url("warm"))  # the token, first
+        store.stalled = {"get", "set", "update", "delete"}
+        store.calls.clear()
+        statuses = []
+        for _ in range(3):
+            async with deadline(2):
+                response, _ = await fetch(session, url)
+            statuses.append(response.status)
+    assert statuses == [200, 200, 200]
+    assert sum(store.calls.values()) == 1
 
 
 async def test_no_cache_means_no_cache(door: str, oauth_server: FakeOAuthServer) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import itertools
 import logging
+import math
 import re
 import secrets
 import time
@@ -35,7 +36,7 @@ from aiohttp.tracing import Trace
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
-from .._deadline import timeout_after
+from .._deadline import DEADLINE, timeout_after
 from .._events import Event, EventHook, emit
 from .._identity import token_cache_key
 from .._transport import safe_url
@@ -104,6 +105,13 @@ _RESOURCE_ERRORS = frozenset(status for status in CACHEABLE_STATUSES if 400 <= s
 
 # Stored statuses that aiohttp follows when a request allows redirects (the others of its list are never stored).
 _FOLLOWED = frozenset({301, 308})
+
+# Seconds a store call must have run, when it is given up, for the store to be left alone (see _within): far
+# more than a store that works takes.
+_HUNG = 0.05
+
+# Seconds a store that took too long is left alone, unless it says otherwise (the SQLite and Redis stores' retry_after).
+_REST = 5.0
 
 # URLs a ResponseCache remembers in each of its two records: those invalidated lately (past it, it forgets them all,
 # and every request under way counts as begun before an invalidation of its URL), and those its store failed to drop
@@ -284,6 +292,10 @@ class ResponseCache:
         self._get_slots: dict[str, str] = {}
         # Kinds of store calls ("read", "write") that raised, none of that kind having worked since (warned once).
         self._store_failing: set[str] = set()
+        # Until when (the clock's time) the store is left alone after a call of it took too long (see _too_slow), and
+        # for how long: the store's own retry_after, which it cannot apply to a call the cache cut short.
+        self._resting_until = 0.0
+        self._rest = float(getattr(getattr(self._store, "_outages", None), "retry_after", _REST))
         # Locks for merging Vary variants, by event loop, URL and slot, with how many use each (dropped at 0).
         self._merging: dict[tuple[int, str, str], tuple[asyncio.Lock, int]] = {}
         # Invalidations so far (next() is atomic: a cache may serve several threads), the count at each URL's last
@@ -424,11 +436,14 @@ class ResponseCache:
         else:
             if memory is None and _STORE_BOUND.get() is None:
                 # aiohttp's timer bounds each send, not the store's calls around it: each of those waits no longer
-                # than the request's own timeout either, as a wait for a token does (a slower one costs a miss).
+                # than the request's own timeout either, as a wait for a token does (a slower one costs a miss),
+                # nor past half of what is left of a deadline in force (see _bounded).
                 bound = door.time_left(options)
+                if bound is None and DEADLINE.get() is not None:
+                    bound = math.inf
                 if bound is not None:
                     again = self.through(engine, door, method, url, headers, options)
-                    return await _bounding_store_calls(bound, again)
+                    return await _bounding_store_calls(bound, options is None, again)
             found = self.find(method, target, seen, identity, options)
             if found is ASK_STORE:
                 found = await self.find_in_store(method, target, seen, identity, options)
@@ -985,8 +1000,10 @@ class ResponseCache:
     # exception's text is not logged (a backend's may hold a URL with its password).
 
     async def _get(self, address: str, slot: str) -> Sequence[StoredResponse]:
+        if self._resting_until and self._resting():
+            return ()
         try:
-            variants = await _bounded(self._store.get(address, slot))
+            variants = await self._bounded(self._store.get(address, slot))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "nothing stored"
             self._failed("read", "get", exc)
             return ()
@@ -998,12 +1015,14 @@ class ResponseCache:
     # arrive hid another process's invalidation made meanwhile, and the page from before that write was stored.
 
     async def _set(self, address: str, slot: str, variants: Sequence[StoredResponse], ttl: float, asked: float) -> bool:
+        if self._resting_until and self._resting():
+            return False
         store: Any = self._store
         try:
             if self._writes_begun:
-                kept = await _bounded(store.set(address, slot, variants, ttl, begun=self._clock() - asked))
+                kept = await self._bounded(store.set(address, slot, variants, ttl, begun=self._clock() - asked))
             else:
-                kept = await _bounded(store.set(address, slot, variants, ttl))
+                kept = await self._bounded(store.set(address, slot, variants, ttl))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "set", exc)
             return False
@@ -1011,12 +1030,14 @@ class ResponseCache:
         return kept is not False  # False: the store kept nothing (more than its bound, an invalidation since)
 
     async def _update(self, address: str, slot: str, change: Change, asked: float) -> bool:
+        if self._resting_until and self._resting():
+            return False
         store: Any = self._store
         try:
             if self._writes_begun:
-                kept = await _bounded(store.update(address, slot, change, begun=self._clock() - asked))
+                kept = await self._bounded(store.update(address, slot, change, begun=self._clock() - asked))
             else:
-                kept = await _bounded(store.update(address, slot, change))
+                kept = await self._bounded(store.update(address, slot, change))
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not kept"
             self._failed("write", "update", exc)
             return False
@@ -1030,10 +1051,12 @@ class ResponseCache:
         """
         store: Any = self._store
         try:
-            if invalidation and self._invalidates:
-                dropped = await _bounded(store.invalidate(address)) is not False
+            if self._resting_until and self._resting():
+                dropped = False
+            elif invalidation and self._invalidates:
+                dropped = await self._bounded(store.invalidate(address)) is not False
             else:
-                dropped = await _bounded(store.delete(address)) is not False
+                dropped = await self._bounded(store.delete(address)) is not False
         except Exception as exc:  # noqa: BLE001 - any failure of a pluggable store means "not dropped"
             self._failed("write", "delete", exc)
             dropped = False
@@ -1065,6 +1088,36 @@ class ResponseCache:
                 call,
                 type(exc).__name__,
             )
+
+    def _bounded(self, call: Awaitable[T]) -> Awaitable[T]:
+        """A store call, cut short with a TimeoutError past the bound of the request in hand, if it has one.
+
+        Under a deadline, also past half of what is left of it: the deadline would cancel a store that hangs
+        and fail the request with it, where half leaves the network time to answer.
+        """
+        bounds = _STORE_BOUND.get()
+        if bounds is None:
+            return call
+        bound, timed_outside = bounds
+        deadline = DEADLINE.get()
+        if deadline is not None:
+            bound = min(bound, deadline.remaining() / 2)
+        return _within(bound, call, self._too_slow, timed_outside)
+
+    def _too_slow(self) -> None:
+        """A store call held a request about as long as its timeout, as a store that hangs does (a paused Redis).
+
+        The store never saw it fail (it was cut short), so every request would ask it again, each kept waiting
+        (through AuthMiddleware, failed by aiohttp's timer): it is left alone a while instead, reads and writes.
+        """
+        self._resting_until = self._clock() + self._rest
+
+    def _resting(self) -> bool:
+        """Whether the store is left alone for now, after a call of it took too long."""
+        if self._clock() < self._resting_until:
+            return True
+        self._resting_until = 0.0
+        return False
 
     def _works(self, kind: str) -> None:
         if kind in self._store_failing:
@@ -1194,30 +1247,44 @@ class ResponseCache:
 #: The cache each memory store serves: one at a time (it has no record of invalidations that caches could share).
 _SERVING: weakref.WeakKeyDictionary[MemoryResponseStore, weakref.ref[ResponseCache]] = weakref.WeakKeyDictionary()
 
-#: How long each store call of the request in hand may take (its own timeout), when the store is not in memory.
-_STORE_BOUND: ContextVar[float | None] = ContextVar("authsession_store_bound", default=None)
+#: How long each store call of the request in hand may take (its own timeout), when the store is not in memory, and
+#: whether a timer the cache does not see may cut it short (AuthMiddleware's aiohttp: see _within).
+_STORE_BOUND: ContextVar[tuple[float, bool] | None] = ContextVar("authsession_store_bound", default=None)
 
 T = TypeVar("T")
 
 
-async def _bounding_store_calls(seconds: float, through: Awaitable[T]) -> T:
-    """``through``, with each of its store calls bounded by ``seconds``."""
-    token = _STORE_BOUND.set(seconds)
+async def _bounding_store_calls(seconds: float, timed_outside: bool, through: Awaitable[T]) -> T:
+    """``through``, with each of its store calls bounded by ``seconds`` (``timed_outside``: see _STORE_BOUND)."""
+    token = _STORE_BOUND.set((seconds, timed_outside))
     try:
         return await through
     finally:
         _STORE_BOUND.reset(token)
 
 
-def _bounded(call: Awaitable[T]) -> Awaitable[T]:
-    """A store call, cut short with a TimeoutError past the bound of the request in hand, if it has one."""
-    bound = _STORE_BOUND.get()
-    return call if bound is None else _within(bound, call)
+async def _within(seconds: float, call: Awaitable[T], too_slow: Callable[[], None], timed_outside: bool) -> T:
+    """``call``, cut short past ``seconds``; ``too_slow()`` is told when it is given up after ``_HUNG`` or more.
 
-
-async def _within(seconds: float, call: Awaitable[T]) -> T:
-    async with timeout_after(seconds):
-        return await call
+    Given up: timed out here or, ``timed_outside``, cancelled. Through AuthMiddleware aiohttp's own timer bounds
+    the store's calls as well, and fires first (it started a moment before this one, or it is a request's own
+    ``timeout=``, which a middleware does not see): the task is cancelled rather than this timer expiring. (A
+    cancellation through AuthorizedSession is the caller's, and says nothing of the store.)
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with timeout_after(seconds):
+            return await call
+    except TimeoutError:
+        # Given up sooner, a call says little of the store: a request's budget was nearly spent.
+        if loop.time() - started >= _HUNG:
+            too_slow()
+        raise
+    except asyncio.CancelledError:
+        if timed_outside and loop.time() - started >= _HUNG:
+            too_slow()
+        raise
 
 
 async def _or_closed(response: Any, step: Awaitable[T]) -> T:
