@@ -1631,6 +1631,15 @@ async def _page_behind(door: str, page: Any) -> AsyncIterator[tuple[Any, URL, Re
         await server.close()
 
 
+async def _same_as_the_network(door: str, expected: dict[Any, Any]) -> None:
+    """Each probe of ``expected`` sees its outcome in the network's answer, and the same in the cache's."""
+    async with _page_behind(door, _json_lines) as (session, url, cache):
+        for probe, outcome in expected.items():
+            network, cached = await _network_then_cache(session, url, cache, probe)
+            assert network == outcome, probe.__name__
+            assert cached == network, probe.__name__
+
+
 async def _network_then_cache(session: Any, url: URL, cache: ResponseCache, probe: Any) -> tuple[Any, Any]:
     """What ``probe(session, url)`` makes of the network's answer (stored), then of the cache's, to compare.
 
@@ -1782,11 +1791,7 @@ async def test_a_hit_is_closed_as_a_response_whose_body_has_all_arrived(door: st
     body = b'["first"]\n{"rest": 1}\n'
     lines = [body[start : start + 4] for start in range(0, len(body), 4)]
     expected = {states: [True] * 4, streamed: (lines, True), head: [True] * 4}
-    async with _page_behind(door, _json_lines) as (session, url, cache):
-        for probe, outcome in expected.items():
-            network, cached = await _network_then_cache(session, url, cache, probe)
-            assert network == outcome, probe.__name__
-            assert cached == network, probe.__name__
+    await _same_as_the_network(door, expected)
 
 
 async def test_a_hit_refuses_to_guess_its_encoding_before_a_read_as_aiohttp_does(door: str) -> None:
@@ -1812,11 +1817,7 @@ async def test_a_hit_refuses_to_guess_its_encoding_before_a_read_as_aiohttp_does
         return response, _raised(response.get_encoding)
 
     expected = {encodings: ["RuntimeError", "utf-8"], streamed: "RuntimeError", released: "RuntimeError"}
-    async with _page_behind(door, _json_lines) as (session, url, cache):
-        for probe, outcome in expected.items():
-            network, cached = await _network_then_cache(session, url, cache, probe)
-            assert network == outcome, probe.__name__
-            assert cached == network, probe.__name__
+    await _same_as_the_network(door, expected)
 
 
 async def test_a_hit_streams_long_lines_as_far_as_the_sessions_read_bufsize_allows(door: str) -> None:
