@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import Door
 from multidict import CIMultiDict
+from test_http_cache_rfc import Scripted, answer
 from yarl import URL
 
 from authsession import (
@@ -115,35 +116,12 @@ async def test_only_if_cached_gets_the_caches_504_by_hand_as_through_the_doors(
 # --- a 304 naming another version ------------------------------------------------------
 
 
-class Scripted:
-    """An API whose answers the test writes: each request takes the next one; the last one repeats."""
-
-    def __init__(self, *answers: tuple[int, bytes, dict[str, str]]) -> None:
-        self.answers = list(answers)
-        self.requests: list[web.Request] = []
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._answer)
-        self.server = TestServer(app, host="127.0.0.1")
-
-    async def _answer(self, request: web.Request) -> web.Response:
-        self.requests.append(request)
-        status, body, headers = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return web.Response(status=status, body=None if status == 304 else body, headers=headers)
-
-    async def __aenter__(self) -> Scripted:
-        await self.server.start_server()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.server.close()
-
-
 def another_version() -> Scripted:
     """A page stored stale with ETag "v2", whose revalidation is a 304 naming "v1" (a rollback), then "v1" itself."""
     return Scripted(
-        (200, b"v2", {"Cache-Control": "max-age=0", "ETag": '"v2"'}),
-        (304, b"", {"Cache-Control": "max-age=60", "ETag": '"v1"'}),
-        (200, b"v1", {"Cache-Control": "max-age=60", "ETag": '"v1"'}),
+        answer(200, b"v2", Cache_Control="max-age=0", ETag='"v2"'),
+        answer(304, Cache_Control="max-age=60", ETag='"v1"'),
+        answer(200, b"v1", Cache_Control="max-age=60", ETag='"v1"'),
     )
 
 
