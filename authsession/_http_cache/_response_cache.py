@@ -352,12 +352,7 @@ class ResponseCache:
         found = self.find(method, url, headers, identity)
         if found is ASK_STORE:
             found = await self.find_in_store(method, url, headers, identity)
-        if (
-            headers is not None
-            and (found[0] is None if found is not None else method.upper() in CACHEABLE_METHODS)
-            and "only-if-cached" in _directives(_ci(headers))
-        ):
-            # RFC 9111 5.2.1.7, as through(): nothing is to be sent, whatever is stored.
+        if headers is not None and _only_if_cached(method, headers, found):  # as through(): nothing is to be sent
             now = self._clock() if found is None else found[3]
             return CacheLookup(self._unavailable(method, url, now), None, None, now, "", "")
         if found is None:
@@ -449,11 +444,7 @@ class ResponseCache:
                 found = await self.find_in_store(method, target, seen, identity, options)
         # RFC 9111 5.2.1.7: not sent, whatever is stored; nor a GET or HEAD no stored response could answer (its
         # own Authorization, Range or validators), which the cache would otherwise pass to the network.
-        if (
-            seen is not None
-            and (found[0] is None if found is not None else method.upper() in CACHEABLE_METHODS)
-            and "only-if-cached" in _directives(_ci(seen))
-        ):
+        if seen is not None and _only_if_cached(method, seen, found):
             return self._unavailable(method, target, self._clock() if found is None else found[3])
         if found is not None and (found[0] is not None or found[1]):
             if found[0] is not None:
@@ -1298,6 +1289,13 @@ async def _or_closed(response: Any, step: Awaitable[T]) -> T:
     except BaseException:
         response.close()
         raise
+
+
+def _only_if_cached(method: str, headers: Mapping[str, str], found: Found | None) -> bool:
+    """Whether a request that allows only a stored response (RFC 9111 5.2.1.7) gets the cache's 504: nothing fresh
+    was found for it, or it is a GET or HEAD the cache passes by (its own Authorization, Range or validators)."""
+    unanswered = found[0] is None if found is not None else method.upper() in CACHEABLE_METHODS
+    return unanswered and "only-if-cached" in _directives(_ci(headers))
 
 
 def _checked_request(call: str, method: object, url: object, identity: object) -> URL:
